@@ -1,0 +1,34 @@
+# policyc — the two commands a newcomer types: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast lint demo clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch is pinned first: the CPU wheel that lies on this machine; an unpinned torch pulls a CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check policy_lang runtime tests examples
+
+test: install lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow" -x
+
+demo: install
+	$(VENV)/bin/policyc run policies/scope.policy --out out/demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info out

@@ -1,0 +1,442 @@
+"""The policyc intermediate representation (IR): the one contract between compiler and runtime.
+
+Input: built by the compiler's lowering pass (``policy_lang.passes``) or loaded from JSON.
+Output: frozen pydantic models; ``Policy.model_dump_json()`` is the interchange format and
+``Policy.model_json_schema()`` its JSON Schema (``policyc schema``).
+Errors: ``load_ir`` raises ``IRError`` on JSON that is not valid IR or carries another
+``ir_version``; ``Policy.with_params`` raises ``ParamError`` on an unknown, mistyped or
+out-of-range override.
+
+Rules of this module:
+* no source positions inside the IR: nodes that a diagnostic or a trace may point at carry a
+  stable ``id`` ("p.tau", "s0", "s0.r1", "s0.g2", "s0.l0"); ``policy_lang`` keeps a separate
+  source map from id to span;
+* every union is discriminated on ``kind``;
+* the runtime imports this module (and the ``policy_lang`` facade) only, never the parser.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+IR_VERSION = 1
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------
+# Signals: the catalogue the type checker, the docs, the simulator and the runtime share.
+# --------------------------------------------------------------------------------------------
+
+SignalType = Literal["number", "integer", "bool", "branch", "optional_integer", "list"]
+
+#: Scalar signals that are read by bare name. name -> (type, one-line meaning).
+SCALAR_SIGNALS: dict[str, tuple[SignalType, str]] = {
+    "step": ("integer", "index of the current denoiser call of this branch, 0-based"),
+    "steps": ("integer", "total number of denoiser calls of this branch in the pipeline call"),
+    "progress": ("number", "step / max(steps - 1, 1), in 0..1"),
+    "noise": ("number", "noise level sigma in 0..1 (per frame group under `on frames`)"),
+    "branch": ("branch", "cache-context branch: \"cond\", \"uncond\" or \"default\""),
+    "block": ("integer", "index of the block (under `on each block`)"),
+    "blocks": ("integer", "number of blocks in the unit"),
+    "frame": ("integer", "index of the frame group (under `on frames`)"),
+    "frames": ("integer", "number of frame groups"),
+    "since_recompute": ("integer", "calls since the last recompute of this unit (0 right after one)"),
+    "run": ("integer", "length of the current run of the previous call's action"),
+    "history": ("integer", "number of computed results stored for this unit"),
+    "first_hit": ("optional_integer", "step of the first non-recompute decision, or none"),
+    "change_rate": ("number", "rel-L1 between the last two computed results per unit noise"),
+    "curvature": ("number", "relative second divided difference of the last three computed results"),
+}
+
+#: Tensor-derived distance functions and the sources they accept.
+DISTANCE_FUNCTIONS = ("delta", "drift", "cos_dist")
+DISTANCE_SOURCES = ("input", "modulated_input", "probe", "output")
+
+#: Signals whose value exists only after the unit ran in the current call.
+CURRENT_CALL_ONLY = frozenset({("drift", "output"), ("cos_dist", "output")})
+
+
+# --------------------------------------------------------------------------------------------
+# Expressions
+# --------------------------------------------------------------------------------------------
+
+
+class Const(_Node):
+    """A literal: number, integer, bool, string (branch names), ``none`` or a list of numbers."""
+
+    kind: Literal["const"] = "const"
+    value: float | int | bool | str | None | tuple[float, ...]
+
+
+class ParamRef(_Node):
+    """A reference to a ``param``; its value comes from ``Policy.params`` (after overrides)."""
+
+    kind: Literal["param"] = "param"
+    name: str
+
+
+class LetRef(_Node):
+    """A reference to a ``let`` binding of the enclosing section."""
+
+    kind: Literal["let"] = "let"
+    name: str
+
+
+class Signal(_Node):
+    """A scalar signal from ``SCALAR_SIGNALS``."""
+
+    kind: Literal["signal"] = "signal"
+    name: str
+
+
+class Distance(_Node):
+    """``delta(x)``, ``drift(x)`` or ``cos_dist(x)`` of a tensor source (relative L1 unless named)."""
+
+    kind: Literal["distance"] = "distance"
+    fn: Literal["delta", "drift", "cos_dist"]
+    source: Literal["input", "modulated_input", "probe", "output"]
+
+
+class PredError(_Node):
+    """``pred_error(order: k)``: a-priori relative error of an order-k prediction of this unit."""
+
+    kind: Literal["pred_error"] = "pred_error"
+    order: int
+    over: Literal["noise", "step"] = "noise"
+
+
+class Accumulate(_Node):
+    """``accumulate(e)``: the sum of ``e`` over the calls since the last recompute (this call included)."""
+
+    kind: Literal["accumulate"] = "accumulate"
+    expr: Expr
+
+
+class MeanOverBlocks(_Node):
+    """``mean over blocks e``: ``e`` evaluated per block of the unit and averaged."""
+
+    kind: Literal["mean_blocks"] = "mean_blocks"
+    expr: Expr
+
+
+class Poly(_Node):
+    """``poly(coeffs, e)``: c0*e^(n-1) + ... + c(n-1) (numpy.polyval order, as TeaCache writes it)."""
+
+    kind: Literal["poly"] = "poly"
+    coeffs: Expr
+    expr: Expr
+
+
+class Call(_Node):
+    """A pure numeric function: ``min``, ``max``, ``clamp(x, lo, hi)``, ``floor``, ``ceil``, ``abs``."""
+
+    kind: Literal["call"] = "call"
+    fn: Literal["min", "max", "clamp", "floor", "ceil", "abs"]
+    args: tuple[Expr, ...]
+
+
+class Unary(_Node):
+    kind: Literal["unary"] = "unary"
+    op: Literal["neg", "not"]
+    operand: Expr
+
+
+BinaryOp = Literal["+", "-", "*", "/", "**", "<", "<=", ">", ">=", "==", "!=", "and", "or"]
+
+
+class Binary(_Node):
+    kind: Literal["binary"] = "binary"
+    op: BinaryOp
+    left: Expr
+    right: Expr
+
+
+Expr = Annotated[
+    Union[Const, ParamRef, LetRef, Signal, Distance, PredError, Accumulate, MeanOverBlocks, Poly, Call, Unary,
+          Binary],
+    Field(discriminator="kind"),
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Actions
+# --------------------------------------------------------------------------------------------
+
+
+class Recompute(_Node):
+    """Run the unit; append its result to the unit's history."""
+
+    kind: Literal["recompute"] = "recompute"
+
+
+class Cache(_Node):
+    """Reuse the last computed result (a residual for block ranges; ``output=True`` reuses raw outputs)."""
+
+    kind: Literal["cache"] = "cache"
+    output: bool = False
+
+
+class Predict(_Node):
+    """Extrapolate from the history on the true nodes of ``over`` (noise levels or step indices)."""
+
+    kind: Literal["predict"] = "predict"
+    method: Literal["taylor", "adams"] = "taylor"
+    order: int = Field(ge=1, le=4)
+    over: Literal["noise", "step"] = "noise"
+
+
+class Skip(_Node):
+    """Contribute nothing (a zero residual)."""
+
+    kind: Literal["skip"] = "skip"
+
+
+Action = Annotated[Union[Recompute, Cache, Predict, Skip], Field(discriminator="kind")]
+ActionKind = Literal["recompute", "cache", "predict", "skip"]
+
+
+# --------------------------------------------------------------------------------------------
+# Units, rules, guards, sections
+# --------------------------------------------------------------------------------------------
+
+
+class ModelUnit(_Node):
+    """``on model``: the whole denoiser call."""
+
+    kind: Literal["model"] = "model"
+
+
+class BlocksUnit(_Node):
+    """``on blocks`` / ``on blocks[a:b]``: a block range as one unit (``None`` = open end)."""
+
+    kind: Literal["blocks"] = "blocks"
+    start: int | None = None
+    stop: int | None = None
+
+
+class EachBlockUnit(_Node):
+    """``on each block`` / ``on each block[a:b]``: one decision per block of the range."""
+
+    kind: Literal["each_block"] = "each_block"
+    start: int | None = None
+    stop: int | None = None
+
+
+class FramesUnit(_Node):
+    """``on frames``: one decision per causal frame group of a video latent."""
+
+    kind: Literal["frames"] = "frames"
+
+
+Unit = Annotated[Union[ModelUnit, BlocksUnit, EachBlockUnit, FramesUnit], Field(discriminator="kind")]
+
+
+class Rule(_Node):
+    """One arm of the ``if / elif / else`` chain; ``cond is None`` for ``else``. First match wins."""
+
+    id: str
+    cond: Expr | None
+    action: Action
+
+
+class Let(_Node):
+    """``let name = expr``, evaluated in order before the chain."""
+
+    id: str
+    name: str
+    expr: Expr
+
+
+class Warmup(_Node):
+    """``warmup N``: the first N calls of the unit recompute."""
+
+    kind: Literal["warmup"] = "warmup"
+    id: str
+    calls: Expr
+
+
+class Tail(_Node):
+    """``tail N``: the last N calls of the unit recompute."""
+
+    kind: Literal["tail"] = "tail"
+    id: str
+    calls: Expr
+
+
+class LimitRun(_Node):
+    """``limit run ACTION N``: after N consecutive calls of ACTION the next call recomputes."""
+
+    kind: Literal["limit_run"] = "limit_run"
+    id: str
+    action: Literal["cache", "predict", "skip"]
+    calls: Expr
+
+
+class LimitStale(_Node):
+    """``limit stale N`` (``calls is None`` = ``limit stale none``, staleness explicitly unbounded)."""
+
+    kind: Literal["limit_stale"] = "limit_stale"
+    id: str
+    calls: Expr | None
+
+
+class LimitBudget(_Node):
+    """``limit budget E``: accumulated estimated error since the last recompute stays below E."""
+
+    kind: Literal["limit_budget"] = "limit_budget"
+    id: str
+    bound: Expr
+
+
+class RefreshEvery(_Node):
+    """``refresh every N``: calls with step % N == 0 recompute."""
+
+    kind: Literal["refresh_every"] = "refresh_every"
+    id: str
+    calls: Expr
+
+
+Guard = Annotated[
+    Union[Warmup, Tail, LimitRun, LimitStale, LimitBudget, RefreshEvery], Field(discriminator="kind")
+]
+
+
+class Section(_Node):
+    """``on UNIT { ... }``: guards (which force ``recompute``), lets, then the decision chain."""
+
+    id: str
+    unit: Unit
+    restrict_active_frames: bool = False
+    guards: tuple[Guard, ...] = ()
+    lets: tuple[Let, ...] = ()
+    rules: tuple[Rule, ...]
+
+
+class Probe(_Node):
+    """``probe blocks[a:b]``: blocks that always run; their residual is the signal source ``probe``."""
+
+    id: str
+    start: int | None = None
+    stop: int | None = None
+
+
+ParamType = Literal["number", "integer", "bool", "list"]
+
+
+class Param(_Node):
+    """``param name = value [in lo..hi]``; ``value`` is the effective value after overrides."""
+
+    id: str
+    name: str
+    type: ParamType
+    value: float | int | bool | tuple[float, ...]
+    low: float | None = None
+    high: float | None = None
+
+
+class ParamError(ValueError):
+    """An override names an unknown param, has the wrong type, or lies outside the declared range."""
+
+
+class IRError(ValueError):
+    """JSON that is not valid policyc IR of this version."""
+
+
+class Policy(_Node):
+    """A whole compiled policy."""
+
+    ir_version: Literal[1] = IR_VERSION
+    name: str
+    doc: str = ""
+    params: tuple[Param, ...] = ()
+    probe: Probe | None = None
+    sections: tuple[Section, ...]
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def param_values(self) -> dict[str, Any]:
+        return {p.name: p.value for p in self.params}
+
+    def with_params(self, overrides: dict[str, Any]) -> Policy:
+        """Return a copy with param values replaced; typed and range-checked (raises ``ParamError``)."""
+        if not overrides:
+            return self
+        known = {p.name: p for p in self.params}
+        new = dict(known)
+        for name, raw in overrides.items():
+            if name not in known:
+                raise ParamError(f"unknown param `{name}`; this policy declares: {', '.join(known) or 'none'}")
+            new[name] = known[name].model_copy(update={"value": coerce_param(known[name], raw)})
+        return self.model_copy(update={"params": tuple(new[p.name] for p in self.params)})
+
+
+def coerce_param(param: Param, raw: Any) -> float | int | bool | tuple[float, ...]:
+    """Convert ``raw`` (a Python value or the text of ``--set``) to the param's type and check its range."""
+    value: Any = raw
+    try:
+        if param.type == "bool":
+            if isinstance(raw, str):
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError
+                value = raw.lower() == "true"
+            elif not isinstance(raw, bool):
+                raise ValueError
+        elif param.type == "integer":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = int(raw, 10) if isinstance(raw, str) else raw
+            if not isinstance(value, int):
+                raise ValueError
+        elif param.type == "number":
+            if isinstance(raw, bool):
+                raise ValueError
+            value = float(raw)
+        else:
+            items = json.loads(raw) if isinstance(raw, str) else raw
+            value = tuple(float(x) for x in items)
+    except (ValueError, TypeError):
+        raise ParamError(f"param `{param.name}` expects {param.type}, got {raw!r}") from None
+    if param.type in ("number", "integer"):
+        if value != value:  # NaN
+            raise ParamError(f"param `{param.name}` must be a finite number, got {raw!r}")
+        if (param.low is not None and value < param.low) or (param.high is not None and value > param.high):
+            raise ParamError(f"param `{param.name}` = {value} lies outside its range {param.low}..{param.high}")
+    return value
+
+
+def load_ir(data: str | bytes | dict) -> Policy:
+    """Validate IR JSON (text or parsed) and return the ``Policy``; raise ``IRError`` on anything else."""
+    try:
+        obj = json.loads(data) if isinstance(data, (str, bytes)) else data
+    except json.JSONDecodeError as exc:
+        raise IRError(f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise IRError("IR JSON must be an object")
+    version = obj.get("ir_version")
+    if version != IR_VERSION:
+        raise IRError(f"unsupported ir_version {version!r}; this policyc reads ir_version {IR_VERSION}")
+    try:
+        return Policy.model_validate(obj)
+    except ValidationError as exc:
+        raise IRError(f"invalid IR: {exc.error_count()} error(s); first: {exc.errors()[0]['msg']} at "
+                      f"{'.'.join(str(p) for p in exc.errors()[0]['loc'])}") from None
+
+
+def ir_json_schema() -> dict:
+    """The JSON Schema of the IR (``policyc schema``)."""
+    return Policy.model_json_schema()
+
+
+for _model in (Accumulate, MeanOverBlocks, Poly, Call, Unary, Binary, Rule, Let, Warmup, Tail, LimitRun,
+               LimitStale, LimitBudget, RefreshEvery, Section, Policy):
+    _model.model_rebuild()
