@@ -18,7 +18,7 @@ Rules of this module:
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -158,8 +158,7 @@ class Binary(_Node):
 
 
 Expr = Annotated[
-    Union[Const, ParamRef, LetRef, Signal, Distance, PredError, Accumulate, MeanOverBlocks, Poly, Call, Unary,
-          Binary],
+    Const | ParamRef | LetRef | Signal | Distance | PredError | Accumulate | MeanOverBlocks | Poly | Call | Unary | Binary,
     Field(discriminator="kind"),
 ]
 
@@ -197,7 +196,7 @@ class Skip(_Node):
     kind: Literal["skip"] = "skip"
 
 
-Action = Annotated[Union[Recompute, Cache, Predict, Skip], Field(discriminator="kind")]
+Action = Annotated[Recompute | Cache | Predict | Skip, Field(discriminator="kind")]
 ActionKind = Literal["recompute", "cache", "predict", "skip"]
 
 
@@ -234,7 +233,7 @@ class FramesUnit(_Node):
     kind: Literal["frames"] = "frames"
 
 
-Unit = Annotated[Union[ModelUnit, BlocksUnit, EachBlockUnit, FramesUnit], Field(discriminator="kind")]
+Unit = Annotated[ModelUnit | BlocksUnit | EachBlockUnit | FramesUnit, Field(discriminator="kind")]
 
 
 class Rule(_Node):
@@ -303,7 +302,7 @@ class RefreshEvery(_Node):
 
 
 Guard = Annotated[
-    Union[Warmup, Tail, LimitRun, LimitStale, LimitBudget, RefreshEvery], Field(discriminator="kind")
+    Warmup | Tail | LimitRun | LimitStale | LimitBudget | RefreshEvery, Field(discriminator="kind")
 ]
 
 
