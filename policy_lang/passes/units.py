@@ -1,0 +1,114 @@
+"""Pass ``check_units``: sections, probe and unit-bound signals fit together.
+
+Input: ``Compilation.ast`` and ``bindings``. Output: diagnostics only. Block ranges are
+half-open ``[start, stop)`` with open ends; ``model`` and ``frames`` cover the whole denoiser
+(every block). Reported: P0414 an empty or reversed range, P0406 two sections whose units
+overlap, P0407 ``restrict active_frames`` outside ``on frames``, P0408 a probe that overlaps a
+unit (the probe always runs, so a section cannot also skip it), P0409 the ``probe`` source
+without a probe declaration, P0416 ``block``/``frame``/``mean over blocks`` under a unit that has
+no such thing, P0417 a probe no section reads (warning).
+"""
+
+from __future__ import annotations
+
+import math
+
+from policy_lang import syntax as s
+from policy_lang.diagnostics import Label
+from policy_lang.passes.base import Compilation
+
+
+def block_range(unit: s.Unit) -> tuple[float, float]:
+    """The half-open block interval a unit covers (``model``/``frames``: everything)."""
+    if unit.name.text in ("model", "frames") and not unit.each:
+        return (0, math.inf)
+    return (0 if unit.start is None else unit.start, math.inf if unit.stop is None else unit.stop)
+
+
+def _known(unit: s.Unit) -> bool:
+    return unit.name.text == "block" if unit.each else unit.name.text in ("model", "blocks", "frames")
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return max(a[0], b[0]) < min(a[1], b[1])
+
+
+def _describe(unit: s.Unit) -> str:
+    text = ("each " if unit.each else "") + unit.name.text
+    if unit.has_slice:
+        text += f"[{'' if unit.start is None else unit.start}:{'' if unit.stop is None else unit.stop}]"
+    return text
+
+
+def check_units(c: Compilation) -> None:
+    policy = c.ast
+    units = [sec.unit for sec in policy.sections]
+    probe = policy.probes[0] if policy.probes else None
+    for unit in units + ([probe.unit] if probe else []):
+        if unit.has_slice and unit.start is not None and unit.stop is not None and unit.start >= unit.stop:
+            c.emit("P0414", f"the block range [{unit.start}:{unit.stop}] is empty", span=unit.span,
+                   help="ranges are half-open [start:stop) with start < stop")
+    if probe is not None and (probe.unit.name.text != "blocks" or probe.unit.each):
+        c.emit("P0207", f"a probe is a block range, not `{_describe(probe.unit)}`", span=probe.unit.span,
+               help="write `probe blocks[0:1]`")
+        probe = None
+    known = [sec for sec in policy.sections if _known(sec.unit)]
+    for i, sec in enumerate(known):
+        if sec.unit.has_slice and sec.unit.name.text in ("model", "frames"):
+            c.emit("P0414", f"`{sec.unit.name.text}` takes no block range", span=sec.unit.span,
+                   help=f"write `on {sec.unit.name.text}` or `on blocks[a:b]`")
+        for other in known[:i]:
+            if _overlap(block_range(sec.unit), block_range(other.unit)):
+                c.emit("P0406", f"the unit `{_describe(sec.unit)}` overlaps `{_describe(other.unit)}`",
+                       span=sec.unit.span, labels=(Label(span=other.unit.span, message="overlapping unit"),),
+                       notes=("each block is decided by one section; `model` and `frames` cover every block",),
+                       help="make the block ranges disjoint, e.g. `blocks[0:8]` and `blocks[8:]`")
+                break
+        if probe is not None and _overlap(block_range(sec.unit), block_range(probe.unit)):
+            c.emit("P0408", f"the probe `{_describe(probe.unit)}` overlaps the unit `{_describe(sec.unit)}`",
+                   span=sec.unit.span, labels=(Label(span=probe.unit.span, message="probe"),),
+                   notes=("probe blocks always run, so they cannot also be cached or predicted",),
+                   help=f"start the unit after the probe, e.g. `blocks[{_stop(probe.unit)}:]`")
+    reads_probe = False
+    for sec in policy.sections:
+        reads_probe |= _section_signals(c, sec, has_probe=bool(policy.probes))
+    if policy.probes and not reads_probe:
+        c.emit("P0417", "no section reads the probe", span=policy.probes[0].span,
+               help="use `delta(probe)` or `drift(probe)` in a condition, or remove the probe")
+
+
+def _stop(unit: s.Unit) -> int:
+    return unit.stop if unit.stop is not None else 1
+
+
+def _section_signals(c: Compilation, sec: s.Section, has_probe: bool) -> bool:
+    unit = sec.unit
+    kind = "each_block" if unit.each else unit.name.text
+    reads_probe = False
+    for item in sec.items:
+        if isinstance(item, s.Restrict) and item.name.text == "active_frames" and kind != "frames":
+            c.emit("P0407", f"`restrict active_frames` under `on {_describe(unit)}`", span=item.span,
+                   help="restriction to active frames needs `on frames`")
+        for root in (getattr(item, "expr", None), getattr(item, "arg", None), getattr(item, "cond", None)):
+            if root is None:
+                continue
+            for node in s.walk(root):
+                binding = c.bindings.get(id(node)) if isinstance(node, s.Name) else None
+                if binding is not None and binding.kind == "source" and binding.name == "probe":
+                    reads_probe = True
+                    if not has_probe:
+                        c.emit("P0409", "`probe` is read but the policy declares no probe", span=node.span,
+                               help="declare one at the top of the policy: `probe blocks[0:1]`")
+                elif binding is not None and binding.kind == "signal":
+                    _unit_signal(c, node, binding.name, kind)
+                elif isinstance(node, s.MeanOver) and kind not in ("blocks", "each_block"):
+                    c.emit("P0416", f"`mean over blocks` under `on {_describe(unit)}`", span=node.span,
+                           help="`mean over blocks` averages over the blocks of a block-range unit")
+    return reads_probe
+
+
+def _unit_signal(c: Compilation, node: s.Name, name: str, kind: str) -> None:
+    needs = {"block": ("each_block", "`on each block`"), "frame": ("frames", "`on frames`")}.get(name)
+    if needs is not None and kind != needs[0]:
+        c.emit("P0416", f"the signal `{name}` exists only under {needs[1]}", span=node.span,
+               help=f"move this condition to a section {needs[1]}")
