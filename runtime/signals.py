@@ -1,0 +1,282 @@
+"""Tensor signals for one decision point, batched so that reading them costs one host synchronisation.
+
+Contract
+--------
+The runtime registers what a decision needs on a ``SignalBatch`` (each call queues a few 0-dim
+reductions on the tensors' device and returns the signal's key), then calls ``compute()``, which
+stacks every queued reduction into one float64 tensor, optionally reduces it across ranks, and calls
+``.tolist()`` exactly once. The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
+whose inputs were non-finite and the keys that were unavailable.
+
+Definitions (``eps = EPS = 1e-12``, added to the denominator so that two all-zero tensors are at
+distance 0; far below the magnitude of any real activation, so relative distances are scale invariant
+for ``mean|b| >> 1e-12``):
+
+* relative L1 ``rel_l1(a, b) = mean|a - b| / (mean|b| + eps)``; ``b`` is the reference;
+* ``cos_dist(a, b) = 1 - <a, b> / sqrt(<a, a> <b, b>)`` on the flattened tensors (0 when both are
+  zero, 1 when only one is);
+* ``delta(x)``: rel-L1 of this call's ``x`` vs the previous call's; ``drift(x)``: vs ``x`` at the last
+  recompute; ``cos_dist(x)``: cosine distance vs the previous call's (the caller passes the reference);
+* ``delta(output)``: rel-L1 between the last two computed results of the unit's ``History``;
+* ``change_rate``: ``delta(output) / |node_n - node_(n-1)|`` (per unit noise, or per step);
+* ``curvature``: ``mean|2 f[x_(n-2), x_(n-1), x_n]| / (mean|y_n| + eps)`` - the relative second
+  derivative estimated from the last three computed results on their true nodes;
+* ``pred_error(k, over)``: the a-priori relative error of a Taylor prediction of order k at the
+  current node ``t``, estimated by the next Newton term:
+  ``mean|f[x_(n-k-1), ..., x_n] * prod_(i=n-k..n) (t - x_i)| / (mean|y_n| + eps)`` (k = 0: reuse);
+* ``mean_blocks(inner)``: the mean over blocks of a per-block distance.
+
+Unavailable signals (no reference yet, too short a history) take the value ``+inf`` - the
+conservative reading for a distance or an error estimate - and are listed in ``unavailable``. If any
+reduction feeding a key is NaN or infinite, the value is ``nan`` and the key is listed in
+``nonfinite``; a non-finite input is never silently turned into a number.
+
+Keys (shared with the controller): "delta(input)", "drift(probe)", "cos_dist(modulated_input)",
+"delta(output)", "pred_error(2,noise)", "change_rate", "curvature", "mean_blocks(delta(output))".
+Tensors registered on one batch must live on one device. With context parallelism the ``reduce``
+hook of ``compute`` receives the per-rank means (shards of equal size) and returns the global means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from runtime.predict import Axis, History, combine, divided_difference_weights
+
+EPS = 1e-12
+CHANGE_RATE = "change_rate"
+CURVATURE = "curvature"
+
+
+def distance_key(fn: str, source: str) -> str:
+    return f"{fn}({source})"
+
+
+def pred_error_key(order: int, over: str = "noise") -> str:
+    return f"pred_error({order},{over})"
+
+
+def mean_blocks_key(inner: str) -> str:
+    return f"mean_blocks({inner})"
+
+
+@dataclass(frozen=True)
+class SignalValues:
+    """The values of one decision point; ``nonfinite`` and ``unavailable`` name the flagged keys."""
+
+    values: dict[str, float]
+    nonfinite: frozenset[str] = frozenset()
+    unavailable: frozenset[str] = frozenset()
+
+    def __getitem__(self, key: str) -> float:
+        return self.values[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+
+@dataclass
+class _Pending:
+    key: str
+    terms: tuple[int, ...]
+    finish: Callable[[list[float]], float]
+
+
+def _acc(t: torch.Tensor) -> torch.dtype:
+    """Reductions accumulate in float32 (float64 for float64 tensors)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _rel_l1(num: float, den: float) -> float:
+    return num / (den + EPS)
+
+
+def _cos(dot: float, aa: float, bb: float) -> float:
+    if aa == 0.0 or bb == 0.0:  # a zero vector has no direction: equal if both are zero
+        return 0.0 if aa == bb else 1.0
+    return 1.0 - dot / math.sqrt(aa * bb)
+
+
+@dataclass
+class SignalBatch:
+    """Collects the reductions of one decision point; ``compute`` syncs once."""
+
+    _terms: list[torch.Tensor] = field(default_factory=list)
+    _pending: list[_Pending] = field(default_factory=list)
+    _constants: dict[str, float] = field(default_factory=dict)
+    _unavailable: set[str] = field(default_factory=set)
+    _memo: dict[tuple, int] = field(default_factory=dict)
+    _keep: list[torch.Tensor] = field(default_factory=list)  # keeps memo ids valid
+
+    # -- reductions ------------------------------------------------------------------------------
+    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor]) -> int:
+        if memo_key is not None and memo_key in self._memo:
+            return self._memo[memo_key]
+        self._terms.append(make().to(torch.float64).reshape(()))
+        index = len(self._terms) - 1
+        if memo_key is not None:
+            self._memo[memo_key] = index
+        return index
+
+    def _mean_abs(self, t: torch.Tensor) -> int:
+        self._keep.append(t)
+        return self._term(("abs", id(t)), lambda: t.abs().mean(dtype=_acc(t)))
+
+    def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
+        if a.shape != b.shape:
+            raise ValueError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        self._keep += [a, b]
+        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs().mean(dtype=_acc(a)))
+
+    def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
+        self._pending.append(_Pending(key, tuple(terms), finish))
+        return key
+
+    def _missing(self, key: str) -> str:
+        self._unavailable.add(key)
+        return key
+
+    # -- public registration -----------------------------------------------------------------------
+    def rel_l1(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
+        """``mean|current - reference| / (mean|reference| + eps)`` under ``key``."""
+        if reference is None:
+            return self._missing(key)
+        terms = (self._mean_abs_diff(current, reference), self._mean_abs(reference))
+        return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
+
+    def cos_dist(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
+        """``1 - cos(current, reference)`` on the flattened tensors, under ``key``."""
+        if reference is None:
+            return self._missing(key)
+        a, b = current.reshape(-1).to(_acc(current)), reference.reshape(-1).to(_acc(current))
+        terms = (self._term(None, lambda: torch.dot(a, b) / a.numel()),
+                 self._term(None, lambda: torch.dot(a, a) / a.numel()),
+                 self._term(None, lambda: torch.dot(b, b) / b.numel()))
+        return self._add(key, terms, lambda v: _cos(*v))
+
+    def distance(self, fn: str, source: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
+        """``delta``/``drift`` (rel-L1) or ``cos_dist`` of a source; the key is ``fn(source)``."""
+        key = distance_key(fn, source)
+        if fn in ("delta", "drift"):
+            return self.rel_l1(key, current, reference)
+        if fn == "cos_dist":
+            return self.cos_dist(key, current, reference)
+        raise ValueError(f"unknown distance {fn!r}; expected delta, drift or cos_dist")
+
+    def mean_blocks(self, fn: str, source: str,
+                    pairs: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> str:
+        """Mean over blocks of ``fn(source)``; ``pairs`` holds one (current, reference) per block."""
+        key = mean_blocks_key(distance_key(fn, source))
+        if not pairs or any(ref is None for _, ref in pairs):
+            return self._missing(key)
+        if fn not in ("delta", "drift", "cos_dist"):
+            raise ValueError(f"unknown distance {fn!r}; expected delta, drift or cos_dist")
+        width = 2 if fn != "cos_dist" else 3
+        terms: list[int] = []
+        for cur, ref in pairs:
+            if fn == "cos_dist":
+                a, b = cur.reshape(-1).to(_acc(cur)), ref.reshape(-1).to(_acc(cur))
+                terms += [self._term(None, lambda a=a, b=b: torch.dot(a, b) / a.numel()),
+                          self._term(None, lambda a=a: torch.dot(a, a) / a.numel()),
+                          self._term(None, lambda b=b: torch.dot(b, b) / b.numel())]
+            else:
+                terms += [self._mean_abs_diff(cur, ref), self._mean_abs(ref)]
+        one = _cos if fn == "cos_dist" else _rel_l1
+
+        def finish(v: list[float]) -> float:
+            per_block = [one(*v[i:i + width]) for i in range(0, len(v), width)]
+            return sum(per_block) / len(per_block)
+
+        return self._add(key, terms, finish)
+
+    def output_delta(self, history: History) -> str:
+        """``delta(output)``: rel-L1 between the last two computed results of ``history``."""
+        key = distance_key("delta", "output")
+        if len(history) < 2:
+            return self._missing(key)
+        old, new = history.entries[-2].value, history.entries[-1].value
+        return self.rel_l1(key, new, old)
+
+    def change_rate(self, history: History, over: Axis = "noise") -> str:
+        """``delta(output)`` divided by the distance between the last two nodes."""
+        if len(history) < 2:
+            return self._missing(CHANGE_RATE)
+        e0, e1 = history.entries[-2], history.entries[-1]
+        span = abs(e1.node(over) - e0.node(over))
+        if span == 0.0:  # History replaces a result at a repeated node, so only a caller's own nodes get here
+            return self._missing(CHANGE_RATE)
+        terms = (self._mean_abs_diff(e1.value, e0.value), self._mean_abs(e0.value))
+        return self._add(CHANGE_RATE, terms, lambda v: _rel_l1(v[0], v[1]) / span)
+
+    def curvature(self, history: History, over: Axis = "noise") -> str:
+        """Relative second divided difference of the last three computed results."""
+        if len(history) < 3:
+            return self._missing(CURVATURE)
+        return self._newton_term(CURVATURE, history, over, 3, 2.0)
+
+    def pred_error(self, history: History, order: int, over: Axis, at: float) -> str:
+        """A-priori relative error of a Taylor prediction of ``order`` at node ``at`` (next Newton term)."""
+        key = pred_error_key(order, over)
+        if order < 0:
+            raise ValueError(f"pred_error order must be >= 0, got {order}")
+        if len(history) < order + 2:
+            return self._missing(key)
+        nodes = history.nodes(over)[-(order + 1):]
+        scale = math.prod(at - x for x in nodes)
+        return self._newton_term(key, history, over, order + 2, scale)
+
+    def _newton_term(self, key: str, history: History, over: Axis, count: int, scale: float) -> str:
+        entries = history.entries[-count:]
+        weights = divided_difference_weights([e.node(over) for e in entries]) * scale
+        term = combine([e.value for e in entries], weights)
+        self._keep.append(term)
+        terms = (self._mean_abs(term), self._mean_abs(entries[-1].value))
+        return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
+
+    def constant(self, key: str, value: float) -> str:
+        """A value already on the host (e.g. a counter the runtime wants in the same record)."""
+        self._constants[key] = float(value)
+        return key
+
+    # -- the one synchronisation -------------------------------------------------------------------
+    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
+        """Stack every reduction, apply ``reduce`` (cross-rank mean), call ``.tolist()`` once."""
+        raw: list[float] = []
+        if self._terms:
+            device = self._terms[0].device
+            stacked = torch.stack([t.to(device) for t in self._terms])
+            if reduce is not None:
+                stacked = reduce(stacked)
+            raw = stacked.tolist()
+        values: dict[str, float] = dict(self._constants)
+        nonfinite: set[str] = set()
+        for key in self._unavailable:
+            values[key] = math.inf
+        for p in self._pending:
+            inputs = [raw[i] for i in p.terms]
+            if all(math.isfinite(x) for x in inputs):
+                value = p.finish(inputs)
+                if math.isfinite(value):
+                    values[p.key] = value
+                    continue
+            values[p.key] = math.nan
+            nonfinite.add(p.key)
+        return SignalValues(values, frozenset(nonfinite), frozenset(self._unavailable))
+
+
+@dataclass
+class Accumulator:
+    """``accumulate(e)``: the sum of a signal since the last recompute; NaN stays NaN until ``reset``."""
+
+    total: float = 0.0
+
+    def add(self, value: float) -> float:
+        self.total += value
+        return self.total
+
+    def reset(self) -> None:
+        self.total = 0.0
