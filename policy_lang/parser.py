@@ -40,7 +40,7 @@ _REGEX_NAMES = {
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
     return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                propagate_positions=True, maybe_placeholders=True, start="start")
+                propagate_positions=True, maybe_placeholders=True, start="start", cache=True)
 
 
 def span_of(meta_or_token, source: str | None = None) -> Span:

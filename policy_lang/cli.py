@@ -1,0 +1,233 @@
+"""``policyc``: the command line of the compiler (argparse).
+
+Commands: ``compile FILE [--emit ir|summary] [--set NAME=VALUE]... [-o OUT] [--dump-after STAGE]``,
+``check FILE...``, ``fmt FILE... [--check | --write]``, ``schema [-o OUT]``; every command that
+reads policies takes ``--error-format human|json``. Exit status: 0 success, 1 diagnostics (a policy
+with errors, or ``fmt --check`` finding unformatted files), 2 usage errors (argparse's own code).
+Diagnostics go to stderr (coloured only on a TTY without ``NO_COLOR``), results to stdout or ``-o``.
+
+Other layers add commands without editing this file: each module in ``EXTENSIONS`` that can be
+imported exposes ``register(subparsers)``, which adds sub-parsers with
+``set_defaults(handler=fn)``; ``fn(args) -> int``. Those modules must import heavy libraries
+(torch, diffusers) inside their handlers, not at import time, to keep ``policyc compile`` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+#: modules that may add sub-commands (skipped when absent)
+EXTENSIONS = ("policy_lang.explain", "runtime.cli")
+
+
+def _color() -> bool:
+    return sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+
+def _report(diagnostics, source: str, filename: str, fmt: str) -> None:
+    from policy_lang.render import render
+
+    if diagnostics or fmt == "json":
+        sys.stderr.write(render(diagnostics, source, filename, fmt=fmt, color=_color()))
+
+
+def _overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            parser.error(f"--set expects NAME=VALUE, got {pair!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _read(path: str) -> tuple[str | None, list]:
+    from policy_lang.codes import diagnostic
+
+    try:
+        return Path(path).read_bytes().decode("utf-8"), []
+    except OSError as exc:
+        return None, [diagnostic("P0703", f"cannot read `{path}`: {exc.strerror or exc}")]
+    except UnicodeDecodeError as exc:
+        return None, [diagnostic("P0703", f"`{path}` is not UTF-8 text ({exc.reason} at byte {exc.start})")]
+
+
+def _write(text: str, out: str | None) -> None:
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_compile(args) -> int:
+    from policy_lang.api import compile_source, run_stages, stages
+
+    source, problems = _read(args.file)
+    if source is None:
+        _report(problems, "", args.file, args.error_format)
+        return 1
+    params = _overrides(args.set, args.parser)
+    if args.dump_after:
+        names = [s.name for s in stages()]
+        if args.dump_after not in names:
+            args.parser.error(f"--dump-after: no stage {args.dump_after!r}; stages: {', '.join(names)}")
+        c = run_stages(source, args.file, params, until=args.dump_after)
+        _report(c.diagnostics, source, args.file, args.error_format)
+        _write(_dump(c, args.dump_after), args.output)
+        return 1 if c.has_errors else 0
+    from policy_lang.api import PolicyError
+
+    try:
+        compiled = compile_source(source, args.file, params)
+    except PolicyError as err:
+        _report(err.diagnostics, source, args.file, args.error_format)
+        return 1
+    _report(compiled.warnings, source, args.file, args.error_format)
+    if args.emit == "summary":
+        from policy_lang.summary import summarize
+
+        _write(summarize(compiled.ir), args.output)
+    else:
+        _write(compiled.to_json() + "\n", args.output)
+    return 0
+
+
+def _dump(c, stage: str) -> str:
+    from policy_lang.printer import print_policy
+
+    head = f"# after stage `{stage}`: {len(c.errors)} error(s), {len(c.diagnostics) - len(c.errors)} other\n"
+    if c.ir is not None:
+        return head + c.ir.model_dump_json(indent=2) + "\n"
+    if c.ast is None:
+        return head
+    body = print_policy(c.ast)
+    if c.bindings:
+        names = sorted({(b.kind, b.name) for b in c.bindings.values()})
+        body += "# names: " + ", ".join(f"{n} ({k})" for k, n in names) + "\n"
+    if c.param_types:
+        body += "# params: " + ", ".join(f"{n}: {t} = {c.param_values.get(n)}" for n, t in c.param_types.items()) + "\n"
+    return head + body
+
+
+def cmd_check(args) -> int:
+    from policy_lang.api import PolicyError, compile_source
+
+    failed = 0
+    params = _overrides(args.set, args.parser)
+    for path in args.files:
+        source, problems = _read(path)
+        if source is None:
+            _report(problems, "", path, args.error_format)
+            failed += 1
+            continue
+        try:
+            compiled = compile_source(source, path, params)
+        except PolicyError as err:
+            _report(err.diagnostics, source, path, args.error_format)
+            failed += 1
+        else:
+            _report(compiled.warnings, source, path, args.error_format)
+    if args.error_format == "human":
+        print(f"checked {len(args.files)} file(s): " + (f"{failed} with errors" if failed else "all ok"))
+    return 1 if failed else 0
+
+
+def cmd_fmt(args) -> int:
+    from policy_lang.parser import parse
+    from policy_lang.printer import format_tree
+
+    status = 0
+    for path in args.files:
+        source, problems = _read(path)
+        tree = None
+        if source is not None:
+            tree, problems = parse(source)
+        if tree is None:
+            _report(problems, source or "", path, args.error_format)
+            status = 1
+            continue
+        text = format_tree(tree, source)
+        if args.check:
+            if text != source:
+                print(f"would reformat {path}")
+                status = 1
+        elif args.write:
+            if text != source:
+                Path(path).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    return status
+
+
+def cmd_schema(args) -> int:
+    from policy_lang.ir import ir_json_schema
+
+    _write(json.dumps(ir_json_schema(), indent=2) + "\n", args.output)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="policyc", description="Compile and check diffusion acceleration policies.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(p, many: bool = False):
+        p.add_argument("--error-format", choices=("human", "json"), default="human",
+                       help="how to print diagnostics (json: one document per file on stderr)")
+        if many is not None:
+            p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[],
+                           help="override a param (typed and range-checked)")
+
+    p = sub.add_parser("compile", help="compile a policy to IR JSON or a summary")
+    p.add_argument("file")
+    p.add_argument("--emit", choices=("ir", "summary"), default="ir")
+    p.add_argument("-o", "--output", help="write the result here instead of stdout")
+    p.add_argument("--dump-after", metavar="STAGE", help="stop after a compiler stage and print its result")
+    common(p)
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("check", help="check policies; print diagnostics only")
+    p.add_argument("files", nargs="+")
+    common(p)
+    p.set_defaults(handler=cmd_check)
+
+    p = sub.add_parser("fmt", help="print policies in canonical form")
+    p.add_argument("files", nargs="+")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="exit 1 if a file is not canonical")
+    mode.add_argument("--write", "-w", action="store_true", help="rewrite files in place")
+    common(p, many=None)
+    p.set_defaults(handler=cmd_fmt)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the IR")
+    p.add_argument("-o", "--output")
+    p.set_defaults(handler=cmd_schema)
+
+    for module in EXTENSIONS:
+        try:
+            ext = importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue  # the extension does not exist (yet)
+            raise
+        ext.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.parser = parser
+    try:
+        return args.handler(args)
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Emitter ``--emit summary``: a compiled ``ir.Policy`` described in plain words.
+
+Contract: ``summarize(policy)`` returns text (no trailing state-machine facts; those belong to
+``policyc explain``). ``expr_text(e)`` prints an IR expression in surface syntax, fully
+parenthesised where precedence would be ambiguous, so a reader can match it to the source.
+"""
+
+from __future__ import annotations
+
+from policy_lang import ir
+
+_GUARD_WORDS = {
+    "warmup": "the first {n} calls recompute",
+    "tail": "the last {n} calls recompute",
+    "limit_run": "after {n} consecutive `{action}` calls, the next call recomputes",
+    "limit_stale": "at most {n} calls in a row without a recompute",
+    "limit_budget": "the accumulated estimated error since the last recompute stays below {n}",
+    "refresh_every": "every call with step % {n} == 0 recomputes",
+}
+_UNARY = {"neg": "-", "not": "not "}
+
+
+def expr_text(e) -> str:
+    if isinstance(e, ir.Const):
+        v = e.value
+        if v is None:
+            return "none"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, tuple):
+            return "[" + ", ".join(repr(x) for x in v) + "]"
+        return repr(v)
+    if isinstance(e, (ir.ParamRef, ir.LetRef, ir.Signal)):
+        return e.name
+    if isinstance(e, ir.Distance):
+        return f"{e.fn}({e.source})"
+    if isinstance(e, ir.PredError):
+        return f"pred_error(order: {e.order}, over: {e.over})"
+    if isinstance(e, ir.Accumulate):
+        return f"accumulate({expr_text(e.expr)})"
+    if isinstance(e, ir.MeanOverBlocks):
+        return f"mean over blocks ({expr_text(e.expr)})"
+    if isinstance(e, ir.Poly):
+        return f"poly({expr_text(e.coeffs)}, {expr_text(e.expr)})"
+    if isinstance(e, ir.Call):
+        return f"{e.fn}({', '.join(expr_text(a) for a in e.args)})"
+    if isinstance(e, ir.Unary):
+        return _UNARY[e.op] + _atomic(e.operand)
+    if isinstance(e, ir.Binary):
+        return f"{_atomic(e.left)} {e.op} {_atomic(e.right)}"
+    raise TypeError(f"not an IR expression: {e!r}")
+
+
+def _atomic(e) -> str:
+    text = expr_text(e)
+    return f"({text})" if isinstance(e, (ir.Binary, ir.Unary)) else text
+
+
+def action_text(a) -> str:
+    if isinstance(a, ir.Predict):
+        return f"predict {a.method}(order: {a.order}, over: {a.over})"
+    if isinstance(a, ir.Cache):
+        return "cache output" if a.output else "cache"
+    return a.kind
+
+
+def unit_text(u) -> str:
+    if isinstance(u, ir.ModelUnit):
+        return "the whole model call"
+    if isinstance(u, ir.FramesUnit):
+        return "each frame group"
+    rng = f"blocks [{'' if u.start is None else u.start}:{'' if u.stop is None else u.stop}]"
+    return ("each block of " if isinstance(u, ir.EachBlockUnit) else "the block range ") + rng
+
+
+def summarize(policy: ir.Policy) -> str:
+    out = [f"policy {policy.name}: {policy.doc}" if policy.doc else f"policy {policy.name}"]
+    if policy.params:
+        out.append("params:")
+        for p in policy.params:
+            rng = f" in {p.low:g}..{p.high:g}" if p.low is not None else ""
+            out.append(f"  {p.name} = {p.value} ({p.type}{rng})")
+    if policy.probe is not None:
+        pr = policy.probe
+        out.append(f"probe: blocks [{'' if pr.start is None else pr.start}:{'' if pr.stop is None else pr.stop}] "
+                   "always run; their residual is the source `probe`")
+    for sec in policy.sections:
+        out.append(f"section {sec.id}: one decision for {unit_text(sec.unit)}")
+        if sec.restrict_active_frames:
+            out.append("  runs only the frames the schedule updates (restrict active_frames)")
+        for g in sec.guards:
+            n = "none (unbounded)" if getattr(g, "calls", 0) is None else expr_text(getattr(g, "calls", None)
+                                                                                     or getattr(g, "bound", None))
+            out.append(f"  guard {g.id}: " + _GUARD_WORDS[g.kind].format(n=n, action=getattr(g, "action", "")))
+        for let in sec.lets:
+            out.append(f"  let {let.name} = {expr_text(let.expr)}")
+        for i, rule in enumerate(sec.rules):
+            if rule.cond is None:
+                word = "always" if i == 0 else "otherwise"
+                out.append(f"  {rule.id}: {word} {action_text(rule.action)}")
+            else:
+                out.append(f"  {rule.id}: {'if' if i == 0 else 'else if'} {expr_text(rule.cond)} -> "
+                           f"{action_text(rule.action)}")
+    return "\n".join(out) + "\n"
