@@ -1,0 +1,256 @@
+"""Baseline vs accelerated generation, measured the same way for every method.
+
+Contract
+--------
+``benchmark(workload, methods, seeds)`` runs, in this one process and for each method and seed::
+
+    enable -> metered run (ComputeMeter; also warms the method up) -> timed run -> disable
+           -> timed baseline run
+
+so that every accelerated run has its baseline right next to it (same load on the machine). It
+returns a :class:`BenchReport` holding one :class:`MethodResult` per method:
+
+* ``speedup`` — the **median of per-seed ratios** ``baseline_seconds / accelerated_seconds``;
+  ``baseline_seconds`` / ``policy_seconds`` are the medians of the timed runs (``policy_seconds`` is
+  the accelerated time, whatever the kind);
+* ``psnr`` / ``ssim`` / ``rel_l2`` — means over seeds of :mod:`runtime.bench.metrics` against the
+  first unaccelerated output of that seed (``psnr`` is ``inf`` when identical; JSON writes ``null``
+  and sets ``identical``);
+* ``compute_fraction`` — executed block MACs over the baseline's (:mod:`runtime.bench.counting`),
+  mean over seeds; ``ideal_speedup = 1 / compute_fraction`` and ``efficiency = speedup / ideal``;
+* ``status`` — ``"ok"``, ``"idle"`` (compute fraction 1: the method did nothing and must not be
+  compared as an accelerator) or ``"failed"`` with ``error`` holding the exception text;
+* ``restored`` — every baseline run after a disable reproduced the reference bit for bit.
+
+A method is anything with ``(name, kind, enable(workload) -> Handle)``
+(:class:`runtime.bench.workload.Method`): peers come from :mod:`runtime.bench.peers`, policies from
+:func:`runtime.bench.policies.policy_method`. Pareto pictures are in :mod:`runtime.bench.pareto`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from runtime.bench import metrics
+from runtime.bench.counting import ComputeCount, ComputeMeter, compute_fraction, is_idle
+from runtime.bench.workload import Method, Workload
+
+JSON_KEYS = ("method", "kind", "speedup", "psnr", "ssim", "compute_fraction", "baseline_seconds",
+             "policy_seconds")
+
+
+@dataclass
+class SeedRun:
+    seed: int
+    baseline_seconds: float
+    policy_seconds: float
+    psnr: float
+    ssim: float
+    rel_l2: float
+    compute_fraction: float
+    block_fraction: float
+    repeatable: bool  # metered and timed accelerated runs gave the same output
+
+
+@dataclass
+class MethodResult:
+    method: str
+    kind: str
+    family: str
+    params: dict[str, Any]
+    status: str  # "ok" | "idle" | "failed"
+    error: str | None = None
+    speedup: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    rel_l2: float | None = None
+    compute_fraction: float | None = None
+    block_fraction: float | None = None
+    baseline_seconds: float | None = None
+    policy_seconds: float | None = None
+    restored: bool | None = None
+    runs: list[SeedRun] = field(default_factory=list)
+
+    @property
+    def ideal_speedup(self) -> float | None:
+        if not self.compute_fraction:
+            return None
+        return 1.0 / self.compute_fraction
+
+    @property
+    def efficiency(self) -> float | None:
+        ideal = self.ideal_speedup
+        return None if ideal is None or self.speedup is None else self.speedup / ideal
+
+    def to_json(self) -> dict[str, Any]:
+        """One JSON-safe object: the keys of ``JSON_KEYS`` first, then the extras."""
+        out: dict[str, Any] = {key: getattr(self, key) for key in JSON_KEYS}
+        out["identical"] = self.psnr is not None and math.isinf(self.psnr)
+        out.update(status=self.status, error=self.error, family=self.family, params=self.params,
+                   rel_l2=self.rel_l2, block_fraction=self.block_fraction,
+                   ideal_speedup=self.ideal_speedup, efficiency=self.efficiency, restored=self.restored,
+                   runs=[asdict(r) for r in self.runs])
+        return _json_safe(out)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+@dataclass
+class BenchReport:
+    workload: str
+    steps: int
+    seeds: list[int]
+    baseline: ComputeCount
+    results: list[MethodResult]
+    environment: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"workload": self.workload, "steps": self.steps, "seeds": self.seeds,
+                "baseline": self.baseline.to_dict(), "environment": self.environment,
+                "methods": [r.to_json() for r in self.results]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2)
+
+
+def environment() -> dict[str, str]:
+    import diffusers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "torch_threads": str(torch.get_num_threads())}
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _timed(call: Callable[[int], Any], seed: int) -> tuple[np.ndarray, float]:
+    _sync()
+    start = time.perf_counter()
+    out = call(seed)
+    _sync()
+    return metrics.to_numpy(out), time.perf_counter() - start
+
+
+def _error_text(exc: BaseException) -> str:
+    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    where = f" (at {frame[0].filename.rsplit('/', 1)[-1]}:{frame[0].lineno})" if frame else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class _Baseline:
+    """The unaccelerated reference: one output per seed, and its compute count."""
+
+    def __init__(self, workload: Workload):
+        self.workload = workload
+        self.outputs: dict[int, np.ndarray] = {}
+        with ComputeMeter(workload.transformer) as meter:
+            workload.call(0)
+        self.count = meter.count
+
+    def timed(self, seed: int) -> tuple[float, bool]:
+        out, seconds = _timed(self.workload.call, seed)
+        ref = self.outputs.setdefault(seed, out)
+        return seconds, bool(np.array_equal(ref, out))
+
+
+def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: _Baseline) -> MethodResult:
+    result = MethodResult(method=method.name, kind=method.kind, family=method.family,
+                          params=dict(method.params), status="ok")
+    restored = True
+    try:
+        for seed in seeds:
+            handle = method.enable(workload)
+            try:
+                with ComputeMeter(workload.transformer) as meter:
+                    metered = metrics.to_numpy(workload.call(seed))
+                out, seconds = _timed(workload.call, seed)
+            finally:
+                handle.disable()
+            base_seconds, same = base.timed(seed)
+            restored &= same
+            ref = base.outputs[seed]
+            fid = metrics.fidelity(ref, out)
+            result.runs.append(SeedRun(
+                seed=seed, baseline_seconds=base_seconds, policy_seconds=seconds, psnr=fid["psnr"],
+                ssim=fid["ssim"], rel_l2=fid["rel_l2"],
+                compute_fraction=compute_fraction(meter.count, base.count),
+                block_fraction=meter.count.block_calls / max(base.count.block_calls, 1),
+                repeatable=bool(np.array_equal(metered, out))))
+    except Exception as exc:  # a peer that fails on this model is reported, never hidden
+        result.status, result.error = "failed", _error_text(exc)
+        restored &= _still_restores(base)
+        result.restored = restored
+        return result
+    runs = result.runs
+    result.speedup = statistics.median(r.baseline_seconds / r.policy_seconds for r in runs)
+    result.baseline_seconds = statistics.median(r.baseline_seconds for r in runs)
+    result.policy_seconds = statistics.median(r.policy_seconds for r in runs)
+    result.psnr = float(np.mean([r.psnr for r in runs]))
+    result.ssim = float(np.mean([r.ssim for r in runs]))
+    result.rel_l2 = float(np.mean([r.rel_l2 for r in runs]))
+    result.compute_fraction = float(np.mean([r.compute_fraction for r in runs]))
+    result.block_fraction = float(np.mean([r.block_fraction for r in runs]))
+    result.restored = restored
+    if is_idle(result.compute_fraction):
+        result.status = "idle"
+    return result
+
+
+def _still_restores(base: _Baseline) -> bool:
+    """After a failure, check the model still gives the reference output (and say so)."""
+    seed = next(iter(base.outputs), None)
+    if seed is None:
+        return True
+    try:
+        return base.timed(seed)[1]
+    except Exception:
+        return False
+
+
+def benchmark(
+    workload: Workload,
+    methods: Iterable[Method],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    progress: Callable[[MethodResult], None] | None = None,
+) -> BenchReport:
+    """Measure every method against the unaccelerated workload (see the module contract)."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("at least one seed is needed")
+    base = _Baseline(workload)  # also the warm-up run
+    for seed in seeds:
+        base.timed(seed)
+    results = []
+    for method in methods:
+        result = _run_method(workload, method, seeds, base)
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return BenchReport(workload=workload.name, steps=workload.steps, seeds=seeds, baseline=base.count,
+                       results=results, environment=environment())

@@ -1,0 +1,112 @@
+"""Fidelity of an accelerated generation against the unaccelerated one (the reference).
+
+Contract
+--------
+* Inputs are anything array-like a pipeline returns — a torch tensor or a numpy array — holding
+  either decoded **frames** or **latents**. :func:`as_video` brings them to one layout,
+  ``frames x H x W x C`` (float64): a leading batch dimension of size 1 is dropped, a 4-D array
+  whose last axis is not a channel axis (1, 3 or 4 wide) is taken as diffusers' latent layout
+  ``C x F x H x W`` (after dropping the batch), a 3-D array is one image ``H x W x C``.
+* :func:`psnr` and :func:`ssim` come from scikit-image (``peak_signal_noise_ratio``,
+  ``structural_similarity``), never hand-written. **Data range**: frames in ``[0, 1]`` (what
+  ``output_type="np"`` gives) are compared with ``data_range = 1``; anything else (latents, or
+  frames outside ``[0, 1]``) uses the dynamic range of the reference, ``ref.max() - ref.min()``,
+  stated in the result by :func:`data_range`. Identical inputs give ``psnr == inf`` and ``ssim == 1``.
+* :func:`ssim` is the mean of per-frame SSIM over frames (channels as ``channel_axis``), with the
+  Gaussian-free 7x7 window shrunk to the largest odd size that fits small frames; frames narrower
+  than 3 pixels have no SSIM and give ``nan``.
+* :func:`rel_l2` is ``||test - ref||_2 / ||ref||_2`` on the raw values (no range handling needed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+CHANNEL_WIDTHS = (1, 3, 4)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A float64 numpy copy of a tensor (any device / dtype) or array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def as_video(x: Any) -> np.ndarray:
+    """``frames x H x W x C`` from a pipeline output (see the module contract for the layouts)."""
+    arr = to_numpy(x)
+    if arr.ndim == 5:
+        if arr.shape[0] != 1:
+            raise ValueError(f"expected a batch of one video, got shape {arr.shape}")
+        arr = arr[0]
+    if arr.ndim == 4:
+        if arr.shape[-1] in CHANNEL_WIDTHS:
+            return arr  # F x H x W x C (decoded frames)
+        return np.moveaxis(arr, 0, -1)  # C x F x H x W (latents) -> F x H x W x C
+    if arr.ndim == 3:
+        return arr[None]  # one image H x W x C
+    raise ValueError(f"cannot read an array of shape {arr.shape} as a video")
+
+
+def _pair(ref: Any, test: Any) -> tuple[np.ndarray, np.ndarray]:
+    a, b = as_video(ref), as_video(test)
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: reference {a.shape} vs test {b.shape}")
+    return a, b
+
+
+def data_range(ref: Any) -> float:
+    """1 for frames in [0, 1]; otherwise the reference's own dynamic range (never 0)."""
+    arr = to_numpy(ref)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 1.0
+    return (hi - lo) or 1.0
+
+
+def psnr(ref: Any, test: Any) -> float:
+    """Peak signal-to-noise ratio in dB over the whole video (``inf`` when identical)."""
+    a, b = _pair(ref, test)
+    if np.array_equal(a, b):
+        return math.inf
+    return float(peak_signal_noise_ratio(a, b, data_range=data_range(a)))
+
+
+def _window(h: int, w: int) -> int | None:
+    size = min(7, h, w)
+    if size % 2 == 0:
+        size -= 1
+    return size if size >= 3 else None
+
+
+def ssim(ref: Any, test: Any) -> float:
+    """Mean per-frame structural similarity (1 when identical; ``nan`` for frames under 3 px)."""
+    a, b = _pair(ref, test)
+    win = _window(a.shape[1], a.shape[2])
+    if win is None:
+        return math.nan
+    rng = data_range(a)
+    scores = [
+        structural_similarity(fa, fb, data_range=rng, channel_axis=-1, win_size=win)
+        for fa, fb in zip(a, b)
+    ]
+    return float(np.mean(scores))
+
+
+def rel_l2(ref: Any, test: Any) -> float:
+    """Relative L2 error ``||test - ref|| / ||ref||`` (0 when identical)."""
+    a, b = _pair(ref, test)
+    denom = float(np.linalg.norm(a))
+    if denom == 0.0:
+        return 0.0 if np.array_equal(a, b) else math.inf
+    return float(np.linalg.norm(b - a) / denom)
+
+
+def fidelity(ref: Any, test: Any) -> dict[str, float]:
+    """All three numbers at once, plus the data range the PSNR / SSIM used."""
+    return {"psnr": psnr(ref, test), "ssim": ssim(ref, test), "rel_l2": rel_l2(ref, test),
+            "data_range": data_range(as_video(ref))}

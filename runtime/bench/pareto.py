@@ -1,0 +1,93 @@
+"""Speedup-vs-fidelity pictures and the numbers the benchmark bars are judged on.
+
+Contract
+--------
+* :func:`pareto_front` — the results no other result beats on both speedup and PSNR (failed and
+  idle ones excluded), sorted by speedup.
+* :func:`psnr_at_speedup` — for each method family, the best PSNR among its points whose measured
+  speedup reaches ``target`` (a conservative "matched speedup" reading: no interpolation between
+  points); families that never reach it are absent.
+* :func:`plot_pareto` — one curve per family (x: wall-clock speedup, y: PSNR in dB), policies solid,
+  peers dashed, the overall front outlined, saved as a PNG (matplotlib, Agg back end). An identical
+  output (PSNR = inf) is drawn at the top of the axis with an upward triangle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from runtime.bench.harness import MethodResult
+
+
+def _usable(results: Iterable[MethodResult]) -> list[MethodResult]:
+    return [r for r in results if r.status == "ok" and r.speedup is not None and r.psnr is not None]
+
+
+def families(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
+    grouped: dict[str, list[MethodResult]] = defaultdict(list)
+    for r in _usable(results):
+        grouped[r.family].append(r)
+    return {name: sorted(points, key=lambda r: r.speedup) for name, points in grouped.items()}
+
+
+def pareto_front(results: Iterable[MethodResult]) -> list[MethodResult]:
+    points = _usable(results)
+    front = [
+        r for r in points
+        if not any((o.speedup >= r.speedup and o.psnr >= r.psnr) and (o.speedup > r.speedup or o.psnr > r.psnr)
+                   for o in points)
+    ]
+    return sorted(front, key=lambda r: r.speedup)
+
+
+def psnr_at_speedup(results: Iterable[MethodResult], target: float) -> dict[str, float]:
+    out = {}
+    for name, points in families(results).items():
+        reached = [r.psnr for r in points if r.speedup >= target]
+        if reached:
+            out[name] = max(reached)
+    return out
+
+
+def plot_pareto(results: Iterable[MethodResult], path: str | Path, *, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = list(results)
+    grouped = families(results)
+    finite = [r.psnr for pts in grouped.values() for r in pts if math.isfinite(r.psnr)]
+    top = (max(finite) + 5.0) if finite else 60.0
+    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
+    for name, points in sorted(grouped.items(), key=lambda kv: (kv[1][0].kind != "policy", kv[0])):
+        xs = [r.speedup for r in points]
+        ys = [r.psnr if math.isfinite(r.psnr) else top for r in points]
+        style = "-" if points[0].kind == "policy" else "--"
+        (line,) = ax.plot(xs, ys, style, marker="o", label=f"{name} ({points[0].kind})",
+                          linewidth=2.2 if points[0].kind == "policy" else 1.3)
+        for x, r in zip(xs, points):
+            if not math.isfinite(r.psnr):
+                ax.plot([x], [top], marker="^", color=line.get_color(), markersize=9)
+    front = pareto_front(results)
+    if front:
+        ax.plot([r.speedup for r in front], [min(r.psnr, top) for r in front], color="black",
+                linewidth=6, alpha=0.12, label="Pareto front")
+    skipped = sorted({r.method for r in results if r.status != "ok"})
+    if skipped:
+        ax.text(0.01, 0.01, "not plotted (failed / idle): " + ", ".join(skipped), transform=ax.transAxes,
+                fontsize=7, color="dimgray", va="bottom", wrap=True)
+    ax.set_xlabel("wall-clock speedup (median of per-seed ratios)")
+    ax.set_ylabel("PSNR vs unaccelerated output (dB)")
+    ax.set_title(title or "speedup vs fidelity")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

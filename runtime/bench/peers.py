@@ -1,0 +1,249 @@
+"""The peers: every training-free accelerator a user could pick instead of policyc, in one registry.
+
+Contract
+--------
+``PEERS`` maps a name to a :class:`Peer`. ``peer.method(**params)`` gives a harness
+:class:`~runtime.bench.workload.Method` (kind ``"peer"``) whose ``enable(workload)`` switches the
+technique on ``workload.pipe`` and returns a :class:`~runtime.bench.workload.Handle` that switches it
+off. ``peer.sweep`` lists the settings of its Pareto curve (slowest / most faithful first).
+``peer.available()`` says whether its library is importable (``None``) or why not.
+
+Every peer is configured so that it *acts* on the models of this project (diffusers 0.42.1):
+
+* ``fbcache`` — diffusers ``FirstBlockCacheConfig(threshold)``.
+* ``taylorseer`` — diffusers ``TaylorSeerCacheConfig``. Its default module patterns
+  (``^blocks.*attn``, matched with ``re.fullmatch``) match nothing in Wan, whose attentions are
+  ``blocks.N.attn1`` / ``attn2``, so the peer would be idle; we pass
+  ``cache_identifiers=[r"blocks\\.\\d+"]`` (Taylor-forecast whole blocks) and float32 factors.
+* ``magcache`` — diffusers ``MagCacheConfig``; the magnitude ratios are model-specific, so
+  ``enable`` first runs diffusers' own calibration mode (``calibrate=True``) on the workload at seed
+  0, parses the ratios diffusers prints (one list per cache context; averaged over ``cond`` /
+  ``uncond``) and memoises them per workload.
+* ``pab`` — diffusers ``PyramidAttentionBroadcastConfig`` (spatial + cross attention broadcast),
+  driven by ``pipe.current_timestep``.
+* ``fastercache`` — diffusers ``FasterCacheConfig`` as published: attention reuse plus the CFG-branch
+  cache, which expects the cond / uncond batch concatenated in one call. Wan runs them as two calls,
+  and with guidance it fails (the error is reported, not hidden).
+  ``fastercache-attn`` is the same attention reuse with the CFG half off (``is_guidance_distilled``).
+* ``dbcache`` / ``dbcache-taylor`` — cache-dit 1.5.3 ``DBCacheConfig`` (F1B0 by default), without and
+  with its ``TaylorSeerCalibratorConfig``; ``enable_separate_cfg`` follows the workload's ``cfg``
+  (cache-dit's Wan adapter assumes separate CFG and, without guidance, miscounts steps so that the
+  calibrator never acts). cache-dit is the optional ``peers`` extra.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.util
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from runtime.bench.workload import Handle, Method, Workload
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    library: str  # "diffusers" | "cache-dit"
+    doc: str
+    build: Callable[[Workload, dict[str, Any]], Handle]
+    defaults: dict[str, Any]
+    sweep: tuple[dict[str, Any], ...] = field(default=())
+
+    def available(self) -> str | None:
+        """``None`` when the peer's library can be imported, else the reason it cannot."""
+        module = "cache_dit" if self.library == "cache-dit" else "diffusers"
+        if importlib.util.find_spec(module) is None:
+            return f"{self.library} is not installed (pip install 'policyc[peers]')"
+        return None
+
+    def method(self, **params: Any) -> Method:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise TypeError(f"peer {self.name} has no parameter {', '.join(sorted(unknown))}; "
+                            f"it takes {', '.join(sorted(self.defaults))}")
+        merged = {**self.defaults, **params}
+        label = ",".join(f"{k}={v}" for k, v in params.items())
+        return Method(
+            name=f"{self.name}({label})" if label else self.name,
+            kind="peer",
+            enable=lambda workload: self.build(workload, merged),
+            family=self.name,
+            params=tuple(sorted(merged.items())),
+        )
+
+    def sweep_methods(self) -> list[Method]:
+        return [self.method(**point) for point in (self.sweep or ({},))]
+
+
+# -- diffusers' own cache configs ---------------------------------------------------------------
+def _diffusers_cache(workload: Workload, config: Any) -> Handle:
+    transformer = workload.transformer
+    try:
+        transformer.enable_cache(config)
+    except Exception:
+        if getattr(transformer, "is_cache_enabled", False):
+            transformer.disable_cache()
+        raise
+    return Handle(transformer.disable_cache, info={"config": repr(config)})
+
+
+def _fbcache(workload: Workload, p: dict[str, Any]) -> Handle:
+    from diffusers import FirstBlockCacheConfig
+
+    return _diffusers_cache(workload, FirstBlockCacheConfig(threshold=p["threshold"]))
+
+
+def _taylorseer(workload: Workload, p: dict[str, Any]) -> Handle:
+    from diffusers import TaylorSeerCacheConfig
+
+    config = TaylorSeerCacheConfig(
+        cache_interval=p["cache_interval"],
+        disable_cache_before_step=p["disable_cache_before_step"],
+        max_order=p["max_order"],
+        taylor_factors_dtype=torch.float32,
+        cache_identifiers=list(p["cache_identifiers"]),
+    )
+    return _diffusers_cache(workload, config)
+
+
+_MAG_LIST = re.compile(r"\[MagCache\] Calibration Complete[^\n]*\n\s*(\[[^\]]*\])")
+
+
+def calibrate_mag_ratios(workload: Workload, seed: int = 0) -> list[float]:
+    """Run diffusers' MagCache calibration mode once and return the per-step magnitude ratios."""
+    from diffusers import MagCacheConfig
+
+    key = f"magcache_ratios/{workload.steps}/{seed}"
+    if key not in workload.memo:
+        handle = _diffusers_cache(workload, MagCacheConfig(calibrate=True, num_inference_steps=workload.steps))
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                workload.call(seed)
+        finally:
+            handle.disable()
+        lists = [ast.literal_eval(m) for m in _MAG_LIST.findall(printed.getvalue())]
+        if not lists or any(len(r) != workload.steps for r in lists):
+            raise RuntimeError(f"MagCache calibration printed no usable ratios: {printed.getvalue()[-300:]!r}")
+        workload.memo[key] = [sum(col) / len(col) for col in zip(*lists)]
+    return workload.memo[key]
+
+
+def _magcache(workload: Workload, p: dict[str, Any]) -> Handle:
+    from diffusers import MagCacheConfig
+
+    ratios = calibrate_mag_ratios(workload)
+    config = MagCacheConfig(
+        threshold=p["threshold"],
+        max_skip_steps=p["max_skip_steps"],
+        retention_ratio=p["retention_ratio"],
+        num_inference_steps=workload.steps,
+        mag_ratios=ratios,
+    )
+    handle = _diffusers_cache(workload, config)
+    handle.info["mag_ratios"] = ratios
+    return handle
+
+
+def _pab(workload: Workload, p: dict[str, Any]) -> Handle:
+    from diffusers import PyramidAttentionBroadcastConfig
+
+    pipe = workload.pipe
+    config = PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=p["spatial_skip"],
+        cross_attention_block_skip_range=p["cross_skip"],
+        spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
+        cross_attention_timestep_skip_range=tuple(p["timestep_range"]),
+        current_timestep_callback=lambda: pipe.current_timestep,
+    )
+    return _diffusers_cache(workload, config)
+
+
+def _fastercache(workload: Workload, p: dict[str, Any]) -> Handle:
+    from diffusers import FasterCacheConfig
+
+    pipe = workload.pipe
+    config = FasterCacheConfig(
+        spatial_attention_block_skip_range=p["spatial_skip"],
+        spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
+        unconditional_batch_skip_range=p["uncond_skip"],
+        is_guidance_distilled=p["is_guidance_distilled"] or not workload.cfg,
+        tensor_format="BCFHW",
+        current_timestep_callback=lambda: pipe.current_timestep,
+    )
+    return _diffusers_cache(workload, config)
+
+
+# -- cache-dit ----------------------------------------------------------------------------------
+def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
+    import cache_dit
+
+    config = cache_dit.DBCacheConfig(
+        Fn_compute_blocks=p["fn"],
+        Bn_compute_blocks=p["bn"],
+        residual_diff_threshold=p["threshold"],
+        max_warmup_steps=p["warmup"],
+        max_continuous_cached_steps=p["max_continuous"],
+        num_inference_steps=workload.steps,
+        enable_separate_cfg=workload.cfg,
+    )
+    calibrator = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=p["order"]) if p["taylor"] else None
+    try:
+        cache_dit.enable_cache(workload.pipe, cache_config=config, calibrator_config=calibrator)
+    except Exception:
+        with contextlib.suppress(Exception):
+            cache_dit.disable_cache(workload.pipe)
+        raise
+    return Handle(lambda: cache_dit.disable_cache(workload.pipe), info={"config": repr(config)})
+
+
+_DB = {"fn": 1, "bn": 0, "threshold": 0.12, "warmup": 2, "max_continuous": 3, "taylor": False, "order": 1}
+_DB_SWEEP = tuple({"threshold": t} for t in (0.04, 0.08, 0.12, 0.2, 0.3))
+
+PEERS: dict[str, Peer] = {
+    peer.name: peer
+    for peer in (
+        Peer("fbcache", "diffusers", "First-Block Cache: reuse the stack residual while the first block's "
+             "residual barely moves", _fbcache, {"threshold": 0.1},
+             tuple({"threshold": t} for t in (0.03, 0.06, 0.1, 0.2, 0.3))),
+        Peer("taylorseer", "diffusers", "TaylorSeer: full compute every N steps, Taylor-forecast blocks in "
+             "between", _taylorseer,
+             {"cache_interval": 3, "disable_cache_before_step": 3, "max_order": 1,
+              "cache_identifiers": (r"blocks\.\d+",)},
+             tuple({"cache_interval": n} for n in (2, 3, 4, 6))),
+        Peer("magcache", "diffusers", "MagCache: skip while the accumulated magnitude-ratio error is small "
+             "(ratios calibrated on the workload)", _magcache,
+             {"threshold": 0.06, "max_skip_steps": 3, "retention_ratio": 0.2},
+             tuple({"threshold": t} for t in (0.02, 0.06, 0.12, 0.24, 0.5))),
+        Peer("pab", "diffusers", "Pyramid Attention Broadcast: reuse attention outputs inside a timestep "
+             "window", _pab, {"spatial_skip": 2, "cross_skip": 4, "timestep_range": (100, 800)},
+             tuple({"spatial_skip": s, "cross_skip": 2 * s} for s in (2, 3, 4, 6))),
+        Peer("fastercache", "diffusers", "FasterCache as published: attention reuse + CFG-branch cache",
+             _fastercache, {"spatial_skip": 2, "timestep_range": (-1, 681), "uncond_skip": 5,
+                            "is_guidance_distilled": False},
+             tuple({"spatial_skip": s} for s in (2, 3, 4))),
+        Peer("fastercache-attn", "diffusers", "FasterCache's attention reuse only (CFG half off)",
+             _fastercache, {"spatial_skip": 2, "timestep_range": (-1, 681), "uncond_skip": 5,
+                            "is_guidance_distilled": True},
+             tuple({"spatial_skip": s, "timestep_range": (-1, 901)} for s in (2, 3, 4))),
+        Peer("dbcache", "cache-dit", "cache-dit DBCache (Fn/Bn dual block cache)", _dbcache, dict(_DB), _DB_SWEEP),
+        Peer("dbcache-taylor", "cache-dit", "cache-dit DBCache + TaylorSeer calibrator", _dbcache,
+             {**_DB, "taylor": True}, _DB_SWEEP),
+    )
+}
+
+
+def peer_methods(names: list[str] | None = None, *, sweep: bool = False) -> list[Method]:
+    """Methods for the named peers (all by default): their default setting, or their whole sweep."""
+    chosen = [PEERS[n] for n in (names or PEERS)]
+    out: list[Method] = []
+    for peer in chosen:
+        out.extend(peer.sweep_methods() if sweep else [peer.method()])
+    return out

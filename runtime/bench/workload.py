@@ -1,0 +1,88 @@
+"""What the benchmark runs (a :class:`Workload`) and what it compares (a :class:`Method`).
+
+Contract
+--------
+* A **workload** is one generation task: ``call(seed)`` runs the pipeline once, from scratch, and
+  returns its output (frames or latents, anything :mod:`runtime.bench.metrics` reads). It also
+  exposes the ``pipe`` (methods hook into ``pipe.transformer``), the number of denoising ``steps``
+  and whether classifier-free guidance runs a second (``uncond``) denoiser call per step (``cfg``):
+  peers need both to be configured so that they act. :meth:`Workload.for_pipeline` builds one for
+  any diffusers pipeline whose ``__call__`` takes ``num_inference_steps``, ``generator`` and
+  ``output_type``.
+* A **method** is ``(name, kind, enable)`` where ``kind`` is ``"policy"`` or ``"peer"`` and
+  ``enable(workload) -> Handle`` switches the technique on; ``Handle.disable()`` switches it off and
+  must leave the model exactly as it was. ``family`` groups the points of a threshold sweep into one
+  curve; ``params`` records the setting of this point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+Kind = Literal["policy", "peer"]
+
+
+@dataclass
+class Handle:
+    """An enabled technique; ``disable()`` removes it (idempotent)."""
+
+    _disable: Callable[[], None]
+    info: dict[str, Any] = field(default_factory=dict)
+    _done: bool = False
+
+    def disable(self) -> None:
+        if not self._done:
+            self._done = True
+            self._disable()
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    kind: Kind
+    enable: Callable[[Workload], Handle]
+    family: str = ""
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in ("policy", "peer"):
+            raise ValueError(f"kind must be 'policy' or 'peer', not {self.kind!r}")
+        if not self.family:
+            object.__setattr__(self, "family", self.name)
+
+
+@dataclass
+class Workload:
+    pipe: Any
+    call: Callable[[int], Any]
+    steps: int
+    cfg: bool = False
+    name: str = "workload"
+    memo: dict[str, Any] = field(default_factory=dict)  # per-workload calibrations (e.g. mag ratios)
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @classmethod
+    def for_pipeline(
+        cls, pipe: Any, *, steps: int, output_type: str = "np", name: str | None = None, **call_kwargs: Any
+    ) -> Workload:
+        """Wrap ``pipe(**call_kwargs)``; the seed feeds a fresh ``torch.Generator`` every call."""
+        device = getattr(pipe, "device", torch.device("cpu"))
+        guidance = call_kwargs.get("guidance_scale", 1.0)
+
+        def call(seed: int) -> Any:
+            generator = torch.Generator(device=device).manual_seed(seed)
+            out = pipe(num_inference_steps=steps, generator=generator, output_type=output_type, **call_kwargs)
+            for key in ("frames", "images", "videos"):
+                if hasattr(out, key):
+                    return getattr(out, key)
+            return out[0]
+
+        return cls(pipe=pipe, call=call, steps=steps, cfg=guidance is not None and guidance > 1.0,
+                   name=name or type(pipe).__name__)

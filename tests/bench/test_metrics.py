@@ -1,0 +1,64 @@
+"""Metrics sanity: identical inputs, a known perturbation, layouts and data ranges."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.bench import metrics
+
+
+def _frames(seed=0, shape=(3, 16, 16, 3)):
+    return np.random.default_rng(seed).uniform(0.1, 0.9, size=shape)
+
+
+def test_identical_video_gives_inf_psnr_and_unit_ssim():
+    v = _frames()
+    assert metrics.psnr(v, v.copy()) == math.inf
+    assert metrics.ssim(v, v.copy()) == pytest.approx(1.0)
+    assert metrics.rel_l2(v, v.copy()) == 0.0
+
+
+def test_known_offset_gives_known_psnr():
+    v = _frames()
+    # a uniform offset of 0.01 on data in [0, 1]: MSE = 1e-4, PSNR = 10 log10(1 / 1e-4) = 40 dB
+    assert metrics.psnr(v, v + 0.01) == pytest.approx(40.0, abs=1e-9)
+    noise = np.random.default_rng(1).normal(0.0, 0.05, size=v.shape)
+    expected = 10 * np.log10(1.0 / np.mean(noise**2))
+    assert metrics.psnr(v, v + noise) == pytest.approx(expected, rel=1e-9)
+    assert metrics.rel_l2(v, v + noise) == pytest.approx(np.linalg.norm(noise) / np.linalg.norm(v))
+
+
+def test_ssim_drops_with_noise_and_is_per_frame_mean():
+    v = _frames()
+    small = metrics.ssim(v, v + np.random.default_rng(2).normal(0, 0.01, v.shape))
+    large = metrics.ssim(v, v + np.random.default_rng(2).normal(0, 0.2, v.shape))
+    assert 1.0 > small > large
+    w = v.copy()
+    w[1] = np.random.default_rng(3).uniform(0.1, 0.9, size=w[1].shape)  # one frame replaced
+    per_frame = [metrics.ssim(v[i : i + 1], w[i : i + 1]) for i in range(3)]
+    assert metrics.ssim(v, w) == pytest.approx(np.mean(per_frame))
+
+
+def test_latents_use_the_reference_range_and_diffusers_layout():
+    lat = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # B C F H W
+    video = metrics.as_video(lat)
+    assert video.shape == (3, 8, 8, 4)
+    assert np.array_equal(video[:, :, :, 2], lat[0, 2].numpy().astype(np.float64))
+    rng = float(lat.max() - lat.min())
+    assert metrics.data_range(lat) == pytest.approx(rng)
+    shifted = lat + 0.01 * rng
+    assert metrics.psnr(lat, shifted) == pytest.approx(40.0, abs=1e-4)
+
+
+def test_pipeline_frames_layout_and_errors():
+    frames = _frames(shape=(1, 5, 8, 8, 3))  # output_type="np": B F H W C
+    assert metrics.as_video(frames).shape == (5, 8, 8, 3)
+    assert metrics.data_range(frames) == 1.0
+    with pytest.raises(ValueError, match="shape mismatch"):
+        metrics.psnr(frames, frames[:, :4])
+    tiny = _frames(shape=(2, 2, 2, 3))
+    assert math.isnan(metrics.ssim(tiny, tiny + 0.1))  # no 3x3 window fits a 2x2 frame
