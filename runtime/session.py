@@ -1,0 +1,272 @@
+"""``runtime.attach``: run a compiled policy inside a diffusers pipeline or transformer.
+
+Input: ``attach(target, policy, **params)`` — ``target`` a diffusers pipeline (anything with a
+``transformer``) or the transformer itself; ``policy`` a ``.policy``/``.json`` path, policy source
+text, a ``CompiledPolicy`` or an ``ir.Policy``; ``params`` override the policy's params
+(``ir.Policy.with_params``, so they are typed and range-checked).
+Output: a ``Session`` (a context manager): ``trace`` (every decision, ``runtime.trace.Trace``),
+``units`` (names), ``memory_bytes()``, ``new_trajectory(steps=None)``, ``detach()``.
+Errors: ``AttachError`` when a diffusers cache technique (or another policy) is already enabled,
+``UnitError``/``AdapterError`` when the policy cannot run on this model, ``ParamError`` for a bad
+override, the compiler's ``PolicyError`` for a policy that does not compile.
+
+Step context, per denoiser call: the branch is the name of diffusers' ``cache_context`` (``"default"``
+when the pipeline sets none); the step is the context's ``step_index`` or else the number of earlier
+calls of that branch in this trajectory; ``steps`` the context's ``num_inference_steps``, else the
+pipeline's ``_num_timesteps``, else ``len(scheduler.timesteps)``, else the ``steps`` hint of
+``new_trajectory``; the noise level the context's ``sigma``, else the ``timestep`` argument mapped by
+the model adapter (one host read per denoiser call when that tensor lives on an accelerator).
+A new trajectory (all unit state dropped) starts at every call of the pipeline — the pipeline
+object's class is swapped for a subclass whose ``__call__`` resets first, restored by ``detach`` — and,
+for a bare transformer, when a context says ``step_index == 0`` or on ``new_trajectory()``.
+
+``detach`` removes every hook, restores the pipeline's class and deletes the attributes the attach
+created (hook registries it made, the instance ``forward`` diffusers leaves behind), so the model is
+as it was: same forward, same modules, bit-identical output.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from policy_lang import ir
+from runtime.adapters import ModelLayout, discover
+from runtime.hooks import BLOCK_HOOK, ROOT_HOOK, BlockHook, CallState, RootHook
+from runtime.trace import Trace
+from runtime.units import UnitRunner, plan_units
+
+#: diffusers modules whose hooks implement a cache technique a policy would fight with.
+_DIFFUSERS_CACHE_MODULES = tuple(f"diffusers.hooks.{m}" for m in (
+    "first_block_cache", "mag_cache", "taylorseer_cache", "faster_cache", "pyramid_attention_broadcast",
+    "sea_cache", "text_kv_cache"))
+
+
+class AttachError(RuntimeError):
+    """The target already runs a cache technique or a policy."""
+
+
+def load_policy(policy: Any) -> ir.Policy:
+    """An ``ir.Policy`` from a path, source text, IR JSON, a ``CompiledPolicy`` or an ``ir.Policy``."""
+    if isinstance(policy, ir.Policy):
+        return policy
+    if hasattr(policy, "ir") and isinstance(policy.ir, ir.Policy):
+        return policy.ir
+    if isinstance(policy, Path) or (isinstance(policy, str) and "\n" not in policy and "{" not in policy):
+        path = Path(policy)
+        if path.suffix == ".json":
+            return ir.load_ir(path.read_text(encoding="utf-8"))
+        from policy_lang import compile_file
+
+        return compile_file(str(path)).ir
+    if isinstance(policy, str):
+        if policy.lstrip().startswith("{") and '"ir_version"' in policy:
+            return ir.load_ir(policy)
+        from policy_lang import compile_source
+
+        return compile_source(policy).ir
+    raise TypeError(f"cannot use {type(policy).__name__} as a policy; pass a path, source text, "
+                    "a CompiledPolicy or an ir.Policy")
+
+
+def _check_free(transformer: torch.nn.Module) -> None:
+    config = getattr(transformer, "_cache_config", None)
+    if config is not None:
+        raise AttachError(f"{type(transformer).__name__} already runs the diffusers cache technique "
+                          f"{type(config).__name__}; call `transformer.disable_cache()` before attaching a policy")
+    for name, module in transformer.named_modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        for hook_name, hook in (registry.hooks.items() if registry is not None else ()):
+            where = name or type(transformer).__name__
+            if hook_name.startswith("policyc"):
+                raise AttachError(f"a policy is already attached to {where}; detach that session first")
+            if type(hook).__module__ in _DIFFUSERS_CACHE_MODULES:
+                raise AttachError(f"{where} already runs the diffusers cache hook `{hook_name}` "
+                                  f"({type(hook).__name__}); remove it before attaching a policy")
+
+
+class Session:
+    """A policy attached to one transformer (and its pipeline)."""
+
+    def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None):
+        _check_free(transformer)
+        self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
+        self.scheduler = getattr(pipeline, "scheduler", None)
+        self.layout: ModelLayout = discover(transformer, self.scheduler)
+        plans, probe = plan_units(policy, len(self.layout.blocks))
+        self.trace = Trace()
+        self.reduce = None  # cross-rank reduction of the stacked signals (context parallelism)
+        self.current: CallState | None = None
+        self.runners = [UnitRunner(policy, plan, self) for plan in plans]
+        self.wants_modulated = any(k.endswith("(modulated_input)") for r in self.runners for k in r.keys)
+        if self.wants_modulated and self.layout.adapter.modulated_input is None:
+            raise AttachError(f"the policy reads `modulated_input`, which the adapter of "
+                              f"{type(transformer).__name__} ({self.layout.adapter.name}) does not provide")
+        self._model_params = tuple(inspect.signature(transformer.forward).parameters)
+        self._index = -1
+        self._counts: dict[str, int] = {}
+        self._steps_hint: int | None = None
+        self._attached: list[tuple[torch.nn.Module, str, bool, bool]] = []
+        self._pipeline_class: type | None = None
+        self.new_trajectory()
+        self._install(probe)
+
+    # ------------------------------------------------------------------ installing
+    def _register(self, module: torch.nn.Module, hook: Any, name: str) -> None:
+        had_registry = hasattr(module, "_diffusers_hook")
+        had_forward = "forward" in module.__dict__
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        self._attached.append((module, name, had_registry, had_forward))
+
+    def _install(self, probe: Any) -> None:
+        hooks: dict[int, BlockHook] = {}
+
+        def hook_for(index: int) -> BlockHook:
+            if index not in hooks:
+                hooks[index] = BlockHook(self, self.layout.blocks[index])
+            return hooks[index]
+
+        model_runner = None
+        for runner in self.runners:
+            plan = runner.plan
+            if plan.kind == "model":
+                model_runner = runner
+                continue
+            for i in range(plan.start, plan.stop):
+                hook = hook_for(i)
+                hook.runner = runner
+                hook.head, hook.tail = i == plan.start, i == plan.stop - 1
+        if probe is not None:
+            hook_for(probe.start).probe_head = True
+            hook_for(probe.stop - 1).probe_tail = True
+        if self.wants_modulated:
+            hook_for(0).modulated_source = True
+        try:
+            self._register(self.transformer, RootHook(self, model_runner), ROOT_HOOK)
+            for index in sorted(hooks):
+                self._register(self.layout.blocks[index].module, hooks[index], BLOCK_HOOK)
+            HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
+            if self.pipeline is not None:
+                self._wrap_pipeline()
+        except Exception:
+            self.detach()
+            raise
+
+    def _wrap_pipeline(self) -> None:
+        original = type(self.pipeline)
+        session = self
+
+        @functools.wraps(original.__call__)
+        def __call__(pipe: Any, *args: Any, **kwargs: Any) -> Any:
+            session.new_trajectory()
+            return original.__call__(pipe, *args, **kwargs)
+
+        wrapped = type(original.__name__, (original,), {"__call__": __call__, "__module__": original.__module__,
+                                                        "__qualname__": original.__qualname__,
+                                                        "_policyc_wrapper": True})
+        object.__setattr__(self.pipeline, "__class__", wrapped)
+        self._pipeline_class = original
+
+    # ------------------------------------------------------------------ removing
+    def detach(self) -> None:
+        """Remove every hook and restore the model and pipeline exactly (idempotent)."""
+        for module, name, had_registry, had_forward in reversed(self._attached):
+            registry = getattr(module, "_diffusers_hook", None)
+            if registry is not None:
+                registry.remove_hook(name, recurse=False)
+                if not had_registry and not registry.hooks:
+                    del module._diffusers_hook
+            if not had_forward:
+                module.__dict__.pop("forward", None)
+        self._attached.clear()
+        root = getattr(self.transformer, "_diffusers_hook", None)
+        if root is not None:
+            root.invalidate_child_registries_cache()
+        if self._pipeline_class is not None and getattr(type(self.pipeline), "_policyc_wrapper", False):
+            object.__setattr__(self.pipeline, "__class__", self._pipeline_class)
+        self._pipeline_class = None
+        self.current = None
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._attached)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.detach()
+
+    # ------------------------------------------------------------------ step bookkeeping
+    def reset(self) -> None:
+        for runner in self.runners:
+            runner.reset()
+        self._counts = {}
+
+    def new_trajectory(self, steps: int | None = None) -> None:
+        """Forget all unit state; the next denoiser call is step 0 of a new trajectory."""
+        self.reset()
+        self._index += 1
+        self._steps_hint = steps
+
+    def layout_arg(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        position = self._model_params.index(name) if name in self._model_params else len(args)
+        return args[position] if position < len(args) else None
+
+    def _steps(self, context: Any) -> int:
+        if context is not None and context.num_inference_steps:
+            return int(context.num_inference_steps)
+        num = getattr(self.pipeline, "_num_timesteps", None) if self.pipeline is not None else None
+        if isinstance(num, int) and num > 0:
+            return num
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        if timesteps is not None and len(timesteps) > 0:
+            return len(timesteps)
+        return self._steps_hint or 0
+
+    def begin_call(self, context: Any, timestep: Any) -> CallState:
+        branch = context.name if context is not None else "default"
+        step_index = context.step_index if context is not None else None
+        if self.pipeline is None and step_index == 0 and self._counts.get(branch, 0) > 0:
+            self.new_trajectory(self._steps_hint)
+        step = step_index if step_index is not None else self._counts.get(branch, 0)
+        self._counts[branch] = step + 1
+        if context is not None and context.sigma is not None:
+            noise = min(max(float(context.sigma), 0.0), 1.0)
+        elif timestep is not None:
+            noise = float(self.layout.noise(timestep))
+        else:
+            noise = 0.0
+        self.current = CallState(self._index, branch, step, self._steps(context), noise)
+        return self.current
+
+    def end_call(self, call: CallState) -> None:
+        self.current = None
+
+    # ------------------------------------------------------------------ reporting
+    @property
+    def units(self) -> list[str]:
+        return [r.plan.name for r in self.runners]
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Peak bytes of stored results per unit (all branches together) over the session."""
+        return {r.plan.name: r.peak_bytes for r in self.runners}
+
+
+def attach(target: Any, policy: Any, **params: Any) -> Session:
+    """Attach ``policy`` to a diffusers pipeline or transformer; see the module docstring."""
+    compiled = load_policy(policy).with_params(params)
+    if isinstance(target, torch.nn.Module):
+        return Session(target, compiled)
+    transformer = getattr(target, "transformer", None)
+    if not isinstance(transformer, torch.nn.Module):
+        raise TypeError(f"cannot attach to {type(target).__name__}: pass a diffusers pipeline with a "
+                        "`transformer` or the transformer itself")
+    return Session(transformer, compiled, pipeline=target)

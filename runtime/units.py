@@ -1,0 +1,287 @@
+"""Units: the parts of a denoiser call a policy decides about, and what each action does to them.
+
+Input: an ``ir.Policy`` and the ``ModelLayout`` of the transformer it runs in.
+Output: ``plan_units`` -> ``UnitPlan`` s (``model``; ``blocks[a:b]`` as one range; ``each block`` as
+one range per block) and a ``ProbePlan``; ``UnitRunner`` executes one plan for every branch:
+
+* ``decide(call, sources)`` — the decision point. It registers every tensor signal the shared
+  ``UnitController`` needs on one ``SignalBatch`` (plus the finiteness of the tensors a cache or
+  predict would return), syncs once, asks the controller, overrides a non-recompute action whose
+  tensor is not finite (guard ``"nan"``), records the decision, and returns an ``Outcome``: either
+  ``compute`` or the (hidden, encoder) residual / output to use instead.
+* ``store(call, ...)`` — after a computed call, appends the result (residual ``out - in`` of a block
+  range, the output of ``model``) to the unit's ``History`` at the call's (noise, step) node.
+
+State lives per (unit, branch) in ``UnitState`` and is dropped by ``reset`` (a new trajectory).
+Errors: ``UnitError`` for a policy this model cannot run (a range outside the block list, a signal
+source that does not exist at the unit's decision point, a ``frames`` section, which only the
+diffusion-forcing loop drives).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from policy_lang import ir
+from runtime.controller import Decision, StepContext, UnitController, history_capacity
+from runtime.predict import History
+from runtime.signals import SignalBatch
+from runtime.trace import TraceEntry
+
+_DIST = re.compile(r"^(delta|drift|cos_dist)\((\w+)\)$")
+_PRED = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
+_MEAN = re.compile(r"^mean_blocks\((delta|drift|cos_dist)\(output\)\)$")
+_RECOMPUTE = ir.Recompute()
+
+
+class UnitError(ValueError):
+    """A policy that cannot run on this model (reported at attach time)."""
+
+
+@dataclass(frozen=True)
+class UnitPlan:
+    """One unit: a section applied to a block range ``[start, stop)`` or to the whole model."""
+
+    section: ir.Section
+    kind: str  # "model" | "range"
+    start: int
+    stop: int
+    unit_index: int
+    units: int
+    name: str
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    start: int
+    stop: int
+
+
+def _span(start: int | None, stop: int | None, n: int, what: str) -> tuple[int, int]:
+    a, b, _ = slice(start, stop).indices(n)
+    if not 0 <= a < b <= n:
+        raise UnitError(f"{what} [{start}:{stop}] selects no block of a model with {n} blocks")
+    return a, b
+
+
+def plan_units(policy: ir.Policy, n_blocks: int) -> tuple[list[UnitPlan], ProbePlan | None]:
+    probe = None
+    if policy.probe is not None:
+        probe = ProbePlan(*_span(policy.probe.start, policy.probe.stop, n_blocks, "probe blocks"))
+    plans: list[UnitPlan] = []
+    for section in policy.sections:
+        unit = section.unit
+        if isinstance(unit, ir.ModelUnit):
+            plans.append(UnitPlan(section, "model", 0, n_blocks, 0, 1, "model"))
+        elif isinstance(unit, ir.BlocksUnit):
+            a, b = _span(unit.start, unit.stop, n_blocks, "blocks")
+            plans.append(UnitPlan(section, "range", a, b, 0, 1, f"blocks[{a}:{b}]"))
+        elif isinstance(unit, ir.EachBlockUnit):
+            a, b = _span(unit.start, unit.stop, n_blocks, "each block")
+            plans += [UnitPlan(section, "range", i, i + 1, i - a, b - a, f"block {i}") for i in range(a, b)]
+        else:
+            raise UnitError(f"section {section.id}: `on frames` runs only in the diffusion-forcing loop "
+                            "(runtime.df); a diffusers pipeline call has no frame groups")
+    ranges = sorted((p.start, p.stop, p.name) for p in plans if p.kind == "range")
+    for (_, b0, n0), (a1, _, n1) in zip(ranges, ranges[1:]):
+        if a1 < b0:
+            raise UnitError(f"units {n0} and {n1} overlap")
+    if any(p.kind == "model" for p in plans) and len(plans) > 1:
+        raise UnitError("`on model` replaces the whole call; it cannot be combined with block units")
+    for p in plans:
+        _check_sources(policy, p, probe)
+    return plans, probe
+
+
+def _check_sources(policy: ir.Policy, plan: UnitPlan, probe: ProbePlan | None) -> None:
+    for key in UnitController(policy, plan.section).required_signals():
+        m = _DIST.match(key)
+        source = m.group(2) if m else None
+        if source == "probe" and (probe is None or plan.kind == "model" or probe.stop > plan.start):
+            raise UnitError(f"section {plan.section.id} reads `probe`, which needs `probe blocks[a:b]` ending at "
+                            f"or before the unit's first block ({plan.name})")
+        if source == "modulated_input" and plan.kind == "model":
+            raise UnitError(f"section {plan.section.id}: `modulated_input` exists only at a block unit; "
+                            "use `on blocks` (TeaCache caches the block stack's residual)")
+        if source == "output":
+            raise UnitError(f"section {plan.section.id}: `{key}` would read the output of the current call")
+
+
+@dataclass
+class UnitState:
+    """Everything one (unit, branch) remembers between calls."""
+
+    controller: UnitController
+    hidden: History
+    encoder: History
+    last_output: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    previous: dict[str, torch.Tensor] = field(default_factory=dict)
+    at_recompute: dict[str, torch.Tensor] = field(default_factory=dict)
+    block_outputs: list[list[torch.Tensor]] = field(default_factory=list)
+    finite: dict[int, bool] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What the hooks do with the unit: run it, or use ``hidden``/``encoder`` instead (``as_output``: raw)."""
+
+    compute: bool
+    hidden: torch.Tensor | None = None
+    encoder: torch.Tensor | None = None
+    as_output: bool = False
+    skip: bool = False
+
+
+class UnitRunner:
+    """Executes one ``UnitPlan`` for every branch of every call."""
+
+    def __init__(self, policy: ir.Policy, plan: UnitPlan, session: Any):
+        self.policy, self.plan, self.session = policy, plan, session
+        self.states: dict[str, UnitState] = {}
+        self.peak_bytes = 0
+        probe = UnitController(policy, plan.section)
+        self.keys = probe.required_signals()
+        self.capacity = history_capacity(plan.section)
+        self.predicts = sorted({(r.action.method, r.action.order, r.action.over) for r in plan.section.rules
+                                if isinstance(r.action, ir.Predict)})
+        self.keeps_outputs = any(isinstance(r.action, ir.Cache) and r.action.output for r in plan.section.rules)
+        self.tracks_blocks = any(_MEAN.match(k) for k in self.keys)
+        self.sources = frozenset(m.group(2) for k in self.keys if (m := _DIST.match(k)))
+
+    def reset(self) -> None:
+        self.states.clear()
+
+    def state(self, branch: str) -> UnitState:
+        st = self.states.get(branch)
+        if st is None:
+            st = UnitState(UnitController(self.policy, self.plan.section), History(self.capacity),
+                           History(self.capacity))
+            self.states[branch] = st
+        return st
+
+    def memory_bytes(self) -> int:
+        """Bytes of stored results now held by this unit (all branches)."""
+        return sum(s.hidden.nbytes + s.encoder.nbytes for s in self.states.values())
+
+    # ------------------------------------------------------------------ the decision point
+    @torch.compiler.disable
+    def decide(self, call: Any, sources: dict[str, torch.Tensor | None]) -> Outcome:
+        started = time.perf_counter()
+        st = self.state(call.branch)
+        ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
+        batch = SignalBatch()
+        for key in self.keys:
+            self._register(batch, key, st, sources, ctx)
+        candidates = self._candidates(st, ctx, batch)
+        values = batch.compute(self.session.reduce)
+        signals = {k: values.values[k] for k in self.keys}
+        decision = st.controller.decide(ctx, signals)
+        action = decision.action
+        outcome = Outcome(compute=True)
+        if not isinstance(action, ir.Recompute):
+            outcome = self._outcome(action, st, candidates, values)
+            if outcome is None:  # the tensor to reuse or predict is not finite
+                decision = Decision(_RECOMPUTE, None, "nan", None, decision.values)
+                outcome = Outcome(compute=True)
+        st.controller.record(decision, computed=outcome.compute)
+        for source in self.sources:
+            tensor = sources.get(source)
+            if tensor is not None:
+                st.previous[source] = tensor
+                if outcome.compute:
+                    st.at_recompute[source] = tensor
+        self.session.trace.add(TraceEntry(
+            call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
+            unit=self.plan.name, section=self.plan.section.id, unit_index=ctx.unit_index, units=ctx.units,
+            action="recompute" if outcome.compute else action.kind, decided=action.kind,
+            rule_id=decision.rule_id, guard=decision.guard, guard_id=decision.guard_id,
+            values=dict(decision.values), signals=signals, time_s=time.perf_counter() - started))
+        return outcome
+
+    def _register(self, batch: SignalBatch, key: str, st: UnitState, sources: dict, ctx: StepContext) -> None:
+        if m := _DIST.match(key):
+            fn, source = m.groups()
+            current = sources.get(source)
+            if current is None:
+                raise UnitError(f"signal source `{source}` is not available at {self.plan.name}")
+            reference = (st.at_recompute if fn == "drift" else st.previous).get(source)
+            batch.distance(fn, source, current, reference)
+        elif m := _PRED.match(key):
+            order, over = int(m.group(1)), m.group(2)
+            batch.pred_error(st.hidden, order, over, ctx.noise if over == "noise" else float(ctx.step))
+        elif key == "change_rate":
+            batch.change_rate(st.hidden)
+        elif key == "curvature":
+            batch.curvature(st.hidden)
+        elif key == "delta(output)":
+            batch.output_delta(st.hidden)
+        elif m := _MEAN.match(key):
+            pairs = [(outs[-1], outs[-2] if len(outs) > 1 else None) for outs in st.block_outputs]
+            batch.mean_blocks(m.group(1), "output", pairs)
+        else:
+            raise UnitError(f"the runtime cannot compute signal `{key}`")
+
+    def _candidates(self, st: UnitState, ctx: StepContext, batch: SignalBatch) -> dict[Any, tuple]:
+        """Tensors a non-recompute action could return; their finiteness is read in the same sync."""
+        out: dict[Any, tuple] = {}
+        if len(st.hidden) == 0:
+            return out
+        for method, order, over in self.predicts:
+            if st.hidden.can_predict(method, order):
+                pair = tuple(h.predict(method, order, over, ctx.noise, ctx.step) if len(h) else None
+                             for h in (st.hidden, st.encoder))
+                out[("predict", method, order, over)] = pair
+                self._finite_check(batch, ("predict", method, order, over), pair)
+        last = (st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None)
+        out["cache"] = last
+        if id(last[0]) not in st.finite:
+            self._finite_check(batch, "cache", last)
+        return out
+
+    @staticmethod
+    def _finite_check(batch: SignalBatch, tag: Any, pair: tuple) -> None:
+        for i, t in enumerate(pair):
+            if t is not None:
+                batch.rel_l1(f"finite:{tag}:{i}", t, t)  # nan/inf in t -> the key is reported non-finite
+
+    def _outcome(self, action: Any, st: UnitState, candidates: dict, values: Any) -> Outcome | None:
+        if isinstance(action, ir.Skip):
+            return Outcome(compute=False, skip=True)
+        if isinstance(action, ir.Cache):
+            if action.output and st.last_output is not None:
+                return Outcome(False, st.last_output[0], st.last_output[1], as_output=True)
+            pair = candidates["cache"]
+            key = id(pair[0])
+            if key not in st.finite:
+                st.finite = {key: not any(k.startswith("finite:cache:") for k in values.nonfinite)}
+            return Outcome(False, *pair) if st.finite[key] else None
+        tag = ("predict", action.method, action.order, action.over)
+        if any(k.startswith(f"finite:{tag}:") for k in values.nonfinite):
+            return None
+        return Outcome(False, *candidates[tag])
+
+    # ------------------------------------------------------------------ after a computed call
+    def store(self, call: Any, result: torch.Tensor, encoder: torch.Tensor | None = None,
+              raw: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
+        st = self.state(call.branch)
+        st.hidden.push(result, noise=call.noise, step=call.step)
+        if encoder is not None:
+            st.encoder.push(encoder, noise=call.noise, step=call.step)
+        if self.keeps_outputs and raw is not None:
+            st.last_output = raw
+        self.peak_bytes = max(self.peak_bytes, self.memory_bytes())
+
+    def store_block_output(self, call: Any, offset: int, output: torch.Tensor) -> None:
+        if not self.tracks_blocks:
+            return
+        st = self.state(call.branch)
+        while len(st.block_outputs) <= offset:
+            st.block_outputs.append([])
+        outs = st.block_outputs[offset]
+        outs.append(output.detach())
+        del outs[:-2]

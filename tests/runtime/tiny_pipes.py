@@ -1,0 +1,87 @@
+"""Tiny random-initialised diffusers pipelines built from config (no downloads, no text encoder, no VAE).
+
+Each builder returns ``(pipe, call_kwargs)``: calling ``pipe(**call_kwargs)`` runs the real pipeline
+with precomputed ``prompt_embeds`` and ``output_type="latent"`` on the CPU in well under a second.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def wan(cfg: bool = True, steps: int = 6, layers: int = 4, seed: int = 0):
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    ).eval()
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    pipe.set_progress_bar_config(disable=True)
+    g = _gen(seed + 1)
+    kwargs = dict(prompt_embeds=torch.randn(1, 6, 16, generator=g), num_frames=5, height=64, width=64,
+                  num_inference_steps=steps, output_type="latent")
+    if cfg:
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g), guidance_scale=4.0)
+    else:
+        kwargs.update(guidance_scale=1.0)
+    return pipe, kwargs
+
+
+def skyreels_df(cfg: bool = True, steps: int = 6, layers: int = 4, seed: int = 0):
+    from diffusers import (
+        SkyReelsV2DiffusionForcingPipeline,
+        SkyReelsV2Transformer3DModel,
+        UniPCMultistepScheduler,
+    )
+
+    torch.manual_seed(seed)
+    transformer = SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    ).eval()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    pipe = SkyReelsV2DiffusionForcingPipeline(tokenizer=None, text_encoder=None, vae=None,
+                                              transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    g = _gen(seed + 1)
+    kwargs = dict(prompt=None, prompt_embeds=torch.randn(1, 6, 16, generator=g), num_frames=9, height=64, width=64,
+                  num_inference_steps=steps, output_type="latent", ar_step=0)
+    if cfg:
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g), guidance_scale=4.0)
+    else:
+        kwargs.update(guidance_scale=1.0)
+    return pipe, kwargs
+
+
+def flux(cfg: bool = False, steps: int = 5, layers: int = 2, single_layers: int = 2, seed: int = 0):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, out_channels=None, num_layers=layers, num_single_layers=single_layers,
+        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16,
+        guidance_embeds=False, axes_dims_rope=(2, 2, 4),
+    ).eval()
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+                        text_encoder_2=None, tokenizer_2=None, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    g = _gen(seed + 1)
+    kwargs = dict(prompt_embeds=torch.randn(1, 6, 16, generator=g), pooled_prompt_embeds=torch.randn(1, 16, generator=g),
+                  height=64, width=64, num_inference_steps=steps, output_type="latent")
+    if cfg:
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g),
+                      negative_pooled_prompt_embeds=torch.randn(1, 16, generator=g), true_cfg_scale=3.0)
+    return pipe, kwargs
+
+
+def generator(seed: int = 42) -> torch.Generator:
+    return _gen(seed)
