@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 #: modules that may add sub-commands (skipped when absent)
-EXTENSIONS = ("policy_lang.explain", "runtime.cli")
+EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli")
 
 
 def _color() -> bool:

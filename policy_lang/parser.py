@@ -34,7 +34,9 @@ _REGEX_NAMES = {
     "COMP_OP": "a comparison",
     "MUL_OP": "`*` or `/`",
     "$END": "end of input",
+    "$EXPR": "an expression",
 }
+_EXPRESSION_START = {"NAME", "INT", "FLOAT", "LPAR", "SUB", "NOT"}
 
 
 @lru_cache(maxsize=1)
@@ -256,11 +258,18 @@ def describe_terminal(name: str) -> str:
     for term in _lark().terminals:
         if term.name == name and term.pattern.type == "str":
             return f"`{term.pattern.value}`"
+        if term.name == name and re.fullmatch(r"[a-z_]+\\b", term.pattern.value):
+            return f"`{term.pattern.value[:-2]}`"
     return name.lower().lstrip("_")
 
 
 def _expected(names) -> str:
-    shown = sorted({describe_terminal(n) for n in names if n != "COMMENT"})
+    # closing brackets first: at the end of a truncated file they are what is missing
+    names = set(names) - {"COMMENT"}
+    if _EXPRESSION_START <= names:
+        names = (names - _EXPRESSION_START) | {"$EXPR"}
+    shown = sorted({describe_terminal(n) for n in names},
+                   key=lambda t: (t not in ("`}`", "`)`", "`]`"), t))
     if len(shown) > 8:
         return ", ".join(shown[:8]) + ", …"
     if len(shown) > 1:
@@ -291,6 +300,9 @@ def _translate(exc: UnexpectedInput, source: str) -> Diagnostic:
     if token.type == "EQUAL" and ({"COMP_OP", "COLON"} & expected):
         return diagnostic("P0105", "`=` is assignment, not comparison", span=span,
                           help="write `==` to compare")
+    if token.type == "COMP_OP" and "COMP_OP" not in expected:
+        return diagnostic("P0103", f"unexpected `{token}`: comparisons do not chain", span=span,
+                          help="join two comparisons with `and`: `a < x and x < b`")
     if _ACTION_TOKENS <= expected:
         return diagnostic("P0107", f"expected an action, found `{token}`", span=span,
                           help="write one of `recompute`, `cache`, `predict order K`, `skip`")

@@ -175,7 +175,10 @@ class _Scope:
             c.emit("P0202", f"unknown function `{fn}`", span=e.fn.span,
                     help=similar(fn, FUNCTIONS, "function") or f"functions are {', '.join(FUNCTIONS)}")
             for a in e.args:
-                self.expr(a.value, in_let)
+                if isinstance(a.value, s.Name) and a.value.text in ir.DISTANCE_SOURCES:
+                    c.bindings[id(a.value)] = Binding("error", a.value.text)  # likely a misspelt distance
+                else:
+                    self.expr(a.value, in_let)
             return
         if fn in ir.DISTANCE_FUNCTIONS:
             self.distance(e)

@@ -96,7 +96,7 @@ def _apply_overrides(c: Compilation, decls: dict[str, s.Param]) -> None:
             value = ir.coerce_param(untyped, raw)
         except ir.ParamError:
             c.emit("P0504", f"`--set {name}={raw}`: `{name}` is {'an' if kind == 'integer' else 'a'} {kind}",
-                   labels=label, help=_example(kind))
+                   labels=label, help=_example(kind, name))
             continue
         low = None if decl.low is None else float(decl.low.value)
         high = None if decl.high is None else float(decl.high.value)
@@ -107,9 +107,11 @@ def _apply_overrides(c: Compilation, decls: dict[str, s.Param]) -> None:
         c.param_values[name] = value
 
 
-def _example(kind: str) -> str:
-    return {"number": "write a number, e.g. `--set NAME=0.05`", "integer": "write an integer, e.g. `--set NAME=3`",
-            "bool": "write `true` or `false`", "list": "write a JSON list, e.g. `--set NAME=[1.0,2.0]`"}[kind]
+def _example(kind: str, name: str) -> str:
+    return {"number": f"write a number, e.g. `--set {name}=0.05`",
+            "integer": f"write an integer, e.g. `--set {name}=3`",
+            "bool": f"write `--set {name}=true` or `--set {name}=false`",
+            "list": f"write a JSON list, e.g. `--set {name}=[1.0,2.0]`"}[kind]
 
 
 def _num(x) -> str:

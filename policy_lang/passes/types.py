@@ -200,7 +200,9 @@ class _Typer:
             return "number"
         if fn == "pred_error":
             order = next((a.value for a in args if a.name is None or a.name.text == "order"), None)
-            check_order(c, order, e.span)
+            misspelt = any(a.name is not None and a.name.text not in ("order", "over") for a in args)
+            if order is not None or not misspelt:  # a misspelt `order:` is reported by resolve_names
+                check_order(c, order, e.span)
             self.axis(next((a.value for a in args if a.name is not None and a.name.text == "over"), None))
             return "number"
         positional = [a.value for a in args]

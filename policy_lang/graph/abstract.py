@@ -1,0 +1,457 @@
+"""Abstract evaluation of IR expressions: exact where the state is known, intervals elsewhere.
+
+Contract
+* ``AbstractEnv`` fixes the values the analysis knows exactly at one (step, state) — ``step``,
+  ``steps``, ``progress``, the counters and, per analysed branch, ``branch`` — and leaves the rest
+  symbolic: tensor signals, ``noise``, ``block``/``frame`` indices. ``evaluate(expr, env)`` returns
+  a concrete Python value, a ``Term`` (an unknown number with an interval) or, for booleans, a
+  ``Formula`` over atoms (``Atom``: term op constant; ``Opaque``: anything else).
+* ``satisfiable(formula)`` decides whether some finite signal values make ``formula`` true. It is
+  sound for "unsatisfiable" (what dead-branch findings rely on): atoms on the same term are
+  checked against each other with interval reasoning; unrelated or opaque atoms are independent.
+  With more than ``MAX_ATOMS`` distinct atoms it answers "satisfiable" (a safe over-approximation).
+* ``expr_text(expr)`` prints an expression the way the user would write it (for notes).
+
+The semantics of concrete values match ``runtime.evaluate`` exactly (IEEE arithmetic, ``none``
+propagation, ordering with ``none`` is false, short-circuit ``and``/``or``). Signals are assumed
+finite: a non-finite signal makes the runtime recompute (guard ``nan``), a fault, not a path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from policy_lang import ir
+
+INF = math.inf
+MAX_ATOMS = 12
+
+# --------------------------------------------------------------------------------------------
+# Symbolic values
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    """A number unknown to the analysis; equal ``key`` means the same value within one decision."""
+
+    key: str
+    lo: float = -INF
+    hi: float = INF
+
+
+@dataclass(frozen=True)
+class Atom:
+    """``term op c`` with ``op`` in ``< <= > >= == !=``."""
+
+    term: Term
+    op: str
+    c: float
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A boolean the analysis cannot relate to anything else (e.g. ``branch == "cond"`` when abstract)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Any
+
+
+Formula = Atom | Opaque | And | Or | Not
+_FORMULA = (Atom, Opaque, And, Or, Not)
+
+#: domain of each tensor-derived signal (all relative distances and error estimates are >= 0)
+_DOMAIN = {"distance": (0.0, INF), "pred_error": (0.0, INF), "change_rate": (0.0, INF), "curvature": (0.0, INF)}
+_ABSTRACT_SCALARS = {"noise": (0.0, 1.0), "block": (0.0, INF), "frame": (0.0, INF), "blocks": (1.0, INF),
+                     "frames": (1.0, INF)}
+
+
+class AbstractEnv:
+    """Exact values of the known scalars; everything else is symbolic."""
+
+    def __init__(self, params: dict[str, Any], exact: dict[str, Any], acc_lo: dict[str, float] | None = None):
+        self.params = params
+        self.exact = exact
+        self.acc_lo = acc_lo or {}
+        self.lets: dict[str, Any] = {}
+
+
+def expr_text(e: Any) -> str:
+    """The expression as the user would write it."""
+    if isinstance(e, ir.Const):
+        v = e.value
+        if v is None:
+            return "none"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, tuple):
+            return "[" + ", ".join(_fmt(x) for x in v) + "]"
+        return _fmt(v)
+    if isinstance(e, (ir.ParamRef, ir.LetRef)):
+        return e.name
+    if isinstance(e, ir.Signal):
+        return e.name
+    if isinstance(e, ir.Distance):
+        return f"{e.fn}({e.source})"
+    if isinstance(e, ir.PredError):
+        return f"pred_error(order: {e.order})" if e.over == "noise" else \
+            f"pred_error(order: {e.order}, over: {e.over})"
+    if isinstance(e, ir.Accumulate):
+        return f"accumulate({expr_text(e.expr)})"
+    if isinstance(e, ir.MeanOverBlocks):
+        return f"mean over blocks {expr_text(e.expr)}"
+    if isinstance(e, ir.Poly):
+        return f"poly({expr_text(e.coeffs)}, {expr_text(e.expr)})"
+    if isinstance(e, ir.Call):
+        return f"{e.fn}(" + ", ".join(expr_text(a) for a in e.args) + ")"
+    if isinstance(e, ir.Unary):
+        return f"-{_paren(e.operand)}" if e.op == "neg" else f"not {_paren(e.operand)}"
+    if isinstance(e, ir.Binary):
+        return f"{_paren(e.left)} {e.op} {_paren(e.right)}"
+    return type(e).__name__
+
+
+def _paren(e: Any) -> str:
+    return f"({expr_text(e)})" if isinstance(e, ir.Binary) else expr_text(e)
+
+
+def _fmt(v: float | int) -> str:
+    return repr(int(v)) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else repr(v)
+
+
+def _key(v: Any) -> str:
+    return v.key if isinstance(v, Term) else _fmt(v) if isinstance(v, (int, float)) else repr(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(e: Any, env: AbstractEnv) -> Any:
+    """Concrete value, ``Term`` or ``Formula`` of ``e`` at ``env``."""
+    if isinstance(e, ir.Const):
+        return e.value
+    if isinstance(e, ir.ParamRef):
+        return env.params[e.name]
+    if isinstance(e, ir.LetRef):
+        return env.lets[e.name]
+    if isinstance(e, ir.Signal):
+        if e.name in env.exact:
+            return env.exact[e.name]
+        if e.name in _DOMAIN:
+            return Term(e.name, *_DOMAIN[e.name])
+        lo, hi = _ABSTRACT_SCALARS.get(e.name, (-INF, INF))
+        return Term(e.name, lo, hi)
+    if isinstance(e, ir.Distance):
+        hi = 2.0 if e.fn == "cos_dist" else INF
+        return Term(expr_text(e), 0.0, hi)
+    if isinstance(e, ir.PredError):
+        return Term(expr_text(e), 0.0, INF)
+    if isinstance(e, ir.MeanOverBlocks):
+        inner = evaluate(e.expr, env)
+        return Term(f"mean over blocks {_key(inner)}", *_bounds(inner))
+    if isinstance(e, ir.Accumulate):
+        inner = evaluate(e.expr, env)
+        lo, _ = _bounds(inner)
+        key = f"accumulate({_key(inner)})"
+        return Term(key, max(lo, env.acc_lo.get(key, lo)) if lo >= 0 else -INF, INF)
+    if isinstance(e, ir.Unary):
+        v = evaluate(e.operand, env)
+        if e.op == "not":
+            return _not(_truth(v))
+        if isinstance(v, Term):
+            return Term(f"-{v.key}", -v.hi, -v.lo)
+        return None if v is None else -v
+    if isinstance(e, ir.Binary):
+        return _binary(e, env)
+    if isinstance(e, ir.Call):
+        return _call(e, [evaluate(a, env) for a in e.args])
+    if isinstance(e, ir.Poly):
+        coeffs, x = evaluate(e.coeffs, env), evaluate(e.expr, env)
+        if isinstance(x, Term):
+            return Term(f"poly({_key(coeffs)}, {x.key})")
+        if x is None:
+            return None
+        acc = 0.0
+        for c in coeffs:
+            acc = acc * x + c
+        return acc
+    raise TypeError(f"cannot evaluate {type(e).__name__}")
+
+
+def _bounds(v: Any) -> tuple[float, float]:
+    if isinstance(v, Term):
+        return v.lo, v.hi
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+        return float(v), float(v)
+    return -INF, INF
+
+
+def _truth(v: Any) -> Any:
+    """A boolean or a formula for a value used as a condition."""
+    if isinstance(v, _FORMULA):
+        return v
+    if isinstance(v, Term):
+        return _compare(v, "!=", 0)
+    return bool(v)
+
+
+def _not(f: Any) -> Any:
+    if isinstance(f, bool):
+        return not f
+    if isinstance(f, Not):
+        return f.item
+    return Not(f)
+
+
+def _and(a: Any, b: Any) -> Any:
+    if a is False or b is False:
+        return False
+    if a is True:
+        return b
+    if b is True:
+        return a
+    return And((a, b))
+
+
+def _or(a: Any, b: Any) -> Any:
+    if a is True or b is True:
+        return True
+    if a is False:
+        return b
+    if b is False:
+        return a
+    return Or((a, b))
+
+
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+_ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+          "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+
+
+def _compare(a: Any, op: str, b: Any) -> Any:
+    if not isinstance(a, Term) and not isinstance(b, Term):
+        if isinstance(a, _FORMULA) or isinstance(b, _FORMULA):
+            return Opaque(f"{a} {op} {b}")
+        if op in ("==", "!="):
+            return _ORDER[op](a, b)
+        return False if a is None or b is None else _ORDER[op](a, b)
+    if isinstance(a, Term) and isinstance(b, Term):
+        return _compare(Term(f"({a.key} - {b.key})", a.lo - b.hi, a.hi - b.lo), op, 0)
+    if not isinstance(a, Term):
+        a, b, op = b, a, _FLIP[op]
+    if b is None or isinstance(b, (str, tuple)):
+        return op == "!="  # a number is never none nor a string
+    c = float(b)
+    decided = _decide(a.lo, a.hi, op, c)
+    return Atom(a, op, c) if decided is None else decided
+
+
+def _decide(lo: float, hi: float, op: str, c: float) -> bool | None:
+    """Truth of ``x op c`` for every x in [lo, hi], or None when it depends on x."""
+    if op == "<":
+        return True if hi < c else False if lo >= c else None
+    if op == "<=":
+        return True if hi <= c else False if lo > c else None
+    if op == ">":
+        return True if lo > c else False if hi <= c else None
+    if op == ">=":
+        return True if lo >= c else False if hi < c else None
+    if op == "==":
+        return False if (c < lo or c > hi) else True if lo == hi == c else None
+    return True if (c < lo or c > hi) else False if lo == hi == c else None
+
+
+def _binary(e: ir.Binary, env: AbstractEnv) -> Any:
+    op = e.op
+    left = evaluate(e.left, env)
+    if op in ("and", "or"):
+        lt = _truth(left)
+        if op == "and" and lt is False:
+            return False
+        if op == "or" and lt is True:
+            return True
+        rt = _truth(evaluate(e.right, env))
+        return _and(lt, rt) if op == "and" else _or(lt, rt)
+    right = evaluate(e.right, env)
+    if op in _ORDER:
+        if (isinstance(left, str) or isinstance(right, str)) and (isinstance(left, Term) or isinstance(right, Term)):
+            return Opaque(f"{_key(left)} {op} {_key(right)}")
+        return _compare(left, op, right)
+    if left is None or right is None:
+        return None
+    if isinstance(left, Term) or isinstance(right, Term):
+        (alo, ahi), (blo, bhi) = _bounds(left), _bounds(right)
+        return Term(f"({_key(left)} {op} {_key(right)})", *_interval(op, alo, ahi, blo, bhi))
+    return _arith(op, left, right)
+
+
+def _arith(op: str, a: float, b: float) -> float:
+    try:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            return a / b
+        return math.pow(a, b)
+    except ZeroDivisionError:
+        return math.nan if a == 0 or a != a else math.copysign(INF, a) * math.copysign(1.0, b)
+    except OverflowError:
+        return INF
+    except ValueError:
+        return math.nan
+
+
+def _interval(op: str, alo: float, ahi: float, blo: float, bhi: float) -> tuple[float, float]:
+    with_nan = False
+    if op == "+":
+        out = (alo + blo, ahi + bhi)
+    elif op == "-":
+        out = (alo - bhi, ahi - blo)
+    elif op == "*":
+        prods = [x * y for x in (alo, ahi) for y in (blo, bhi)]
+        with_nan = any(p != p for p in prods)
+        out = (min(prods), max(prods)) if not with_nan else (-INF, INF)
+    elif op == "/" and (blo > 0 or bhi < 0):
+        quots = [x / y if math.isfinite(y) else 0.0 for x in (alo, ahi) for y in (blo, bhi)]
+        with_nan = any(q != q for q in quots)
+        out = (min(quots), max(quots)) if not with_nan else (-INF, INF)
+    elif op == "**" and alo >= 0 and blo == bhi and blo >= 0:
+        out = (_arith("**", alo, blo), _arith("**", ahi, blo))
+    else:
+        out = (-INF, INF)
+    lo, hi = out
+    return (lo if lo == lo else -INF, hi if hi == hi else INF)
+
+
+def _call(e: ir.Call, args: list[Any]) -> Any:
+    if not any(isinstance(a, Term) for a in args):
+        if any(a is None for a in args):
+            return None
+        if e.fn in ("min", "max"):
+            return (min if e.fn == "min" else max)(args)
+        if e.fn == "clamp":
+            return min(max(args[0], args[1]), args[2])
+        if e.fn in ("floor", "ceil"):
+            x = args[0]
+            return x if not math.isfinite(x) else (math.floor if e.fn == "floor" else math.ceil)(x)
+        return abs(args[0])
+    bounds = [_bounds(a) for a in args]
+    text = f"{e.fn}(" + ", ".join(_key(a) for a in args) + ")"
+    if e.fn == "min":
+        return Term(text, min(b[0] for b in bounds), min(b[1] for b in bounds))
+    if e.fn == "max":
+        return Term(text, max(b[0] for b in bounds), max(b[1] for b in bounds))
+    if e.fn == "clamp":
+        (xl, xh), (ll, _), (_, hh) = bounds
+        return Term(text, max(min(xl, hh), ll), min(max(xh, ll), hh))
+    if e.fn in ("floor", "ceil"):
+        lo, hi = bounds[0]
+        return Term(text, math.floor(lo) if math.isfinite(lo) else lo, math.ceil(hi) if math.isfinite(hi) else hi)
+    lo, hi = bounds[0]
+    return Term(text, 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)), max(abs(lo), abs(hi)))
+
+
+# --------------------------------------------------------------------------------------------
+# Satisfiability
+# --------------------------------------------------------------------------------------------
+
+
+def atoms_of(f: Any, out: dict[Any, None] | None = None) -> dict[Any, None]:
+    out = {} if out is None else out
+    if isinstance(f, (Atom, Opaque)):
+        out[f] = None
+    elif isinstance(f, (And, Or)):
+        for item in f.items:
+            atoms_of(item, out)
+    elif isinstance(f, Not):
+        atoms_of(f.item, out)
+    return out
+
+
+def _holds(f: Any, assign: dict[Any, bool]) -> bool:
+    if isinstance(f, bool):
+        return f
+    if isinstance(f, (Atom, Opaque)):
+        return assign[f]
+    if isinstance(f, And):
+        return all(_holds(i, assign) for i in f.items)
+    if isinstance(f, Or):
+        return any(_holds(i, assign) for i in f.items)
+    return not _holds(f.item, assign)
+
+
+_NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
+
+
+def _consistent(constraints: list[tuple[Term, str, float]]) -> bool:
+    """Can one real value per term satisfy every ``term op c``? (exact for one variable per term)"""
+    by_term: dict[str, list[tuple[str, float]]] = {}
+    domain: dict[str, tuple[float, float]] = {}
+    for term, op, c in constraints:
+        by_term.setdefault(term.key, []).append((op, c))
+        domain[term.key] = (term.lo, term.hi)
+    for key, cons in by_term.items():
+        lo, hi = domain[key]
+        lo_open = hi_open = False
+        excluded: set[float] = set()
+        for op, c in cons:
+            if op in ("<", "<="):
+                if c < hi or (c == hi and op == "<"):
+                    hi, hi_open = c, op == "<"
+            elif op in (">", ">="):
+                if c > lo or (c == lo and op == ">"):
+                    lo, lo_open = c, op == ">"
+            elif op == "==":
+                if not (lo <= c <= hi) or (c == lo and lo_open) or (c == hi and hi_open):
+                    return False
+                lo = hi = c
+            else:
+                excluded.add(c)
+        if lo > hi or (lo == hi and (lo_open or hi_open)):
+            return False
+        if lo == hi and lo in excluded:
+            return False
+    return True
+
+
+@lru_cache(maxsize=65536)
+def satisfiable(f: Any) -> bool:
+    """Whether some finite signal values make ``f`` true."""
+    if isinstance(f, bool):
+        return f
+    atoms = list(atoms_of(f))
+    if len(atoms) > MAX_ATOMS:
+        return True
+    for values in itertools.product((True, False), repeat=len(atoms)):
+        assign = dict(zip(atoms, values))
+        if not _holds(f, assign):
+            continue
+        cons = [(a.term, a.op if v else _NEGATE[a.op], a.c) for a, v in assign.items() if isinstance(a, Atom)]
+        if _consistent(cons):
+            return True
+    return False

@@ -1,0 +1,411 @@
+"""The state machine of one section for a given step count, explored by dynamic programming.
+
+Contract: ``explore(policy, section, steps, branch)`` returns an ``Exploration``: for every step
+t = 0..N-1 the set of reachable abstract states and, over them, the DP values that the proofs
+need — min/max recomputes, the longest run of non-recompute calls (with its path), the first
+prediction that lacks history (with its path), the rules each step can take — plus a compact
+``networkx.DiGraph`` of (phase, action, run length) nodes whose edges carry the IR rule ids and
+the guards that take them. Raises ``StaticError`` when a guard argument is not a static number.
+
+The abstraction follows ``runtime.controller`` decision for decision:
+* a state is (history, since_recompute, run action, run length, first_hit); a component enters
+  the state only if the section reads it or a guard needs it (``since`` for ``limit stale``,
+  ``run`` for ``limit run``), capped where larger values behave the same;
+* step-dependent values (``step``, ``steps``, ``progress``, the counters) are exact; tensor
+  signals, ``noise`` and unit indices are symbolic, and a rule is possible when some finite
+  signal values select it (``abstract.satisfiable``). ``limit budget`` may always veto (an
+  estimate can be arbitrarily large) and never has to (it can be 0), so it adds a possible
+  recompute; non-finite signals (guard ``nan``) are faults, not paths, and are left out.
+The DP is O(N · states · rules); states stay small unless the section reads ``first_hit`` or
+``since_recompute`` without a cap (then O(N) states per step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from policy_lang import ir
+from policy_lang.graph.abstract import AbstractEnv, Atom, _and, _not, _truth, atoms_of, evaluate, satisfiable
+
+#: exact scalars the analysis tracks (the rest of ``ir.SCALAR_SIGNALS`` are symbolic)
+EXACT = ("step", "steps", "progress", "since_recompute", "run", "history", "first_hit", "branch")
+RUN_DISPLAY_CAP = 4
+
+
+class StaticError(ValueError):
+    """A guard argument that does not evaluate to a number for the given step count."""
+
+    def __init__(self, guard_id: str, message: str):
+        super().__init__(message)
+        self.guard_id = guard_id
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One possible decision at a state: the action kind and what chose it."""
+
+    kind: str
+    rule_id: str | None = None
+    guard: str | None = None
+    guard_id: str | None = None
+    order: int = 0  # predict order (for history findings)
+    #: accumulator lower bounds this choice implies (accumulate(x) >= c stays true until a recompute)
+    acc: tuple[tuple[str, float], ...] = ()
+
+    def label(self) -> str:
+        return self.rule_id or f"{self.guard}" + (f"({self.guard_id})" if self.guard_id else "")
+
+
+@dataclass
+class Statics:
+    warmup: int = 0
+    warmup_id: str | None = None
+    tail: int = 0
+    tail_id: str | None = None
+    refresh: list[tuple[str, float]] = field(default_factory=list)
+    limit_run: list[tuple[str, str, float]] = field(default_factory=list)
+    limit_stale: list[tuple[str, float]] = field(default_factory=list)
+    stale_none: str | None = None
+    budget: list[tuple[str, float]] = field(default_factory=list)
+
+
+def statics(section: ir.Section, params: dict[str, Any], steps: int) -> Statics:
+    """Evaluate every guard argument for ``steps`` calls."""
+    env = AbstractEnv(params, {"steps": steps})
+    st = Statics()
+
+    def num(g: Any, expr: Any) -> float:
+        v = evaluate(expr, env)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise StaticError(g.id, f"the argument of guard `{g.id}` is not a static number at {steps} steps")
+        return v
+
+    for g in section.guards:
+        if isinstance(g, ir.Warmup):
+            n = num(g, g.calls)
+            if n > st.warmup:
+                st.warmup, st.warmup_id = n, g.id
+        elif isinstance(g, ir.Tail):
+            n = num(g, g.calls)
+            if n > st.tail:
+                st.tail, st.tail_id = n, g.id
+        elif isinstance(g, ir.RefreshEvery):
+            st.refresh.append((g.id, num(g, g.calls)))
+        elif isinstance(g, ir.LimitRun):
+            st.limit_run.append((g.id, g.action, num(g, g.calls)))
+        elif isinstance(g, ir.LimitStale):
+            if g.calls is None:
+                st.stale_none = g.id
+            else:
+                st.limit_stale.append((g.id, num(g, g.calls)))
+        elif isinstance(g, ir.LimitBudget):
+            st.budget.append((g.id, num(g, g.bound)))
+    return st
+
+
+def reads(section: ir.Section) -> set[str]:
+    """Scalar signal names that the lets and the chain read."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, ir.Signal):
+            found.add(node.name)
+        for name in ("expr", "coeffs", "operand", "left", "right"):
+            child = getattr(node, name, None)
+            if child is not None:
+                walk(child)
+        for child in getattr(node, "args", ()) or ():
+            walk(child)
+
+    for let in section.lets:
+        walk(let.expr)
+    for rule in section.rules:
+        if rule.cond is not None:
+            walk(rule.cond)
+    return found
+
+
+def _implied_acc_bounds(take: Any, acc: tuple) -> tuple[tuple[str, float], ...]:
+    """Lower bounds ``accumulate(x) >= c`` that choosing a rule implies (x >= 0 makes the sum monotone).
+
+    They hold until the next recompute resets the sum, which removes e.g. a cache -> predict ->
+    cache cycle that a fresh, unrelated value at every call would allow.
+    """
+    bounds = dict(acc)
+    for atom in atoms_of(take):
+        if not isinstance(atom, Atom) or not atom.term.key.startswith("accumulate(") or atom.term.lo < 0:
+            continue
+        key, c = atom.term.key, atom.c
+        if c > bounds.get(key, -math.inf) and not satisfiable(_and(take, Atom(atom.term, "<", c))):
+            bounds[key] = c
+    return tuple(sorted(bounds.items()))
+
+
+def history_capacity(section: ir.Section) -> int:
+    orders = [r.action.order for r in section.rules if isinstance(r.action, ir.Predict)]
+    return max(orders, default=0) + 1
+
+
+def required_history(action: Any) -> int:
+    if isinstance(action, ir.Cache):
+        return 1
+    if isinstance(action, ir.Predict):
+        return action.order + 1
+    return 0
+
+
+@dataclass
+class Exploration:
+    """The DP over steps of one section and branch (see the module docstring)."""
+
+    section: ir.Section
+    branch: str
+    steps: int
+    statics: Statics
+    min_recomputes: int
+    max_recomputes: int
+    max_stale: int
+    stale_path: list[tuple[int, Outcome]]
+    unbounded: bool
+    history_path: list[tuple[int, Outcome]] | None
+    rule_steps: dict[str, list[int]]
+    guard_steps: dict[str, list[int]]
+    graph: nx.DiGraph
+    states_visited: int
+
+    @property
+    def best_speedup(self) -> float:
+        return self.steps / self.min_recomputes if self.min_recomputes else math.inf
+
+    @property
+    def worst_speedup(self) -> float:
+        return self.steps / self.max_recomputes if self.max_recomputes else math.inf
+
+
+class _Machine:
+    def __init__(self, policy: ir.Policy, section: ir.Section, steps: int, branch: str):
+        self.section, self.steps, self.branch = section, steps, branch
+        self.params = policy.param_values()
+        self.st = statics(section, self.params, steps)
+        self.read = reads(section)
+        self.exact_read = tuple(n for n in EXACT if n in self.read and (n != "branch" or branch != "any"))
+        self.cap = history_capacity(section)
+        st = self.st
+        self.track_since = "since_recompute" in self.read or bool(st.limit_stale)
+        self.since_cap = None if "since_recompute" in self.read else max((n for _, n in st.limit_stale), default=0)
+        self.track_run = "run" in self.read or bool(st.limit_run)
+        self.run_cap = None if "run" in self.read else max((n for _, _, n in st.limit_run), default=0)
+        self.track_fh = "first_hit" in self.read
+        self._chain_memo: dict[tuple, list[tuple[ir.Rule, tuple]]] = {}
+        self._outcome_memo: dict[tuple, list[Outcome]] = {}
+        # (id, kind, order, history needed) per rule: pydantic attribute access is slow in the hot loop
+        self._rule_info = {r.id: (r.id, r.action.kind, getattr(r.action, "order", 0), required_history(r.action))
+                           for r in section.rules}
+
+    def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple]]]:
+        """The rules the chain may choose at (t, state), each with the accumulator bounds it implies."""
+        hist, since, kind, run, fh, acc = state
+        values = {"step": t, "steps": self.steps, "progress": t / max(self.steps - 1, 1),
+                  "since_recompute": since, "run": run, "history": hist, "first_hit": fh, "branch": self.branch}
+        key = (tuple(values[n] for n in self.exact_read), acc)
+        memo = self._chain_memo.get(key)
+        if memo is not None:
+            return key, memo
+        env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc))
+        for let in self.section.lets:
+            env.lets[let.name] = evaluate(let.expr, env)
+        path: Any = True
+        possible = []
+        for rule in self.section.rules:
+            cond = True if rule.cond is None else _truth(evaluate(rule.cond, env))
+            take = _and(path, cond)
+            if take is not False and satisfiable(take):
+                possible.append((rule, _implied_acc_bounds(take, acc)))
+            path = _and(path, _not(cond))
+            if path is False or not satisfiable(path):
+                break
+        self._chain_memo[key] = possible
+        return key, possible
+
+    def outcomes(self, t: int, state: tuple) -> list[Outcome]:
+        st = self.st
+        if t < st.warmup:
+            return [Outcome("recompute", guard="warmup", guard_id=st.warmup_id)]
+        if t >= self.steps - st.tail:
+            return [Outcome("recompute", guard="tail", guard_id=st.tail_id)]
+        for gid, n in st.refresh:
+            if n > 0 and t % n == 0:
+                return [Outcome("recompute", guard="refresh_every", guard_id=gid)]
+        hist, since, run_kind, run, _, _ = state
+        chain_key, rules = self.chain(t, state)
+        memo_key = (chain_key, hist, since, run_kind, run)
+        memo = self._outcome_memo.get(memo_key)
+        if memo is not None:
+            return memo
+        out: list[Outcome] = []
+        for rule, acc in rules:
+            rule_id, kind, order, needed = self._rule_info[rule.id]
+            if kind == "recompute":
+                out.append(Outcome("recompute", rule_id=rule_id))
+                continue
+            if hist < needed:
+                out.append(Outcome("recompute", guard="history", guard_id=rule_id, order=order))
+                continue
+            veto = self._veto(kind, since, run_kind, run)
+            if veto is not None:
+                out.append(Outcome("recompute", guard=veto[0], guard_id=veto[1]))
+                continue
+            if any(bound >= 0 for _, bound in st.budget) or not st.budget:
+                out.append(Outcome(kind, rule_id=rule_id, order=order, acc=acc))
+            for gid, _ in st.budget[:1]:
+                out.append(Outcome("recompute", guard="limit_budget", guard_id=gid))
+        out = list(dict.fromkeys(out))
+        self._outcome_memo[memo_key] = out
+        return out
+
+    def _veto(self, kind: str, since: int, run_kind: str | None, run: int) -> tuple[str, str] | None:
+        for gid, limited, n in self.st.limit_run:
+            ran = run if run_kind == limited else 0
+            if (kind == limited and ran + 1 > n) or (ran > 0 and ran >= n):
+                return "limit_run", gid
+        for gid, n in self.st.limit_stale:
+            if since + 1 > n:
+                return "limit_stale", gid
+        return None
+
+    def step_state(self, t: int, state: tuple, o: Outcome) -> tuple:
+        hist, since, run_kind, run, fh, acc = state
+        if o.kind == "recompute":
+            hist, since, acc = min(hist + 1, self.cap), 0, ()
+        else:
+            acc = o.acc
+            since = since + 1
+            if fh is None and self.track_fh:
+                fh = t
+        if self.track_run:
+            run = run + 1 if o.kind == run_kind else 1
+            if self.run_cap is not None:
+                run = min(run, max(self.run_cap, 1))
+        if not self.track_since:
+            since = 0
+        elif self.since_cap is not None:
+            since = min(since, self.since_cap)
+        return (hist, since, o.kind, run, fh, acc)
+
+    def phase(self, t: int) -> str:
+        if t < self.st.warmup:
+            return "warmup"
+        if t >= self.steps - self.st.tail:
+            return "tail"
+        return "main"
+
+
+def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "any") -> Exploration:
+    """Run the DP over ``steps`` calls of one section (see the module docstring)."""
+    m = _Machine(policy, section, steps, branch)
+    start = (0, 0, None, 0, None, ())
+    # per state: [min_rec, max_rec, max_stale, stale_parent, any_parent, display_run]
+    layer: dict[tuple, list] = {start: [0, 0, 0, None, None, 0]}
+    history: list[dict[tuple, list]] = []
+    edges: dict[tuple, list] = {}
+    node_of: dict[tuple, Any] = {start: "start"}
+    rule_steps: dict[str, set[int]] = {}
+    guard_steps: dict[str, set[int]] = {}
+    best_stale, best_end, hist_hit = -1, None, None
+    first_free = last_free = None
+    visited = 0
+    for t in range(steps):
+        nxt: dict[tuple, list] = {}
+        moves = []
+        for state, info in layer.items():
+            visited += 1
+            for o in m.outcomes(t, state):
+                ns = m.step_state(t, state, o)
+                rec = o.kind == "recompute"
+                stale = 0 if rec else info[2] + 1
+                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, RUN_DISPLAY_CAP)
+                cur = nxt.get(ns)
+                if cur is None:
+                    nxt[ns] = [info[0] + rec, info[1] + rec, stale, (state, o), (state, o), run]
+                else:
+                    cur[0] = min(cur[0], info[0] + rec)
+                    cur[1] = max(cur[1], info[1] + rec)
+                    if stale > cur[2]:
+                        cur[2], cur[3] = stale, (state, o)
+                    cur[5] = max(cur[5], run)
+                if not rec:
+                    first_free = t if first_free is None else first_free
+                    last_free = t
+                    if stale > best_stale:
+                        best_stale, best_end = stale, (t, ns)
+                if o.guard == "history" and o.order and hist_hit is None:
+                    hist_hit = (t, state, o)
+                (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
+                moves.append((state, o, ns))
+        new_nodes = {ns: (m.phase(t), ns[2], info[5]) for ns, info in nxt.items()}
+        for state, o, ns in moves:
+            e = edges.get((node_of[state], new_nodes[ns], o))
+            if e is None:
+                edges[(node_of[state], new_nodes[ns], o)] = [t, t, 1]
+            else:
+                e[1] = t
+                e[2] += 1
+        history.append(layer)
+        layer, node_of = nxt, new_nodes
+    history.append(layer)
+    finals = list(layer.values())
+    stale_path = _stale_path(history, best_end) if best_end else []
+    unbounded = bool(stale_path) and best_stale == last_free - first_free + 1
+    hist_path = None
+    if hist_hit is not None:
+        t, state, o = hist_hit
+        hist_path = _any_path(history, t, state) + [(t, o)]
+    return Exploration(section, branch, steps, m.st, min(f[0] for f in finals), max(f[1] for f in finals),
+                       max(best_stale, 0), stale_path, unbounded, hist_path,
+                       {k: sorted(v) for k, v in rule_steps.items()}, {k: sorted(v) for k, v in guard_steps.items()},
+                       _graph(edges), visited)
+
+
+def _graph(edges: dict[tuple, list]) -> nx.DiGraph:
+    """The compact machine: nodes (phase, action, run length), edges labelled by rules and guards."""
+    g = nx.DiGraph()
+    g.add_node("start", phase="start", action="start", run=0)
+    for (src, dst, o), (first, last, count) in edges.items():
+        if dst not in g:
+            g.add_node(dst, phase=dst[0], action=dst[1], run=dst[2])
+        if not g.has_edge(src, dst):
+            g.add_edge(src, dst, rules=set(), guards=set(), first_step=first, last_step=last, count=0)
+        data = g.edges[src, dst]
+        (data["rules"] if o.rule_id else data["guards"]).add(o.rule_id or (o.guard, o.guard_id))
+        data["first_step"] = min(data["first_step"], first)
+        data["last_step"] = max(data["last_step"], last)
+        data["count"] += count
+    return g
+
+
+def _stale_path(history: list[dict[tuple, list]], end: tuple[int, tuple]) -> list[tuple[int, Outcome]]:
+    """Steps of the longest non-recompute run ending at ``end``, plus the recompute before it."""
+    t, state = end
+    path: list[tuple[int, Outcome]] = []
+    while t >= 0:
+        info = history[t + 1][state]
+        prev, o = info[3]
+        path.append((t, o))
+        if o.kind == "recompute":
+            break
+        state, t = prev, t - 1
+    return path[::-1]
+
+
+def _any_path(history: list[dict[tuple, list]], t: int, state: tuple) -> list[tuple[int, Outcome]]:
+    path = []
+    while t > 0:
+        prev, o = history[t][state][4]
+        t -= 1
+        path.append((t, o))
+        state = prev
+    return path[::-1]
