@@ -48,6 +48,7 @@ class IterationRecord:
     groups: tuple[GroupState, ...]
     actions: tuple[str, ...]
     seconds: float
+    reasons: tuple[str, ...] = ()
     note: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -133,7 +134,8 @@ def _denoise_chunk(latents: torch.Tensor, schedule: DFSchedule, schedulers: list
                 latents[:, :, idx] = schedulers[idx].step(v[:, :, idx - a], t[idx], latents[:, :, idx],
                                                           return_dict=False)[0]
         trace.records.append(IterationRecord(chunk, i, ctx.valid_interval, plan.compute, ctx.groups,
-                                             plan.actions, time.perf_counter() - start, plan.note))
+                                             plan.actions, time.perf_counter() - start, plan.reasons,
+                                             plan.note))
     return latents
 
 

@@ -73,6 +73,7 @@ class FramePlan:
 
     actions: tuple[str, ...]  # one of GROUP_ACTIONS per group
     compute: tuple[int, int] | None  # frames sent through the denoiser, or None
+    reasons: tuple[str, ...] = ()  # per group: the rule id or guard that chose the action (may be empty)
     note: str = ""
 
     def check(self, ctx: IterationContext) -> None:

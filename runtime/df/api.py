@@ -1,0 +1,73 @@
+"""``runtime.df.generate``: run a policy on the diffusion-forcing loop of a SkyReels-V2 DF model.
+
+Input: ``generate(model, policy=None, *, prompt_embeds, negative_prompt_embeds=None, params=None,
+**loop_kwargs)``. ``model`` is a ``SkyReelsV2DiffusionForcingPipeline`` (or any object with
+``transformer`` and ``scheduler`` attributes, e.g. a testbed) or a ``(transformer, scheduler)``
+pair. ``policy`` is ``None`` (the unaccelerated loop, bit-identical to the pipeline), a
+``policy_lang.ir.Policy``, a compiled policy (anything with an ``ir`` attribute holding one), or a
+path to a ``.policy`` file (compiled through the ``policy_lang`` facade). ``params`` override the
+policy's params. ``loop_kwargs`` are ``run_diffusion_forcing``'s generation arguments
+(``num_frames``, ``height``, ``width``, ``num_inference_steps``, ``ar_step``, ``causal_block_size``,
+``guidance_scale``, ``generator``, ``overlap_history`` ...).
+Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
+pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
+
+Errors: ``ValueError`` for a policy the loop cannot run (see ``runtime.df.units``) or an object
+that is neither a pipeline nor a (transformer, scheduler) pair; the compiler's ``PolicyError`` for
+an invalid ``.policy`` file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policy_lang import ir
+from runtime.df.loop import DFTrace, run_diffusion_forcing
+from runtime.df.plan import Planner, is_block_causal
+from runtime.df.units import FrameUnitsPlanner
+
+
+def resolve_policy(policy: Any, params: dict[str, Any] | None = None) -> ir.Policy | None:
+    """Turn a path, a compiled policy or IR into IR with ``params`` applied (``None`` stays ``None``)."""
+    if policy is None:
+        return None
+    if isinstance(policy, (str, Path)):
+        from policy_lang import compile_file
+
+        policy = compile_file(policy)
+    if not isinstance(policy, ir.Policy):
+        policy = getattr(policy, "ir", None)
+        if not isinstance(policy, ir.Policy):
+            raise ValueError("policy must be a path, a compiled policy or a policy_lang.ir.Policy")
+    return policy.with_params(params or {})
+
+
+def split_model(model: Any) -> tuple[torch.nn.Module, Any]:
+    if isinstance(model, tuple) and len(model) == 2:
+        return model
+    transformer, scheduler = getattr(model, "transformer", None), getattr(model, "scheduler", None)
+    if transformer is None or scheduler is None:
+        raise ValueError("model must be a diffusion-forcing pipeline, an object with `transformer` and "
+                         "`scheduler`, or a (transformer, scheduler) pair")
+    return transformer, scheduler
+
+
+def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_block_size: int) -> Planner:
+    if policy is None:
+        return Planner()
+    return FrameUnitsPlanner(policy=policy, block_causal=is_block_causal(transformer, causal_block_size))
+
+
+def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
+             negative_prompt_embeds: torch.Tensor | None = None, params: dict[str, Any] | None = None,
+             **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
+    """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
+    transformer, scheduler = split_model(model)
+    resolved = resolve_policy(policy, params)
+    cbs = loop_kwargs.get("causal_block_size") or transformer.config.num_frame_per_block
+    planner = make_planner(resolved, transformer, cbs)
+    return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds, planner=planner,
+                                 **loop_kwargs)

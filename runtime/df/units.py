@@ -1,0 +1,191 @@
+"""`on frames`: one policy unit per causal frame group of the diffusion-forcing loop.
+
+Input: a policy IR (``policy_lang.ir.Policy``) with one ``on frames`` section, and whether the
+transformer attends block-causally with the schedule's group size (``plan.is_block_causal``).
+Output: ``FrameUnitsPlanner``, a ``Planner`` for ``runtime.df.loop``:
+
+* one ``UnitController`` and one ``History`` per frame group, reset at every chunk;
+* the controller of a group sees ``StepContext(step = the group's own step index, steps = its
+  total, noise = its sigma, unit_index = group, units = groups)``; groups the schedule does not
+  update are not asked (they are ``idle``);
+* tensor signals per group: ``delta(input)`` (the group's latents vs its previous call),
+  ``drift(input)`` (vs its last recompute), ``cos_dist(input)``, ``delta(output)``,
+  ``change_rate``, ``curvature`` and ``pred_error(k, noise|step)`` on the group's own history,
+  whose nodes are the group's own, non-uniform noise levels (or own step indices);
+* ``recompute`` groups take their slice of the denoiser output and push it to their history;
+  ``cache`` reuses the last computed velocity, ``predict`` extrapolates (Taylor / Adams over the
+  declared axis), ``skip`` contributes a zero velocity;
+* the denoiser runs on the frames the recompute groups need: with ``restrict active_frames`` the
+  valid interval cut after the last recompute group (exact under block-causal attention), otherwise
+  the whole valid interval, and not at all when no group recomputes.
+
+The decision is one per group and covers both classifier-free-guidance branches (the unit is the
+guided velocity of the group), so the branch signal is ``"default"``.
+
+Errors: ``ValueError`` at construction for a policy without an ``on frames`` section, with other
+sections (they belong to the hook runtime, ``runtime.attach``), or reading a signal source that does
+not exist per frame group (``modulated_input``, ``probe``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from policy_lang import ir
+from runtime.controller import Decision, StepContext, UnitController
+from runtime.df.plan import FramePlan, IterationContext, Planner
+from runtime.predict import History
+from runtime.signals import SignalBatch
+
+_PRED_ERROR = re.compile(r"pred_error\((\d+),(noise|step)\)")
+_DISTANCE = re.compile(r"(delta|drift|cos_dist)\((\w+)\)")
+
+
+def frames_section(policy: ir.Policy) -> ir.Section:
+    """The policy's ``on frames`` section (the only one this planner runs)."""
+    frames = [s for s in policy.sections if isinstance(s.unit, ir.FramesUnit)]
+    if len(frames) != 1 or len(policy.sections) != 1:
+        kinds = ", ".join(s.unit.kind for s in policy.sections)
+        raise ValueError(f"the diffusion-forcing loop runs policies with exactly one `on frames` section; "
+                         f"policy `{policy.name}` has: {kinds}")
+    return frames[0]
+
+
+@dataclass
+class _Group:
+    controller: UnitController
+    history: History
+    last_input: torch.Tensor | None = None
+    recompute_input: torch.Tensor | None = None
+    decision: Decision | None = None
+
+
+@dataclass
+class FrameUnitsPlanner(Planner):
+    policy: ir.Policy | None = None
+    block_causal: bool = True
+    name: str = field(init=False, default="")
+    exactness: str = field(init=False, default="exact")
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            raise ValueError("FrameUnitsPlanner needs a policy")
+        self.section = frames_section(self.policy)
+        self.name = self.policy.name
+        self.restrict = self.section.restrict_active_frames
+        probe = UnitController(self.policy, self.section)
+        self.signal_keys = probe.required_signals()
+        capacity = probe.capacity
+        for key in self.signal_keys:
+            m = _PRED_ERROR.fullmatch(key)
+            if m:
+                capacity = max(capacity, int(m.group(1)) + 2)
+            elif key == "curvature":
+                capacity = max(capacity, 3)
+            elif key in ("change_rate", "delta(output)"):
+                capacity = max(capacity, 2)
+            else:
+                d = _DISTANCE.fullmatch(key)
+                if d is None or d.group(2) not in ("input", "output"):
+                    raise ValueError(f"signal `{key}` is not available per frame group in the diffusion-forcing "
+                                     f"loop (sources: input, output)")
+        self.capacity = capacity
+        if self.restrict and not self.block_causal:
+            self.exactness = "approximate (restrict active_frames under bidirectional attention)"
+        if any(isinstance(r.action, (ir.Cache, ir.Predict, ir.Skip)) for r in self.section.rules):
+            self.exactness = "approximate (cache / predict)" if self.exactness == "exact" else self.exactness
+        self.groups: list[_Group] = []
+        self.sigmas = torch.zeros(0)
+
+    def begin_chunk(self, chunk: int, num_groups: int, sigmas: torch.Tensor) -> None:
+        self.sigmas = sigmas
+        self.groups = [_Group(UnitController(self.policy, self.section), History(self.capacity))
+                       for _ in range(num_groups)]
+
+    # ------------------------------------------------------------------ deciding
+
+    def _signals(self, group: _Group, current: torch.Tensor, noise: float, step: int):
+        batch = SignalBatch()
+        for key in self.signal_keys:
+            m = _PRED_ERROR.fullmatch(key)
+            if m:
+                order, over = int(m.group(1)), m.group(2)
+                batch.pred_error(group.history, order, over, noise if over == "noise" else float(step))
+            elif key == "change_rate":
+                batch.change_rate(group.history)
+            elif key == "curvature":
+                batch.curvature(group.history)
+            elif key == "delta(output)":
+                batch.output_delta(group.history)
+            else:
+                fn, source = _DISTANCE.fullmatch(key).groups()
+                if source == "output":
+                    raise ValueError(f"`{key}` is not supported under `on frames`; use delta(output)")
+                reference = group.last_input if fn != "drift" else group.recompute_input
+                batch.distance(fn, source, current, reference)
+        return batch.compute()
+
+    def plan(self, ctx: IterationContext, latents: torch.Tensor) -> FramePlan:
+        actions, reasons = [], []
+        for g in ctx.groups:
+            group = self.groups[g.index]
+            if not g.updated:
+                actions.append("idle")
+                reasons.append("")
+                continue
+            a, b = g.frames
+            current = latents[:, :, a:b]
+            step_ctx = StepContext(step=g.step, steps=g.steps, noise=g.sigma, unit_index=g.index,
+                                   units=len(ctx.groups))
+            decision = group.controller.decide(step_ctx, self._signals(group, current, g.sigma, g.step))
+            group.decision = decision
+            group.last_input = current.clone()
+            if decision.action.kind == "recompute":
+                group.recompute_input = group.last_input
+            actions.append(decision.action.kind)
+            reasons.append(decision.guard or decision.rule_id or "")
+        recompute = [i for i, a in enumerate(actions) if a == "recompute"]
+        return FramePlan(actions=tuple(actions), compute=self.compute_range(ctx, recompute),
+                         reasons=tuple(reasons))
+
+    def compute_range(self, ctx: IterationContext, recompute: list[int]) -> tuple[int, int] | None:
+        if not recompute:
+            return None
+        if not self.restrict:
+            return ctx.valid_interval
+        end = max(ctx.groups[i].frames[1] for i in recompute)
+        return ctx.valid_interval[0], min(end, ctx.valid_interval[1])
+
+    # ------------------------------------------------------------------ supplying velocities
+
+    def velocities(self, ctx: IterationContext, plan: FramePlan, computed: torch.Tensor | None,
+                   latents: torch.Tensor) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        for g, action in zip(ctx.groups, plan.actions):
+            if action == "idle":
+                continue
+            group = self.groups[g.index]
+            assert group.decision is not None
+            if action == "recompute":
+                assert computed is not None and plan.compute is not None
+                a, b = g.frames
+                v = computed[:, :, a - plan.compute[0]: b - plan.compute[0]]
+                group.history.push(v, noise=g.sigma, step=g.step)
+                out[g.index] = v
+            elif action == "cache":
+                out[g.index] = group.history.reuse()
+            elif action == "predict":
+                act = group.decision.action
+                step_to = None
+                if act.method == "adams" and act.over == "noise":
+                    step_to = float(self.sigmas[g.step + 1])
+                out[g.index] = group.history.predict(act.method, act.order, act.over, g.sigma, g.step,
+                                                     step_to=step_to)
+            else:  # skip
+                out[g.index] = torch.zeros_like(group.history.reuse()) if len(group.history) else \
+                    torch.zeros_like(latents[:, :, g.frames[0]:g.frames[1]])
+            group.controller.record(group.decision, computed=action == "recompute")
+        return out
