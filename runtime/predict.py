@@ -34,6 +34,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -80,6 +81,12 @@ def divided_difference_weights(nodes: Sequence[float]) -> np.ndarray:
     return np.array([1.0 / np.prod([x[i] - x[j] for j in range(x.size) if j != i]) for i in range(x.size)])
 
 
+@lru_cache(maxsize=8)
+def _gauss_legendre(points: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    x, w = np.polynomial.legendre.leggauss(points)
+    return tuple(x.tolist()), tuple(w.tolist())
+
+
 def adams_weights(nodes: Sequence[float], a: float, b: float) -> np.ndarray:
     """Weights of the step average ``1/(b-a) * integral_a^b q`` of the interpolant ``q`` of the samples."""
     x = _check_nodes(nodes)
@@ -88,7 +95,7 @@ def adams_weights(nodes: Sequence[float], a: float, b: float) -> np.ndarray:
     if a == b:
         return taylor_weights(x, a)
     # Gauss-Legendre with n points is exact to degree 2n-1 >= len(nodes) - 1.
-    points, gauss = np.polynomial.legendre.leggauss(x.size // 2 + 1)
+    points, gauss = _gauss_legendre(x.size // 2 + 1)
     weights = np.zeros(x.size)
     for t, g in zip(points, gauss):
         weights += 0.5 * g * taylor_weights(x, a + 0.5 * (t + 1.0) * (b - a))
@@ -101,9 +108,11 @@ def newton_remainder_bound(nodes: Sequence[float], at: float, derivative_bound: 
     return derivative_bound * float(np.prod(np.abs(at - x))) / math.factorial(x.size)
 
 
-def combine(values: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
-    """``sum_i w_i * v_i`` accumulated in float32 (float64 if any value is), cast to the last value's dtype."""
-    out_dtype = values[-1].dtype
+def combine(values: Sequence[torch.Tensor], weights: Sequence[float],
+            out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``sum_i w_i * v_i`` accumulated in float32 (float64 if any value is) into a new tensor, cast to
+    ``out_dtype`` (default: the last value's dtype)."""
+    out_dtype = out_dtype or values[-1].dtype
     acc_dtype = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
     acc = values[0].to(acc_dtype) * float(weights[0])
     for v, w in zip(values[1:], weights[1:]):

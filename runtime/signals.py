@@ -130,7 +130,7 @@ class SignalBatch:
         if a.shape != b.shape:
             raise ValueError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
         self._keep += [a, b]
-        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs().mean(dtype=_acc(a)))
+        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().mean(dtype=_acc(a)))
 
     def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
         self._pending.append(_Pending(key, tuple(terms), finish))
@@ -232,9 +232,11 @@ class SignalBatch:
     def _newton_term(self, key: str, history: History, over: Axis, count: int, scale: float) -> str:
         entries = history.entries[-count:]
         weights = divided_difference_weights([e.node(over) for e in entries]) * scale
-        term = combine([e.value for e in entries], weights)
-        self._keep.append(term)
-        terms = (self._mean_abs(term), self._mean_abs(entries[-1].value))
+        values = [e.value for e in entries]
+        # the combination is this batch's own temporary: take |.| in place (a second temporary of
+        # the tensor's size costs more than the reduction itself on CPU)
+        term = self._term(None, lambda: combine(values, weights, _acc(values[-1])).abs_().mean())
+        terms = (term, self._mean_abs(entries[-1].value))
         return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
 
     def constant(self, key: str, value: float) -> str:
