@@ -37,10 +37,15 @@ def _policy_name(policy: Any, compiled: Any) -> str:
     return type(compiled).__name__
 
 
-def _attach(workload: Workload, compiled: Any, params: dict[str, Any]) -> Handle:
+def attach_session(workload: Workload, compiled: Any, **params: Any) -> Any:
+    """``runtime.attach(workload.pipe, compiled, **params)``: the live session (``.trace``, ``.detach()``)."""
     import runtime
 
-    session = runtime.attach(workload.pipe, compiled, **params)
+    return runtime.attach(workload.pipe, compiled, **params)
+
+
+def _attach(workload: Workload, compiled: Any, params: dict[str, Any]) -> Handle:
+    session = attach_session(workload, compiled, **params)
     return Handle(session.detach, info={"session": session})
 
 

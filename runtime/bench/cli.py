@@ -1,0 +1,226 @@
+"""``policyc bench`` and ``policyc run``: the benchmark and generation commands (a CLI extension).
+
+Contract
+--------
+``register(subparsers)`` adds the two commands to ``policyc`` (``policy_lang.cli.EXTENSIONS``);
+heavy imports happen inside the handlers. Both print to stdout and write files under ``--out``.
+
+* ``policyc bench POLICY... [--model M] [--steps N] [--seeds K] [--repeats R] [--peers]
+  [--peer NAME]... [--sweep] [--sweep-param NAME=V1,V2,...]... [--set NAME=VALUE]... [--json]
+  [--out DIR] [--threads T]`` — every policy and (with ``--peers`` / ``--peer``) every peer through
+  :func:`runtime.bench.harness.benchmark`. ``--sweep`` runs each peer's threshold sweep and, per
+  policy, the ``--sweep-param`` values (zipped when several are given) or, by default, all its
+  ranged number params scaled together by ``SWEEP_SCALES``. Writes ``bench.json`` (the whole report)
+  and ``pareto.png``; ``--json`` prints the list of method objects (keys ``method``, ``kind``,
+  ``speedup``, ``psnr``, ``ssim``, ``compute_fraction``, ``baseline_seconds``, ``policy_seconds`` +
+  extras), otherwise a table. Exit 1 when a policy failed or was idle (peers may fail: reported).
+* ``policyc run POLICY [--model M] [--steps N] [--seed S] [--prompt DIGIT] [--set NAME=VALUE]...
+  [--out DIR]`` — generates with the policy (progress bar), writes ``frames/`` (PNG + GIF),
+  ``baseline/``, ``decisions.png`` and ``trace.json``, and prints speedup, compute fraction and
+  PSNR / SSIM against the unaccelerated run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+SWEEP_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from runtime.bench.models import DEFAULT_MODEL
+
+    p = sub.add_parser("bench", help="baseline vs policies vs peers: speedup, fidelity, compute fraction")
+    p.add_argument("policies", nargs="*", metavar="POLICY")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..K-1)")
+    p.add_argument("--repeats", type=int, default=1, help="timed pairs per seed (the minimum is kept)")
+    p.add_argument("--peers", action="store_true", help="also run every peer")
+    p.add_argument("--peer", action="append", default=[], metavar="NAME", help="run this peer (repeatable)")
+    p.add_argument("--sweep", action="store_true", help="a threshold sweep per method (Pareto curves)")
+    p.add_argument("--sweep-param", action="append", default=[], metavar="NAME=V1,V2,...")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
+    p.add_argument("--json", action="store_true", help="print one JSON object per method")
+    p.add_argument("--out", default="out/bench")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("run", help="generate with a policy; frames, decision picture, speedup and fidelity")
+    p.add_argument("policy", metavar="POLICY")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
+    p.add_argument("--out", default="out/run")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(handler=cmd_run)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"policyc: {what} expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _compile(path: str, overrides: dict[str, str]):
+    from policy_lang import PolicyError, compile_file
+
+    try:
+        return compile_file(path, params=overrides or None)
+    except PolicyError as exc:  # str() renders every diagnostic with its source line
+        sys.stderr.write(str(exc).rstrip("\n") + "\n")
+        raise SystemExit(1) from exc
+
+
+def _number(text: str) -> Any:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text else value
+
+
+def sweep_points(compiled: Any, sweep_params: dict[str, str]) -> list[dict[str, Any]]:
+    """The settings of a policy's Pareto curve (see the module contract)."""
+    if sweep_params:
+        columns = {name: [_number(v) for v in values.split(",") if v] for name, values in sweep_params.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise SystemExit("policyc: every --sweep-param needs the same number of values")
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    ranged = [p for p in compiled.ir.params if p.type == "number" and p.high is not None]
+    if not ranged:
+        return [{}]
+    points = []
+    for scale in SWEEP_SCALES:
+        point = {p.name: min(max(p.value * scale, p.low if p.low is not None else p.value * scale), p.high)
+                 for p in ranged}
+        if point not in points:
+            points.append(point)
+    return points
+
+
+def _methods(args) -> list:
+    from runtime.bench.peers import PEERS, peer_methods
+    from runtime.bench.policies import policy_method
+
+    overrides = _pairs(args.set, "--set")
+    methods = []
+    for path in args.policies:
+        compiled = _compile(path, overrides)
+        name = Path(path).stem
+        if args.sweep or args.sweep_param:
+            for point in sweep_points(compiled, _pairs(args.sweep_param, "--sweep-param")):
+                methods.append(policy_method(compiled, name=name, family=name, **point))
+        else:
+            methods.append(policy_method(compiled, name=name))
+    unknown = [n for n in args.peer if n not in PEERS]
+    if unknown:
+        raise SystemExit(f"policyc: unknown peer {', '.join(unknown)}; known: {', '.join(PEERS)}")
+    if args.peers or args.peer:
+        methods.extend(peer_methods(args.peer or None, sweep=args.sweep))
+    if not methods:
+        raise SystemExit("policyc bench: nothing to run (give a POLICY, --peers or --peer NAME)")
+    return methods
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _line(r) -> str:
+    psnr = "inf" if r.psnr is not None and r.psnr == float("inf") else _fmt(r.psnr, ".2f")
+    text = (f"{r.method:<36} {r.kind:<6} {r.status:<6} {_fmt(r.speedup, '.2f'):>7} {psnr:>7} "
+            f"{_fmt(r.ssim, '.4f'):>7} {_fmt(r.compute_fraction, '.3f'):>6} {_fmt(r.efficiency, '.2f'):>5}")
+    return text + (f"  {r.error}" if r.error else "")
+
+
+HEADER = f"{'method':<36} {'kind':<6} {'status':<6} {'speedup':>7} {'psnr':>7} {'ssim':>7} {'frac':>6} {'eff':>5}"
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from runtime.bench.harness import benchmark
+    from runtime.bench.models import load_workload
+    from runtime.bench.pareto import plot_pareto
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = _methods(args)
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt)
+    print(HEADER, file=sys.stderr)
+    report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,
+                       progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(report.dumps() + "\n", encoding="utf-8")
+    if any(r.status == "ok" for r in report.results):
+        plot_pareto(report.results, out / "pareto.png",
+                    title=f"{workload.name}, {workload.steps} steps, {len(report.seeds)} seeds")
+    if args.json:
+        print(json.dumps([r.to_json() for r in report.results], indent=2))
+    else:
+        print(HEADER)
+        for r in report.results:
+            print(_line(r))
+        print(f"wrote {out / 'bench.json'}" + (f" and {out / 'pareto.png'}" if (out / "pareto.png").exists() else ""))
+    bad = [r for r in report.results if r.kind == "policy" and r.status != "ok"]
+    return 1 if bad else 0
+
+
+def cmd_run(args) -> int:
+    import time
+
+    import torch
+
+    from runtime.bench import metrics
+    from runtime.bench.counting import ComputeMeter, compute_fraction
+    from runtime.bench.models import load_workload
+    from runtime.bench.pictures import decision_picture, save_video
+    from runtime.bench.policies import attach_session
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    compiled = _compile(args.policy, _pairs(args.set, "--set"))
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt)
+    if hasattr(workload.pipe, "set_progress_bar_config"):
+        workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)
+    start = time.perf_counter()
+    with ComputeMeter(workload.transformer) as base_meter:
+        baseline = workload.call(args.seed)
+    base_seconds = time.perf_counter() - start
+    if hasattr(workload.pipe, "set_progress_bar_config"):
+        workload.pipe.set_progress_bar_config(disable=False, desc=compiled.name, leave=False)
+    session = attach_session(workload, compiled)
+    try:
+        with ComputeMeter(workload.transformer) as meter:
+            start = time.perf_counter()
+            output = workload.call(args.seed)
+            seconds = time.perf_counter() - start
+    finally:
+        session.detach()
+    out = Path(args.out)
+    frames = save_video(output, out / "frames")
+    save_video(baseline, out / "baseline")
+    trace = list(getattr(session, "trace", []) or [])
+    picture = None
+    if trace:
+        picture = decision_picture(trace, out / "decisions.png", title=f"{compiled.name} on {workload.name}")
+        (out / "trace.json").write_text(session.trace.to_json(), encoding="utf-8")
+    fid = metrics.fidelity(baseline, output)
+    fraction = compute_fraction(meter.count, base_meter.count)
+    print(f"{compiled.name} on {workload.name}, {workload.steps} steps, seed {args.seed}")
+    print(f"  speedup {base_seconds / seconds:.2f}x (single run, includes the metering hooks; "
+          f"use `policyc bench` for timing)  compute fraction {fraction:.3f}")
+    print(f"  PSNR {fid['psnr']:.2f} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}")
+    print(f"  frames: {frames[-1]}" + (f"\n  decisions: {picture}" if picture else ""))
+    return 0

@@ -1,0 +1,54 @@
+"""``policyc bench`` end to end on a tiny random Wan registered as a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policy_lang.cli import main
+from runtime.bench import models
+from runtime.bench.cli import sweep_points
+from runtime.bench.harness import JSON_KEYS
+
+
+@pytest.fixture
+def tiny_model(monkeypatch, wan_pipe, make_workload):
+    def load(steps=None, prompt=None, cfg=None):
+        return make_workload(wan_pipe, cfg=bool(cfg), steps=steps or 6)
+
+    monkeypatch.setitem(models.MODELS, "tiny-random-wan", load)
+    return "tiny-random-wan"
+
+
+def test_bench_peers_json_and_files(tiny_model, tmp_path, capsys):
+    out = tmp_path / "bench"
+    status = main(["bench", "--model", tiny_model, "--peer", "fbcache", "--peer", "magcache", "--seeds", "2",
+                   "--json", "--out", str(out)])
+    assert status == 0
+    objs = json.loads(capsys.readouterr().out)
+    assert [o["method"] for o in objs] == ["fbcache", "magcache"]
+    for obj in objs:
+        assert set(JSON_KEYS) <= set(obj) and obj["kind"] == "peer"
+        assert obj["status"] == "ok" and 0 < obj["compute_fraction"] < 1
+    report = json.loads((out / "bench.json").read_text())
+    assert report["seeds"] == [0, 1] and report["workload"] == "tiny-wan-cfg0"
+    assert (out / "pareto.png").stat().st_size > 10_000
+
+
+def test_bench_rejects_unknown_names(tiny_model, tmp_path):
+    with pytest.raises(SystemExit, match="unknown peer"):
+        main(["bench", "--model", tiny_model, "--peer", "nope", "--out", str(tmp_path)])
+    with pytest.raises(KeyError, match="unknown model"):
+        models.load_workload("no-such-model")
+
+
+def test_policy_sweep_points_scale_ranged_params_together():
+    from policy_lang import compile_source
+
+    compiled = compile_source(
+        'policy p "d" { param a = 0.1 in 0..0.3\n param n = 2\n on blocks { if drift(input) < a: cache\n'
+        " else: recompute\n limit stale 3 } }")
+    points = sweep_points(compiled, {})
+    assert [pt["a"] for pt in points] == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.3])
+    assert sweep_points(compiled, {"a": "0.1,0.2"}) == [{"a": 0.1}, {"a": 0.2}]
