@@ -1,0 +1,109 @@
+"""Hypothesis strategies for policyc syntax trees (spans left empty: equality ignores them)."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from policy_lang import ir
+from policy_lang import syntax as s
+
+RESERVED = {"and", "cache", "each", "elif", "else", "false", "if", "in", "let", "limit", "mean", "none", "not", "on",
+            "or", "param", "policy", "predict", "recompute", "refresh", "restrict", "skip", "tail", "true", "warmup"}
+POOL = sorted({*ir.SCALAR_SIGNALS, *ir.DISTANCE_SOURCES, *ir.DISTANCE_FUNCTIONS, "accumulate", "poly", "min", "max",
+               "clamp", "floor", "pred_error", "tau", "τ", "über", "x1", "run", "order", "over", "stale", "blocks",
+               "model", "frames", "block", "active_frames", "taylor", "adams"})
+
+identifiers = st.one_of(
+    st.sampled_from(POOL),
+    st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(lambda w: w not in RESERVED),
+)
+names = identifiers.map(s.Name)
+nonneg_numbers = st.one_of(st.integers(min_value=0, max_value=10**6),
+                           st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False).map(abs))
+any_numbers = st.one_of(st.integers(min_value=-(10**6), max_value=10**6),
+                        st.floats(allow_nan=False, allow_infinity=False, width=64))
+strings = st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=12)
+
+leaves = st.one_of(
+    names,
+    nonneg_numbers.map(s.Number),
+    strings.map(s.String),
+    st.booleans().map(s.Bool),
+    st.just(s.NoneLit()),
+)
+
+BINARY_OPS = ["+", "-", "*", "/", "**", "<", "<=", ">", ">=", "==", "!=", "and", "or"]
+
+
+def _compound(children):
+    args = st.lists(st.builds(s.Arg, st.none() | names, children), max_size=3).map(tuple)
+    return st.one_of(
+        st.builds(s.Unary, st.sampled_from(["-", "not"]), children),
+        st.builds(s.Binary, st.sampled_from(BINARY_OPS), children, children),
+        st.builds(s.Call, names, args),
+        st.builds(s.MeanOver, names, children),
+        st.lists(children, max_size=3).map(lambda xs: s.ListLit(tuple(xs))),
+    )
+
+
+expressions = st.recursive(leaves, _compound, max_leaves=12)
+
+actions = st.one_of(
+    st.just(s.Recompute()),
+    st.booleans().map(lambda out: s.Cache(output=out)),
+    st.just(s.Skip()),
+    expressions.map(lambda e: s.Predict(None, (s.Arg(s.Name("order"), e),))),
+    st.builds(s.Predict, names, st.lists(st.builds(s.Arg, st.none() | names, expressions), max_size=2).map(tuple)),
+)
+
+guards = st.one_of(
+    st.builds(s.Guard, st.sampled_from(["warmup", "tail", "limit_stale", "limit_budget", "refresh_every"]),
+              expressions),
+    st.builds(lambda a, e: s.Guard("limit_run", e, action=a),
+              st.sampled_from(["recompute", "cache", "predict", "skip"]), expressions),
+)
+
+arms = st.one_of(
+    st.builds(s.Arm, st.sampled_from(["if", "elif"]), expressions, actions),
+    st.builds(lambda a: s.Arm("else", None, a), actions),
+)
+
+section_items = st.one_of(
+    st.builds(s.Let, names, expressions),
+    st.builds(s.Restrict, names),
+    guards,
+    arms,
+)
+
+
+@st.composite
+def units(draw):
+    has_slice = draw(st.booleans())
+    bound = st.none() | st.integers(min_value=0, max_value=64)
+    return s.Unit(draw(names), each=draw(st.booleans()), has_slice=has_slice,
+                  start=draw(bound) if has_slice else None, stop=draw(bound) if has_slice else None)
+
+
+param_values = st.one_of(
+    any_numbers.map(s.Number),
+    st.booleans().map(s.Bool),
+    st.lists(any_numbers.map(s.Number), max_size=4).map(lambda xs: s.ListLit(tuple(xs))),
+)
+
+
+@st.composite
+def params(draw):
+    ranged = draw(st.booleans())
+    return s.Param(draw(names), draw(st.none() | names), draw(param_values),
+                   draw(any_numbers.map(s.Number)) if ranged else None,
+                   draw(any_numbers.map(s.Number)) if ranged else None)
+
+
+policy_items = st.one_of(
+    params(),
+    units().map(s.Probe),
+    st.builds(s.Section, units(), st.lists(section_items, max_size=6).map(tuple)),
+)
+
+policies = st.builds(s.Policy, names, st.none() | strings.map(s.String),
+                     st.lists(policy_items, max_size=5).map(tuple))

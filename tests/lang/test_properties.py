@@ -1,0 +1,82 @@
+"""Properties of the front end: the printer round-trips every tree; the compiler is total."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from policy_lang import CompiledPolicy, PolicyError, compile_source
+from policy_lang.parser import parse
+from policy_lang.printer import format_tree, print_policy
+from lang_strategies import expressions, policies
+
+FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(policies)
+def test_printer_round_trips_every_tree(tree):
+    text = print_policy(tree)
+    parsed, diagnostics = parse(text)
+    assert diagnostics == [], text
+    assert parsed == tree
+    # formatting is idempotent, also through the comment-keeping path
+    assert format_tree(parsed, text) == text
+
+
+@FAST
+@given(expressions)
+def test_printer_round_trips_expressions_in_context(expr):
+    from policy_lang import syntax as s
+
+    tree = s.Policy(s.Name("p"), None, (s.Section(s.Unit(s.Name("model")), (s.Let(s.Name("v"), expr),)),))
+    parsed, diagnostics = parse(print_policy(tree))
+    assert diagnostics == [] and parsed == tree
+
+
+def _assert_total(text: str) -> None:
+    try:
+        result = compile_source(text)
+    except PolicyError as err:
+        assert err.diagnostics, "a PolicyError must carry diagnostics"
+        diagnostics = err.diagnostics
+    else:
+        assert isinstance(result, CompiledPolicy)
+        diagnostics = result.warnings
+    for d in diagnostics:
+        assert d.code != "P0799", d.message  # internal errors are bugs
+        if d.span is not None:
+            assert 0 <= d.span.start <= d.span.end <= len(text)
+            assert d.span.line >= 1 and d.span.col >= 1
+
+
+@FAST
+@given(st.text(max_size=200))
+@example("")
+@example("policy")
+@example('policy p { on model { if x < 1: cache } }')
+@example("policy p { on blocks[9999999999999999999999:] { else: recompute } }")
+def test_compiler_is_total_on_arbitrary_text(text):
+    _assert_total(text)
+
+
+@FAST
+@given(policies, st.data())
+def test_compiler_is_total_on_grammar_derived_text(tree, data):
+    text = print_policy(tree)
+    _assert_total(text)
+    # and on near-misses: delete or insert a character somewhere
+    pos = data.draw(st.integers(min_value=0, max_value=len(text)))
+    char = data.draw(st.sampled_from(list("{}()[]:;=<-\"# \nx0")))
+    _assert_total(text[:pos] + text[pos + 1:])
+    _assert_total(text[:pos] + char + text[pos:])
+
+
+def test_compiler_is_total_on_every_single_deletion_of_real_policies():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for path in [root / "policies" / "scope.policy", root / "tests" / "golden" / "ok" / "every_construct.policy"]:
+        text = path.read_text(encoding="utf-8")
+        for pos in range(0, len(text), 9):
+            _assert_total(text[:pos] + text[pos + 1:])
