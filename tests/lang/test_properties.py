@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from lang_strategies import expressions, policies
 
 from policy_lang import CompiledPolicy, PolicyError, compile_source
 from policy_lang.parser import parse
 from policy_lang.printer import format_tree, print_policy
-from lang_strategies import expressions, policies
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
