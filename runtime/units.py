@@ -108,7 +108,7 @@ def _check_sources(policy: ir.Policy, plan: UnitPlan, probe: ProbePlan | None) -
         if source == "modulated_input" and plan.kind == "model":
             raise UnitError(f"section {plan.section.id}: `modulated_input` exists only at a block unit; "
                             "use `on blocks` (TeaCache caches the block stack's residual)")
-        if source == "output":
+        if m and (m.group(1), source) in ir.CURRENT_CALL_ONLY:
             raise UnitError(f"section {plan.section.id}: `{key}` would read the output of the current call")
 
 
@@ -204,7 +204,9 @@ class UnitRunner:
         return outcome
 
     def _register(self, batch: SignalBatch, key: str, st: UnitState, sources: dict, ctx: StepContext) -> None:
-        if m := _DIST.match(key):
+        if key == "delta(output)":
+            batch.output_delta(st.hidden)
+        elif m := _DIST.match(key):
             fn, source = m.groups()
             current = sources.get(source)
             if current is None:
@@ -218,8 +220,6 @@ class UnitRunner:
             batch.change_rate(st.hidden)
         elif key == "curvature":
             batch.curvature(st.hidden)
-        elif key == "delta(output)":
-            batch.output_delta(st.hidden)
         elif m := _MEAN.match(key):
             pairs = [(outs[-1], outs[-2] if len(outs) > 1 else None) for outs in st.block_outputs]
             batch.mean_blocks(m.group(1), "output", pairs)
