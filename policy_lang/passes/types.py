@@ -53,16 +53,20 @@ def _a(t: str) -> str:
     return {"integer": "an integer", "optional_integer": "an optional integer", "error": "invalid"}.get(t, f"a {t}")
 
 
-def check_order(c: Compilation, value: s.Expr | None, where) -> None:
-    """A predictor order: an integer literal in 1..4 (shared by ``pred_error`` and ``predict``)."""
+def check_order(c: Compilation, value: s.Expr | None, where, lowest: int = 1) -> None:
+    """A predictor order: an integer literal in ``lowest``..4 (shared by ``pred_error`` and ``predict``).
+
+    ``pred_error(order: 0)`` is allowed: the a-priori error of reusing the last result (the runtime
+    already estimates it for ``cache`` under ``limit budget``); ``predict`` needs an order >= 1.
+    """
     if value is None:
         c.emit("P0303", "missing the predictor order", span=where, help="write `order: 2`")
     elif not (isinstance(value, s.Number) and isinstance(value.value, int)):
         c.emit("P0312", "the predictor order must be an integer literal", span=value.span,
                help="write a number such as `order: 2`; orders are fixed when the policy is compiled")
-    elif not 1 <= value.value <= 4:
-        c.emit("P0411", f"predictor order {value.value} is outside 1..4", span=value.span,
-               help="use an order between 1 (linear) and 4")
+    elif not lowest <= value.value <= 4:
+        c.emit("P0411", f"predictor order {value.value} is outside {lowest}..4", span=value.span,
+               help=f"use an order between {lowest} ({'reuse' if lowest == 0 else 'linear'}) and 4")
 
 
 class _Typer:
@@ -202,7 +206,7 @@ class _Typer:
             order = next((a.value for a in args if a.name is None or a.name.text == "order"), None)
             misspelt = any(a.name is not None and a.name.text not in ("order", "over") for a in args)
             if order is not None or not misspelt:  # a misspelt `order:` is reported by resolve_names
-                check_order(c, order, e.span)
+                check_order(c, order, e.span, lowest=0)
             self.axis(next((a.value for a in args if a.name is not None and a.name.text == "over"), None))
             return "number"
         positional = [a.value for a in args]
