@@ -300,6 +300,9 @@ def _translate(exc: UnexpectedInput, source: str) -> Diagnostic:
     if token.type == "EQUAL" and ({"COMP_OP", "COLON"} & expected):
         return diagnostic("P0105", "`=` is assignment, not comparison", span=span,
                           help="write `==` to compare")
+    if expected == {"NAME"} and str(token) in s.KEYWORDS:
+        return diagnostic("P0211", f"`{token}` is a keyword and cannot be used as a name", span=span,
+                          help=f"choose another name, e.g. `{token}_`")
     if token.type == "COMP_OP" and "COMP_OP" not in expected:
         return diagnostic("P0103", f"unexpected `{token}`: comparisons do not chain", span=span,
                           help="join two comparisons with `and`: `a < x and x < b`")

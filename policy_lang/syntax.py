@@ -297,9 +297,10 @@ def walk(expr: Expr):
         stack.extend(reversed(children(node)))
 
 
-#: Words the grammar reserves somewhere; the name checks refuse them as param and let names.
+#: Reserved words: keywords everywhere, never names (``grammar.lark`` excludes them from NAME).
+#: The soft keywords ``probe run stale budget every output order over`` are keywords only where
+#: the grammar expects them and ordinary names elsewhere.
 KEYWORDS = frozenset({
-    "policy", "param", "probe", "on", "each", "in", "let", "restrict", "warmup", "tail", "limit", "run",
-    "stale", "budget", "refresh", "every", "if", "elif", "else", "recompute", "cache", "output", "predict",
-    "order", "skip", "and", "or", "not", "mean", "over", "true", "false", "none",
+    "and", "cache", "each", "elif", "else", "false", "if", "in", "let", "limit", "mean", "none", "not", "on", "or",
+    "param", "policy", "predict", "recompute", "refresh", "restrict", "skip", "tail", "true", "warmup",
 })

@@ -3,7 +3,7 @@
 Input: ``Compilation.ast``. Output: ``Compilation.bindings`` (id of each ``Name`` read in an
 expression -> ``Binding``). Diagnostics: unknown names, functions, sources, units, restrictions,
 predictors and keyword arguments (with "a similar name exists" help), duplicate or shadowing
-params and lets, keywords used as names, lets read before their definition, unused lets and
+params and lets, lets read before their definition, unused lets and
 params (warnings). Scoping: params are global; a ``let`` sees the lets above it; the chain and
 the guards see every let of their section (lets are evaluated before the chain).
 """
@@ -59,10 +59,6 @@ def _label(span, message):
 
 def _bad_binder(c: Compilation, name: s.Name, what: str) -> bool:
     text = name.text
-    if text in s.KEYWORDS:
-        c.emit("P0211", f"`{text}` is a keyword and cannot name a {what}", span=name.span,
-                help=f"choose another name, e.g. `{text}_`")
-        return True
     if text in ir.SCALAR_SIGNALS or text in FUNCTIONS or text in ir.DISTANCE_SOURCES:
         kind = "signal" if text in ir.SCALAR_SIGNALS else "function" if text in FUNCTIONS else "tensor source"
         c.emit("P0206", f"{what} `{text}` shadows the {kind} `{text}`", span=name.span,

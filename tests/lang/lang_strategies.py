@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 from policy_lang import ir
 from policy_lang import syntax as s
 
-RESERVED = {"and", "cache", "each", "elif", "else", "false", "if", "in", "let", "limit", "mean", "none", "not", "on",
-            "or", "param", "policy", "predict", "recompute", "refresh", "restrict", "skip", "tail", "true", "warmup"}
+RESERVED = s.KEYWORDS
 POOL = sorted({*ir.SCALAR_SIGNALS, *ir.DISTANCE_SOURCES, *ir.DISTANCE_FUNCTIONS, "accumulate", "poly", "min", "max",
                "clamp", "floor", "pred_error", "tau", "τ", "über", "x1", "run", "order", "over", "stale", "blocks",
                "model", "frames", "block", "active_frames", "taylor", "adams"})
