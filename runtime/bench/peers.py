@@ -14,13 +14,20 @@ Every peer is configured so that it *acts* on the models of this project (diffus
 * ``taylorseer`` — diffusers ``TaylorSeerCacheConfig``. Its default module patterns
   (``^blocks.*attn``, matched with ``re.fullmatch``) match nothing in Wan, whose attentions are
   ``blocks.N.attn1`` / ``attn2``, so the peer would be idle; we pass
-  ``cache_identifiers=[r"blocks\\.\\d+"]`` (Taylor-forecast whole blocks) and float32 factors.
+  ``cache_identifiers=[r"blocks\\.\\d+", ...]`` (Taylor-forecast whole blocks of every block list)
+  and float32 factors.
+* Block-level diffusers hooks (``fbcache``, ``magcache``) need the block class in diffusers'
+  ``TransformerBlockRegistry``. SkyReels-V2's block (a fork of Wan's, same signature, returns the
+  hidden states alone) is missing in 0.42.1 and fails with "not registered"; ``enable`` registers it
+  with Wan's metadata (``BLOCK_ALIASES``) — what a user would do — and records that in the handle.
 * ``magcache`` — diffusers ``MagCacheConfig``; the magnitude ratios are model-specific, so
   ``enable`` first runs diffusers' own calibration mode (``calibrate=True``) on the workload at seed
   0, parses the ratios diffusers prints (one list per cache context; averaged over ``cond`` /
   ``uncond``) and memoises them per workload.
 * ``pab`` — diffusers ``PyramidAttentionBroadcastConfig`` (spatial + cross attention broadcast),
-  driven by ``pipe.current_timestep``.
+  driven by ``pipe.current_timestep``. Under diffusion forcing that is one timestep per frame and
+  diffusers compares it to the skip range as a scalar ("Boolean value of Tensor ... ambiguous"), so
+  the callback (also FasterCache's) reduces it to the mean over frames.
 * ``fastercache`` — diffusers ``FasterCacheConfig`` as published: attention reuse plus the CFG-branch
   cache, which expects the cond / uncond batch concatenated in one call. Wan runs them as two calls,
   and with guidance it fails (the error is reported, not hidden).
@@ -94,10 +101,44 @@ def _diffusers_cache(workload: Workload, config: Any) -> Handle:
     return Handle(transformer.disable_cache, info={"config": repr(config)})
 
 
+#: block classes diffusers 0.42.1 does not register -> the registered class whose metadata they share
+BLOCK_ALIASES = {"SkyReelsV2TransformerBlock": "WanTransformerBlock"}
+
+
+def register_block_aliases(transformer: torch.nn.Module) -> list[str]:
+    """Register unregistered block classes of ``transformer`` listed in ``BLOCK_ALIASES``."""
+    from diffusers.hooks._helpers import TransformerBlockRegistry
+
+    done = []
+    for cls in {type(m) for m in transformer.modules()}:
+        alias = BLOCK_ALIASES.get(cls.__name__)
+        if alias is None:
+            continue
+        try:
+            TransformerBlockRegistry.get(cls)
+            continue
+        except ValueError:
+            pass
+        source = next(k for k in TransformerBlockRegistry._registry if k.__name__ == alias)
+        meta = TransformerBlockRegistry.get(source)
+        TransformerBlockRegistry.register(cls, type(meta)(
+            return_hidden_states_index=meta.return_hidden_states_index,
+            return_encoder_hidden_states_index=meta.return_encoder_hidden_states_index))
+        done.append(f"{cls.__name__} as {alias}")
+    return done
+
+
+def _block_hooks(workload: Workload, config: Any) -> Handle:
+    registered = register_block_aliases(workload.transformer)
+    handle = _diffusers_cache(workload, config)
+    handle.info["registered_blocks"] = registered
+    return handle
+
+
 def _fbcache(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import FirstBlockCacheConfig
 
-    return _diffusers_cache(workload, FirstBlockCacheConfig(threshold=p["threshold"]))
+    return _block_hooks(workload, FirstBlockCacheConfig(threshold=p["threshold"]))
 
 
 def _taylorseer(workload: Workload, p: dict[str, Any]) -> Handle:
@@ -122,7 +163,7 @@ def calibrate_mag_ratios(workload: Workload, seed: int = 0) -> list[float]:
 
     key = f"magcache_ratios/{workload.steps}/{seed}"
     if key not in workload.memo:
-        handle = _diffusers_cache(workload, MagCacheConfig(calibrate=True, num_inference_steps=workload.steps))
+        handle = _block_hooks(workload, MagCacheConfig(calibrate=True, num_inference_steps=workload.steps))
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
@@ -147,21 +188,32 @@ def _magcache(workload: Workload, p: dict[str, Any]) -> Handle:
         num_inference_steps=workload.steps,
         mag_ratios=ratios,
     )
-    handle = _diffusers_cache(workload, config)
+    handle = _block_hooks(workload, config)
     handle.info["mag_ratios"] = ratios
     return handle
+
+
+def _timestep_callback(pipe: Any) -> Callable[[], Any]:
+    """``pipe.current_timestep`` as one number (the mean over frames under diffusion forcing)."""
+
+    def current() -> Any:
+        t = pipe.current_timestep
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            return float(t.float().mean())
+        return t
+
+    return current
 
 
 def _pab(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import PyramidAttentionBroadcastConfig
 
-    pipe = workload.pipe
     config = PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=p["spatial_skip"],
         cross_attention_block_skip_range=p["cross_skip"],
         spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
         cross_attention_timestep_skip_range=tuple(p["timestep_range"]),
-        current_timestep_callback=lambda: pipe.current_timestep,
+        current_timestep_callback=_timestep_callback(workload.pipe),
     )
     return _diffusers_cache(workload, config)
 
@@ -169,14 +221,13 @@ def _pab(workload: Workload, p: dict[str, Any]) -> Handle:
 def _fastercache(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import FasterCacheConfig
 
-    pipe = workload.pipe
     config = FasterCacheConfig(
         spatial_attention_block_skip_range=p["spatial_skip"],
         spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
         unconditional_batch_skip_range=p["uncond_skip"],
         is_guidance_distilled=p["is_guidance_distilled"] or not workload.cfg,
         tensor_format="BCFHW",
-        current_timestep_callback=lambda: pipe.current_timestep,
+        current_timestep_callback=_timestep_callback(workload.pipe),
     )
     return _diffusers_cache(workload, config)
 
@@ -216,7 +267,8 @@ PEERS: dict[str, Peer] = {
         Peer("taylorseer", "diffusers", "TaylorSeer: full compute every N steps, Taylor-forecast blocks in "
              "between", _taylorseer,
              {"cache_interval": 3, "disable_cache_before_step": 3, "max_order": 1,
-              "cache_identifiers": (r"blocks\.\d+",)},
+              "cache_identifiers": (r"blocks\.\d+", r"transformer_blocks\.\d+",
+                                    r"single_transformer_blocks\.\d+")},
              tuple({"cache_interval": n} for n in (2, 3, 4, 6))),
         Peer("magcache", "diffusers", "MagCache: skip while the accumulated magnitude-ratio error is small "
              "(ratios calibrated on the workload)", _magcache,

@@ -34,6 +34,15 @@ def test_peer_acts_or_reports_its_failure(wan_pipe, make_workload, name, cfg):
         assert result.rel_l2 > 0.0  # it changed the output, i.e. it really reused something
 
 
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_peer_acts_under_diffusion_forcing(skyreels_df, name):
+    """Per-frame timesteps and SkyReels' block class: every peer is configured so that it acts."""
+    _needs(name)
+    (result,) = benchmark(skyreels_df, [PEERS[name].method()], seeds=[0]).results
+    assert result.status == "ok", result.error
+    assert 0.0 < result.compute_fraction < 1.0 and result.restored
+
+
 def test_fastercache_with_separate_cfg_calls_fails_loudly(wan_pipe, make_workload):
     # FasterCache's CFG cache expects cond/uncond in one batch; Wan runs them as two calls.
     (result,) = benchmark(make_workload(wan_pipe, cfg=True, steps=6), [PEERS["fastercache"].method()],
