@@ -38,8 +38,18 @@ def _parse(c: Compilation) -> None:
 
 PARSE = Stage("parse", _parse, doc="text -> syntax tree (Lark LALR)")
 
+
+def _prove(c: Compilation) -> None:
+    from policy_lang.graph import prove
+
+    prove(c)
+
+
 #: Stages that run on the lowered IR (state-machine construction and proofs). Append here.
-ANALYSES: tuple[Stage, ...] = ()
+ANALYSES: tuple[Stage, ...] = (
+    Stage("prove", _prove, needs_clean=True,
+          doc="state machine per section; staleness, history, dead branches, compute and error bounds"),
+)
 
 
 def stages() -> tuple[Stage, ...]:

@@ -78,7 +78,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0506": ("error", "param type annotation does not match its value"),
     "P0507": ("error", "a range on a param that is not a number"),
     "P0508": ("warning", "unused param"),
-    # P06xx — state-machine proofs: reserved for policy_lang.graph (staleness, history, dead branches)
+    # P06xx — state-machine proofs (policy_lang.graph: staleness, history, dead branches)
+    "P0601": ("error", "unbounded staleness: a run of reused or predicted calls that nothing ends"),
+    "P0602": ("warning", "a prediction reachable after the warm-up but before it has enough computed results"),
+    "P0603": ("warning", "a branch that is never taken (dead or shadowed)"),
+    "P0604": ("error", "a guard argument that is not a number at the analysed step count"),
     # P07xx — limits and resources
     "P0701": ("error", "too many errors"),
     "P0702": ("error", "expression nested too deeply"),

@@ -1,1 +1,207 @@
-"""The compiled state machine of a policy and the proofs about it (placeholder facade)."""
+"""The compiled state machine of a policy and the proofs about it.
+
+Contract
+* ``analyze(policy, steps, source_map=None, lipschitz=1.0) -> PolicyAnalysis``: for every
+  section and every branch it distinguishes (``cond`` / ``uncond`` when the section reads
+  ``branch``, else ``any``), the state machine explored over ``steps`` calls
+  (``machine.explore``), its dead branches (``chain.dead_rules``), its error bounds
+  (``bounds.error_bounds``) and the findings as ``Diagnostic`` values (codes P06xx) that carry
+  the span of the rule that causes them, the path of states in a note, and a ``help``.
+* ``prove(compilation)`` is the compiler stage (``policy_lang.api`` runs it after lowering, at
+  ``DEFAULT_STEPS``); it appends the findings and keeps the analysis in
+  ``compilation.extras["graph"]`` (``CompiledPolicy.artifacts["graph"]``).
+* ``PolicyAnalysis.to_json()`` gives, per section and branch, at least ``max_stale``,
+  ``min_recomputes``, ``max_recomputes`` and ``steps`` (``policyc explain --json``).
+
+Findings: P0601 unbounded staleness (error unless ``limit stale none``), P0602 a prediction
+reachable after the warm-up but before order + 1 computed results (warning: the runtime recomputes
+instead; a section without ``warmup`` leaves the cold start to that guard and gets no finding), P0603 a dead or shadowed branch (warning),
+P0604 a guard argument that is not a number at the analysed step count (error).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy_lang import ir
+from policy_lang.codes import diagnostic
+from policy_lang.diagnostics import Diagnostic, Label, SourceMap
+from policy_lang.graph.abstract import expr_text
+from policy_lang.graph.bounds import ASSUMPTIONS, ErrorBound, error_bounds
+from policy_lang.graph.chain import DeadRule, dead_rules
+from policy_lang.graph.machine import Exploration, Outcome, StaticError, explore, reads
+
+__all__ = ["analyze", "prove", "PolicyAnalysis", "SectionReport", "DEFAULT_STEPS", "unit_text", "path_text"]
+
+#: step count of the proofs run at compile time (``policyc explain --steps N`` picks another)
+DEFAULT_STEPS = 50
+_PATH_HEAD, _PATH_TAIL = 5, 2
+
+
+def unit_text(unit: Any) -> str:
+    if isinstance(unit, (ir.BlocksUnit, ir.EachBlockUnit)):
+        rng = "" if unit.start is None and unit.stop is None else \
+            f"[{'' if unit.start is None else unit.start}:{'' if unit.stop is None else unit.stop}]"
+        return ("blocks" if isinstance(unit, ir.BlocksUnit) else "each block") + rng
+    return unit.kind
+
+
+def path_text(path: list[tuple[int, Outcome]], limit: bool = True) -> str:
+    """``step 2 recompute [warmup s0.g0] -> step 3 cache [s0.r1] -> ...`` (long runs elided)."""
+    parts = [f"step {t} {o.kind} [{o.rule_id or (o.guard + (' ' + o.guard_id if o.guard_id else ''))}]"
+             for t, o in path]
+    if limit and len(parts) > _PATH_HEAD + _PATH_TAIL + 1:
+        parts = parts[:_PATH_HEAD] + [f"... {len(parts) - _PATH_HEAD - _PATH_TAIL} more ..."] + parts[-_PATH_TAIL:]
+    return " -> ".join(parts)
+
+
+@dataclass
+class SectionReport:
+    """One section analysed for one branch at one step count."""
+
+    section: ir.Section
+    branch: str
+    exploration: Exploration
+    dead: list[DeadRule]
+    bounds: list[ErrorBound]
+
+    @property
+    def graph(self) -> Any:  # networkx.DiGraph
+        return self.exploration.graph
+
+    def stale_declared_unbounded(self) -> bool:
+        return self.exploration.statics.stale_none is not None
+
+    def to_json(self) -> dict[str, Any]:
+        ex = self.exploration
+        return {
+            "section": self.section.id, "unit": unit_text(self.section.unit), "branch": self.branch,
+            "steps": ex.steps, "max_stale": ex.max_stale, "stale_unbounded": ex.unbounded,
+            "stale_declared_unbounded": self.stale_declared_unbounded(),
+            "stale_path": [{"step": t, "action": o.kind, "rule": o.rule_id, "guard": o.guard} for t, o in ex.stale_path],
+            "min_recomputes": ex.min_recomputes, "max_recomputes": ex.max_recomputes,
+            "best_speedup": None if math.isinf(ex.best_speedup) else round(ex.best_speedup, 4),
+            "worst_speedup": None if math.isinf(ex.worst_speedup) else round(ex.worst_speedup, 4),
+            "rules_taken": {rid: {"first_step": s[0], "last_step": s[-1], "steps": len(s)}
+                            for rid, s in ex.rule_steps.items()},
+            "guards_fired": {g: {"first_step": s[0], "last_step": s[-1], "steps": len(s)}
+                             for g, s in ex.guard_steps.items()},
+            "dead_rules": [d.rule.id for d in self.dead],
+            "history_violation": None if ex.history_path is None else path_text(ex.history_path, limit=False),
+            "error_bounds": [b.as_json() for b in self.bounds],
+            "states": ex.graph.number_of_nodes(), "transitions": ex.graph.number_of_edges(),
+        }
+
+
+@dataclass
+class PolicyAnalysis:
+    policy: ir.Policy
+    steps: int
+    sections: list[SectionReport] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def report(self, section_id: str, branch: str | None = None) -> SectionReport:
+        for r in self.sections:
+            if r.section.id == section_id and (branch is None or r.branch == branch):
+                return r
+        raise KeyError((section_id, branch))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy.name, "steps": self.steps, "seconds": round(self.seconds, 4),
+                "assumptions": list(ASSUMPTIONS), "units": [r.to_json() for r in self.sections],
+                "diagnostics": [d.model_dump(mode="json") for d in self.diagnostics]}
+
+
+def branches_of(section: ir.Section) -> tuple[str, ...]:
+    return ("cond", "uncond") if "branch" in reads(section) else ("any",)
+
+
+def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap | None = None,
+            lipschitz: float = 1.0) -> PolicyAnalysis:
+    """Explore every section and branch over ``steps`` calls and collect the findings."""
+    spans = source_map or SourceMap()
+    started = time.perf_counter()
+    out = PolicyAnalysis(policy, steps)
+    for section in policy.sections:
+        dead = dead_rules(policy, section)
+        for d in dead:
+            out.diagnostics.append(_dead_diagnostic(section, d, spans))
+        for branch in branches_of(section):
+            try:
+                ex = explore(policy, section, steps, branch)
+            except StaticError as exc:
+                out.diagnostics.append(diagnostic("P0604", str(exc), span=spans.get(exc.guard_id),
+                                                  help="a guard argument must be a number for every step count"))
+                break
+            out.sections.append(SectionReport(section, branch, ex, dead, error_bounds(policy, ex, lipschitz)))
+            out.diagnostics += _findings(section, ex, spans)
+    out.diagnostics = list(dict.fromkeys(out.diagnostics))
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def _where(ex: Exploration) -> str:
+    return f"at {ex.steps} steps" + ("" if ex.branch == "any" else f" on the `{ex.branch}` branch")
+
+
+def _findings(section: ir.Section, ex: Exploration, spans: SourceMap) -> list[Diagnostic]:
+    found = []
+    if ex.unbounded and ex.statics.stale_none is None:
+        free = [(t, o) for t, o in ex.stale_path if o.kind != "recompute"]
+        first, last = free[0], free[-1]
+        kinds = " / ".join(dict.fromkeys(o.kind for _, o in free))
+        found.append(diagnostic(
+            "P0601", f"staleness is unbounded: nothing ends a run of `{kinds}` calls before the schedule does",
+            span=spans.get(first[1].rule_id or section.id),
+            notes=(f"{_where(ex)} a run lasts {len(free)} calls, steps {first[0]}..{last[0]}: "
+                   f"{path_text(ex.stale_path)}",),
+            help="bound it with `limit stale N` (or `limit run ACTION N` for every reused action), or write "
+                 "`limit stale none` if an unbounded run is intended"))
+    # without a warmup the runtime's history guard is the declared cold start: only explain reports it
+    if ex.history_path is not None and ex.statics.warmup_id is not None:
+        t, o = ex.history_path[-1]
+        have = sum(1 for _, p in ex.history_path[:-1] if p.kind == "recompute")
+        rule = next(r for r in section.rules if r.id == o.guard_id)
+        need = o.order + 1
+        found.append(diagnostic(
+            "P0602", f"`predict ... order: {o.order}` can be chosen at step {t} with {have} computed "
+                     f"result{'s' if have != 1 else ''}; it needs {need}",
+            span=spans.get(rule.id), labels=_label(spans, ex.statics.warmup_id, "this warm-up is too short"),
+            notes=(f"shortest path {_where(ex)}: {path_text(ex.history_path[:-1])} -> "
+                   f"step {t} predict(order={o.order}) [{rule.id}]",
+                   "the runtime would recompute instead (guard `history`)"),
+            help=f"start with `warmup {need}` (order + 1), or add `history >= {need} and` to the condition"))
+    return found
+
+
+def _label(spans: SourceMap, node_id: str | None, message: str) -> list[Label]:
+    span = spans.get(node_id) if node_id else None
+    return [] if span is None else [Label(span=span, message=message)]
+
+
+def _dead_diagnostic(section: ir.Section, d: DeadRule, spans: SourceMap) -> Diagnostic:
+    cond = "else" if d.rule.cond is None else f"`{expr_text(d.rule.cond)}`"
+    if not d.shadowed_by:
+        return diagnostic("P0603", f"branch {cond} is never taken: its condition can never hold",
+                          span=spans.get(d.rule.id), help="remove the branch or fix its condition")
+    labels = [Label(span=spans.get(r.id), message="this earlier condition already covers it")
+              for r in d.shadowed_by if spans.get(r.id) is not None]
+    earlier = ", ".join(f"`{expr_text(r.cond)}`" if r.cond is not None else "else" for r in d.shadowed_by)
+    return diagnostic("P0603", f"branch {cond} is never taken: it is shadowed by {earlier}",
+                      span=spans.get(d.rule.id), labels=labels,
+                      notes=(f"every value that satisfies {cond} already selects an earlier branch "
+                             f"of section {section.id}",),
+                      help="remove the branch, or move it before the condition that shadows it")
+
+
+def prove(c: Any) -> None:
+    """Compiler stage: state-machine proofs at ``DEFAULT_STEPS`` (appends P06xx findings)."""
+    analysis = analyze(c.ir, DEFAULT_STEPS, SourceMap(filename=c.filename,
+                                                      spans={k: v for k, v in c.spans.items() if v is not None}))
+    c.extras["graph"] = analysis
+    for d in analysis.diagnostics:
+        c.report(d)

@@ -42,6 +42,7 @@ class Term:
     key: str
     lo: float = -INF
     hi: float = INF
+    nullable: bool = False  # may also be `none` (a symbolic `first_hit`)
 
 
 @dataclass(frozen=True)
@@ -87,10 +88,12 @@ _ABSTRACT_SCALARS = {"noise": (0.0, 1.0), "block": (0.0, INF), "frame": (0.0, IN
 class AbstractEnv:
     """Exact values of the known scalars; everything else is symbolic."""
 
-    def __init__(self, params: dict[str, Any], exact: dict[str, Any], acc_lo: dict[str, float] | None = None):
+    def __init__(self, params: dict[str, Any], exact: dict[str, Any], acc_lo: dict[str, float] | None = None,
+                 domains: dict[str, tuple[float, float]] | None = None):
         self.params = params
         self.exact = exact
         self.acc_lo = acc_lo or {}
+        self.domains = domains or {}
         self.lets: dict[str, Any] = {}
 
 
@@ -161,6 +164,8 @@ def evaluate(e: Any, env: AbstractEnv) -> Any:
             return env.exact[e.name]
         if e.name in _DOMAIN:
             return Term(e.name, *_DOMAIN[e.name])
+        if e.name in env.domains:
+            return Term(e.name, *env.domains[e.name], nullable=e.name == "first_hit")
         lo, hi = _ABSTRACT_SCALARS.get(e.name, (-INF, INF))
         return Term(e.name, lo, hi)
     if isinstance(e, ir.Distance):
@@ -261,6 +266,9 @@ def _compare(a: Any, op: str, b: Any) -> Any:
         return _compare(Term(f"({a.key} - {b.key})", a.lo - b.hi, a.hi - b.lo), op, 0)
     if not isinstance(a, Term):
         a, b, op = b, a, _FLIP[op]
+    if b is None and a.nullable and op in ("==", "!="):
+        is_none = Opaque(f"{a.key} == none")
+        return is_none if op == "==" else Not(is_none)
     if b is None or isinstance(b, (str, tuple)):
         return op == "!="  # a number is never none nor a string
     c = float(b)

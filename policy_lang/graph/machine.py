@@ -26,8 +26,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from policy_lang import ir
 from policy_lang.graph.abstract import AbstractEnv, Atom, _and, _not, _truth, atoms_of, evaluate, satisfiable
 
@@ -81,7 +79,8 @@ def statics(section: ir.Section, params: dict[str, Any], steps: int) -> Statics:
     def num(g: Any, expr: Any) -> float:
         v = evaluate(expr, env)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise StaticError(g.id, f"the argument of guard `{g.id}` is not a static number at {steps} steps")
+            word = g.kind.replace("_every", " every").replace("_", " ")
+            raise StaticError(g.id, f"the argument of `{word}` is {v} at {steps} steps, not a number")
         return v
 
     for g in section.guards:
@@ -174,8 +173,16 @@ class Exploration:
     history_path: list[tuple[int, Outcome]] | None
     rule_steps: dict[str, list[int]]
     guard_steps: dict[str, list[int]]
-    graph: nx.DiGraph
+    edges: dict[tuple, list]
     states_visited: int
+
+    @property
+    def graph(self) -> Any:
+        """The compact machine as a ``networkx.DiGraph`` (built on first use)."""
+        g = self.__dict__.get("_graph")
+        if g is None:
+            g = self.__dict__["_graph"] = _graph(self.edges)
+        return g
 
     @property
     def best_speedup(self) -> float:
@@ -359,7 +366,9 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
     history.append(layer)
     finals = list(layer.values())
     stale_path = _stale_path(history, best_end) if best_end else []
-    unbounded = bool(stale_path) and best_stale == last_free - first_free + 1
+    # unbounded: some run spans every step at which reuse is possible, and no limit caps it
+    unbounded = bool(stale_path) and best_stale == last_free - first_free + 1 and \
+        structural_bound(m.st, {o.kind for o in _outcome_kinds(rule_steps, section)}) is None
     hist_path = None
     if hist_hit is not None:
         t, state, o = hist_hit
@@ -367,11 +376,25 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
     return Exploration(section, branch, steps, m.st, min(f[0] for f in finals), max(f[1] for f in finals),
                        max(best_stale, 0), stale_path, unbounded, hist_path,
                        {k: sorted(v) for k, v in rule_steps.items()}, {k: sorted(v) for k, v in guard_steps.items()},
-                       _graph(edges), visited)
+                       edges, visited)
 
 
-def _graph(edges: dict[tuple, list]) -> nx.DiGraph:
+def structural_bound(st: Statics, kinds: set[str]) -> float | None:
+    """A cap on stale runs that the guards declare for any step count (None if there is none)."""
+    caps = [n for _, n in st.limit_stale] + [n - 1 for _, n in st.refresh if n > 0]
+    if len(kinds) == 1:
+        caps += [n for _, limited, n in st.limit_run if limited in kinds]
+    return min(caps) if caps else None
+
+
+def _outcome_kinds(rule_steps: dict[str, set[int]], section: ir.Section) -> list[Outcome]:
+    return [Outcome(r.action.kind) for r in section.rules if r.id in rule_steps and r.action.kind != "recompute"]
+
+
+def _graph(edges: dict[tuple, list]) -> Any:
     """The compact machine: nodes (phase, action, run length), edges labelled by rules and guards."""
+    import networkx as nx  # imported here: `policyc compile` should not pay for it on every run
+
     g = nx.DiGraph()
     g.add_node("start", phase="start", action="start", run=0)
     for (src, dst, o), (first, last, count) in edges.items():

@@ -48,7 +48,7 @@ def test_fbcache_probe_and_unit():
 
 def test_shorthand_on_one_line():
     src = ('policy p { param c = 2.0\n on model { let sim = delta(input)\n'
-           ' if sim < 0.1: cache; elif curvature < c: predict order 2; else: recompute } }')
+           ' if sim < 0.1: cache; elif curvature < c: predict order 2; else: recompute; limit stale 4 } }')
     sec = compile_source(src).ir.sections[0]
     assert sec.lets == (ir.Let(id="s0.l0", name="sim", expr=ir.Distance(fn="delta", source="input")),)
     assert sec.rules[0].cond.left == ir.LetRef(name="sim")
@@ -77,7 +77,7 @@ def test_static_guard_expression_and_power():
 
 
 def test_overrides_are_typed_and_applied():
-    src = "policy p { param t = 0.1 in 0..1\n param k = 3\n on model { warmup k\n if delta(input) < t: cache else: recompute } }"
+    src = "policy p { param t = 0.1 in 0..1\n param k = 3\n on model { warmup k\n if delta(input) < t: cache else: recompute\n limit stale 4 } }"
     pol = compile_source(src, params={"t": "0.3", "k": 5}).ir
     assert pol.param("t").value == 0.3 and pol.param("k").value == 5
     with pytest.raises(PolicyError) as err:
