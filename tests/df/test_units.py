@@ -109,3 +109,15 @@ def test_cached_groups_take_the_last_velocity_and_skip_the_denoiser():
     # after warm-up: two caches, then the run limit forces a recompute
     assert per_group[0][:7] == ["recompute", "recompute", "cache", "cache", "recompute", "cache", "cache"]
     assert torch.isfinite(latents).all()
+
+
+def test_scope_ablation_ir_is_the_compiled_scope_policy_and_runs_from_its_path():
+    from pathlib import Path
+
+    from policy_lang import compile_file
+
+    path = Path(__file__).resolve().parents[2] / "policies" / "scope.policy"
+    assert compile_file(path).ir.sections == ablation("scope").sections
+    latents, trace = _generate(path, num_inference_steps=6)
+    assert trace.planner == "scope" and torch.isfinite(latents).all()
+    assert trace.exactness.startswith("approximate")
