@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,9 @@ def cmd_bench(args) -> int:
                        progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(report.dumps() + "\n", encoding="utf-8")
+    data = report.to_json()
+    data["command"] = shlex.join(["policyc", *sys.argv[1:]]) if Path(sys.argv[0]).name == "policyc" else None
+    (out / "bench.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if any(r.status == "ok" for r in report.results):
         plot_pareto(report.results, out / "pareto.png",
                     title=f"{workload.name}, {workload.steps} steps, {len(report.seeds)} seeds")

@@ -104,6 +104,16 @@ class MethodResult:
                    runs=[asdict(r) for r in self.runs])
         return _json_safe(out)
 
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> MethodResult:
+        """Inverse of :meth:`to_json` (``identical`` restores ``psnr = inf``)."""
+        names = {f for f in cls.__dataclass_fields__ if f != "runs"}
+        result = cls(**{k: v for k, v in obj.items() if k in names})
+        if obj.get("identical"):
+            result.psnr = math.inf
+        result.runs = [SeedRun(**r) for r in obj.get("runs", [])]
+        return result
+
 
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):

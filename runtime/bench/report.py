@@ -1,0 +1,141 @@
+"""Markdown for ``docs/benchmarks.md`` from ``policyc bench`` reports (``bench.json``).
+
+Contract
+--------
+``markdown(reports, commands=None, pictures=None, targets=(2.0, 3.0))`` renders one section per
+report (a dict as written by :meth:`runtime.bench.harness.BenchReport.to_json`): the environment and
+the command line that produced it, the Pareto picture, a table of every method (failed and idle
+peers included, with their error), and the judged bars, each stated plainly whether met or not:
+
+* **matched speedup** — for each target speedup, the best PSNR of any policy point reaching it vs
+  the best peer point reaching it (:func:`runtime.bench.pareto.psnr_at_speedup`), and the margin;
+* **speedup efficiency** — for each policy point, measured speedup over the ideal ``1 / compute
+  fraction``; the bar is ``>= 0.9``.
+
+``main(argv)`` is the script form: ``python -m runtime.bench.report OUT.md REPORT.json...``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.bench.harness import MethodResult
+from runtime.bench.pareto import psnr_at_speedup
+
+EFFICIENCY_BAR = 0.9
+MARGIN_DB = 1.0
+
+
+def _f(value: float | None, spec: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return format(value, spec)
+
+
+def method_table(results: Sequence[MethodResult]) -> list[str]:
+    lines = ["| method | kind | status | speedup | PSNR (dB) | SSIM | rel-L2 | compute fraction | efficiency |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(results, key=lambda r: (r.kind != "policy", r.family, -(r.speedup or 0.0)))
+    for r in order:
+        status = r.status if not r.error else f"{r.status}: `{r.error}`"
+        lines.append(f"| {r.method} | {r.kind} | {status} | {_f(r.speedup, '.2f')} | {_f(r.psnr, '.2f')} | "
+                     f"{_f(r.ssim, '.4f')} | {_f(r.rel_l2, '.4f')} | {_f(r.compute_fraction, '.3f')} | "
+                     f"{_f(r.efficiency, '.2f')} |")
+    return lines
+
+
+def matched_lines(results: Sequence[MethodResult], targets: Sequence[float]) -> list[str]:
+    lines = ["| target speedup | best policy | PSNR | best peer | PSNR | margin | bar (+1 dB) |",
+             "|---:|---|---:|---|---:|---:|---|"]
+    kinds = {r.family: r.kind for r in results}
+    for target in targets:
+        reached = psnr_at_speedup(results, target)
+        best = {}
+        for kind in ("policy", "peer"):
+            fams = {f: p for f, p in reached.items() if kinds.get(f) == kind}
+            best[kind] = max(fams.items(), key=lambda kv: kv[1]) if fams else None
+        pol, peer = best["policy"], best["peer"]
+        if pol is None:
+            verdict, margin = "**not met**: no policy point reaches this speedup", None
+        elif peer is None:
+            verdict, margin = "met (no peer reaches this speedup)", None
+        else:
+            margin = pol[1] - peer[1] if not (math.isinf(pol[1]) and math.isinf(peer[1])) else 0.0
+            verdict = "met" if margin >= MARGIN_DB else "**not met**"
+        lines.append(f"| {target:g}× | {pol[0] if pol else '–'} | {_f(pol[1] if pol else None, '.2f')} | "
+                     f"{peer[0] if peer else '–'} | {_f(peer[1] if peer else None, '.2f')} | "
+                     f"{_f(margin, '+.2f')} | {verdict} |")
+    return lines
+
+
+def efficiency_lines(results: Sequence[MethodResult]) -> list[str]:
+    pts = [r for r in results if r.kind == "policy" and r.status == "ok" and r.efficiency is not None]
+    if not pts:
+        return ["No policy point to judge."]
+    low = [r for r in pts if r.efficiency < EFFICIENCY_BAR]
+    worst = min(pts, key=lambda r: r.efficiency)
+    head = (f"Speedup ≥ {EFFICIENCY_BAR} × ideal (1 / compute fraction): "
+            f"{len(pts) - len(low)} of {len(pts)} policy points meet it; worst {worst.method} at "
+            f"{worst.efficiency:.2f} ({worst.speedup:.2f}× measured vs {worst.ideal_speedup:.2f}× ideal).")
+    return [head] + [f"- not met: {r.method}: {r.efficiency:.2f}" for r in low]
+
+
+def section(report: dict[str, Any], command: str | None = None, picture: str | None = None,
+            targets: Sequence[float] = (2.0, 3.0)) -> list[str]:
+    results = [MethodResult.from_json(m) for m in report["methods"]]
+    env = report.get("environment", {})
+    lines = [f"## {report['workload']} — {report['steps']} steps, seeds {report['seeds']}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".")
+    lines.append("")
+    if picture:
+        lines += [f"![Pareto: speedup vs PSNR, {report['workload']}]({picture})", ""]
+    lines += method_table(results) + [""]
+    lines += ["Matched speedup (best PSNR among points at or above the target):", ""]
+    lines += matched_lines(results, targets) + [""]
+    lines += efficiency_lines(results) + [""]
+    return lines
+
+
+def markdown(reports: Sequence[dict[str, Any]], commands: Sequence[str | None] | None = None,
+             pictures: Sequence[str | None] | None = None, targets: Sequence[float] = (2.0, 3.0)) -> str:
+    commands = list(commands or [None] * len(reports))
+    pictures = list(pictures or [None] * len(reports))
+    lines = ["# Benchmarks", "",
+             "Generated by `python -m runtime.bench.report` from `policyc bench` reports. Speedup is the median "
+             "of per-seed wall-clock ratios measured in one process with baseline and accelerated runs "
+             "interleaved; fidelity is against the same pipeline without acceleration; the compute fraction "
+             "counts executed block MACs (the same meter for policies and peers).", ""]
+    for report, command, picture in zip(reports, commands, pictures):
+        lines += section(report, command, picture, targets)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print("usage: python -m runtime.bench.report OUT.md REPORT.json...", file=sys.stderr)
+        return 2
+    out, paths = Path(args[0]), [Path(p) for p in args[1:]]
+    reports = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    commands = [r.get("command") for r in reports]
+    pictures = []
+    for p in paths:
+        png = p.with_name("pareto.png")
+        pictures.append(str(png.relative_to(out.parent)) if png.exists() and png.is_relative_to(out.parent)
+                        else None)
+    out.write_text(markdown(reports, commands, pictures), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
