@@ -8,7 +8,9 @@ pair. ``policy`` is ``None`` (the unaccelerated loop, bit-identical to the pipel
 path to a ``.policy`` file (compiled through the ``policy_lang`` facade). ``params`` override the
 policy's params. ``loop_kwargs`` are ``run_diffusion_forcing``'s generation arguments
 (``num_frames``, ``height``, ``width``, ``num_inference_steps``, ``ar_step``, ``causal_block_size``,
-``guidance_scale``, ``generator``, ``overlap_history`` ...).
+``guidance_scale``, ``generator``, ``overlap_history`` ...); the VAE scale factors default to the
+pipeline's own. ``num_frames`` follows the diffusers pipeline's convention (a subclass that
+translates frame counts, like the pixel-space testbeds, must be given the translated value).
 Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
 pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
 
@@ -69,5 +71,8 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     resolved = resolve_policy(policy, params)
     cbs = loop_kwargs.get("causal_block_size") or transformer.config.num_frame_per_block
     planner = make_planner(resolved, transformer, cbs)
+    for factor in ("vae_scale_factor_temporal", "vae_scale_factor_spatial"):  # a pipeline knows its VAE
+        if hasattr(model, factor):
+            loop_kwargs.setdefault(factor, getattr(model, factor))
     return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds, planner=planner,
                                  **loop_kwargs)
