@@ -81,6 +81,7 @@ class RootHook(ModelHook):
         self.model_runner = model_runner
         self.state_manager = StateManager(_NoState)
         self._templates: dict[str, type] = {}
+        self._shapes: dict[str, torch.Tensor] = {}  # last computed output: the template of a skip
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         context = self.state_manager._context
@@ -103,9 +104,13 @@ class RootHook(ModelHook):
             sample = _sample_of(output)
             self.model_runner.store(call, sample, raw=(sample, None))
             self._templates[call.branch] = type(output)
+            self._shapes[call.branch] = sample
             return output
-        last = self.model_runner.state(call.branch).hidden.last.value
-        sample = torch.zeros_like(last) if outcome.skip else outcome.hidden
+        if outcome.skip:  # zeros shaped like the last computed output (the input before any)
+            like = self._shapes.get(call.branch, self.session.layout_arg("hidden_states", args, kwargs))
+            sample = torch.zeros_like(like)
+        else:
+            sample = outcome.hidden
         template = self._templates.get(call.branch, tuple if kwargs.get("return_dict") is False else None)
         if template is None:
             from diffusers.models.modeling_outputs import Transformer2DModelOutput
@@ -153,7 +158,7 @@ class BlockHook(ModelHook):
             if entry is not None:
                 out_hidden, out_encoder = spec.split(output)
                 runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
-                if self.tail:
+                if self.tail and (runner.needs_history or runner.keeps_outputs):
                     _, in_hidden, in_encoder = entry
                     runner.store(call, out_hidden - in_hidden,
                                  None if out_encoder is None or in_encoder is None else out_encoder - in_encoder,

@@ -149,7 +149,12 @@ class UnitRunner:
         self.capacity = history_capacity(plan.section)
         self.predicts = sorted({(r.action.method, r.action.order, r.action.over) for r in plan.section.rules
                                 if isinstance(r.action, ir.Predict)})
-        self.keeps_outputs = any(isinstance(r.action, ir.Cache) and r.action.output for r in plan.section.rules)
+        actions = [r.action for r in plan.section.rules]
+        self.keeps_outputs = any(isinstance(a, ir.Cache) and a.output for a in actions)
+        self.caches = any(isinstance(a, ir.Cache) for a in actions)
+        # an all-recompute section with no history-derived signal stores nothing and pays nothing
+        self.needs_history = self.caches or bool(self.predicts) or any(
+            _PRED.match(k) or k in ("change_rate", "curvature", "delta(output)") for k in self.keys)
         self.tracks_blocks = any(_MEAN.match(k) for k in self.keys)
         self.sources = frozenset(m.group(2) for k in self.keys if (m := _DIST.match(k)))
 
@@ -229,7 +234,7 @@ class UnitRunner:
     def _candidates(self, st: UnitState, ctx: StepContext, batch: SignalBatch) -> dict[Any, tuple]:
         """Tensors a non-recompute action could return; their finiteness is read in the same sync."""
         out: dict[Any, tuple] = {}
-        if len(st.hidden) == 0:
+        if len(st.hidden) == 0 or not (self.caches or self.predicts):
             return out
         for method, order, over in self.predicts:
             if st.hidden.can_predict(method, order):
@@ -239,7 +244,7 @@ class UnitRunner:
                 self._finite_check(batch, ("predict", method, order, over), pair)
         last = (st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None)
         out["cache"] = last
-        if id(last[0]) not in st.finite:
+        if self.caches and id(last[0]) not in st.finite:
             self._finite_check(batch, "cache", last)
         return out
 
@@ -269,12 +274,13 @@ class UnitRunner:
     def store(self, call: Any, result: torch.Tensor, encoder: torch.Tensor | None = None,
               raw: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
         st = self.state(call.branch)
-        st.hidden.push(result, noise=call.noise, step=call.step)
-        if encoder is not None:
-            st.encoder.push(encoder, noise=call.noise, step=call.step)
+        if self.needs_history:
+            st.hidden.push(result, noise=call.noise, step=call.step)
+            if encoder is not None:
+                st.encoder.push(encoder, noise=call.noise, step=call.step)
+            self.peak_bytes = max(self.peak_bytes, self.memory_bytes())
         if self.keeps_outputs and raw is not None:
             st.last_output = raw
-        self.peak_bytes = max(self.peak_bytes, self.memory_bytes())
 
     def store_block_output(self, call: Any, offset: int, output: torch.Tensor) -> None:
         if not self.tracks_blocks:
