@@ -9,7 +9,8 @@ Diagnostics go to stderr (coloured only on a TTY without ``NO_COLOR``), results 
 Other layers add commands without editing this file: each module in ``EXTENSIONS`` that can be
 imported exposes ``register(subparsers)``, which adds sub-parsers with
 ``set_defaults(handler=fn)``; ``fn(args) -> int``. Those modules must import heavy libraries
-(torch, diffusers) inside their handlers, not at import time, to keep ``policyc compile`` fast.
+(torch, diffusers) inside their handlers where they can; the core commands (``compile``, ``check``,
+``fmt``, ``schema``) do not load the extensions at all, so ``policyc compile`` stays fast.
 """
 
 from __future__ import annotations
@@ -171,7 +172,10 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = ("compile", "check", "fmt", "schema")
+
+
+def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="policyc", description="Compile and check diffusion acceleration policies.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -208,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output")
     p.set_defaults(handler=cmd_schema)
 
-    for module in EXTENSIONS:
+    for module in EXTENSIONS if load_extensions else ():
         try:
             ext = importlib.import_module(module)
         except ImportError as exc:
@@ -220,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    # the compiler's own commands never pay for importing the extensions (torch, diffusers)
+    parser = build_parser(load_extensions=command not in CORE_COMMANDS)
     args = parser.parse_args(argv)
     args.parser = parser
     try:
