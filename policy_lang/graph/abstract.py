@@ -128,14 +128,31 @@ def expr_text(e: Any) -> str:
     if isinstance(e, ir.Call):
         return f"{e.fn}(" + ", ".join(expr_text(a) for a in e.args) + ")"
     if isinstance(e, ir.Unary):
-        return f"-{_paren(e.operand)}" if e.op == "neg" else f"not {_paren(e.operand)}"
+        if e.op == "neg":
+            return f"-{_paren(e.operand, _PREC['neg'], right=True)}"
+        return f"not {_paren(e.operand, _PREC['not'], right=True)}"
     if isinstance(e, ir.Binary):
-        return f"{_paren(e.left)} {e.op} {_paren(e.right)}"
+        prec = _PREC[e.op]
+        return f"{_paren(e.left, prec, e.op == '**')} {e.op} {_paren(e.right, prec, e.op != '**')}"
     return type(e).__name__
 
 
-def _paren(e: Any) -> str:
-    return f"({expr_text(e)})" if isinstance(e, ir.Binary) else expr_text(e)
+_PREC = {"or": 1, "and": 2, "not": 3, "<": 4, "<=": 4, ">": 4, ">=": 4, "==": 4, "!=": 4, "+": 5, "-": 5,
+         "*": 6, "/": 6, "neg": 7, "**": 8}
+
+
+def _prec(e: Any) -> int:
+    if isinstance(e, ir.Binary):
+        return _PREC[e.op]
+    if isinstance(e, ir.Unary):
+        return _PREC[e.op]
+    return 99
+
+
+def _paren(e: Any, parent: int, right: bool = False) -> str:
+    """Parenthesize ``e`` when it binds looser than its parent (or equally, on the associative side)."""
+    p = _prec(e)
+    return f"({expr_text(e)})" if p < parent or (p == parent and right) else expr_text(e)
 
 
 def _fmt(v: float | int) -> str:
