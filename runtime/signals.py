@@ -31,6 +31,8 @@ conservative reading for a distance or an error estimate - and are listed in ``u
 reduction feeding a key is NaN or infinite, the value is ``nan`` and the key is listed in
 ``nonfinite``; a non-finite input is never silently turned into a number.
 
+``accumulate(e)`` is kept by the controller (a host-side sum of these values since the last recompute).
+
 Keys (shared with the controller): "delta(input)", "drift(probe)", "cos_dist(modulated_input)",
 "delta(output)", "pred_error(2,noise)", "change_rate", "curvature", "mean_blocks(delta(output))".
 Tensors registered on one batch must live on one device. With context parallelism the ``reduce``
@@ -40,6 +42,7 @@ hook of ``compute`` receives the per-rank means (shards of equal size) and retur
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -62,6 +65,25 @@ def pred_error_key(order: int, over: str = "noise") -> str:
 
 def mean_blocks_key(inner: str) -> str:
     return f"mean_blocks({inner})"
+
+
+_PRED_ERROR = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
+
+
+def history_needed(key: str) -> int:
+    """Computed results a unit's ``History`` must hold for ``key`` to be available (0: none needed).
+
+    ``delta(output)`` and ``change_rate`` need 2, ``curvature`` 3, ``pred_error(k, .)`` k + 2 (the
+    next divided difference after the k + 1 results the prediction itself uses). Size the ring
+    buffer with the maximum of this and ``runtime.predict.needed_results`` over the section.
+    """
+    if key in ("delta(output)", CHANGE_RATE):
+        return 2
+    if key == CURVATURE:
+        return 3
+    if m := _PRED_ERROR.match(key):
+        return int(m.group(1)) + 2
+    return 0
 
 
 @dataclass(frozen=True)
@@ -268,17 +290,3 @@ class SignalBatch:
             values[p.key] = math.nan
             nonfinite.add(p.key)
         return SignalValues(values, frozenset(nonfinite), frozenset(self._unavailable))
-
-
-@dataclass
-class Accumulator:
-    """``accumulate(e)``: the sum of a signal since the last recompute; NaN stays NaN until ``reset``."""
-
-    total: float = 0.0
-
-    def add(self, value: float) -> float:
-        self.total += value
-        return self.total
-
-    def reset(self) -> None:
-        self.total = 0.0

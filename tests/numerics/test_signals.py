@@ -16,6 +16,7 @@ from runtime.signals import (
     EPS,
     SignalBatch,
     distance_key,
+    history_needed,
     mean_blocks_key,
     pred_error_key,
 )
@@ -194,6 +195,35 @@ def test_the_reduce_hook_sees_every_reduction_once():
     got = batch.compute(reduce=reduce)
     assert seen == [torch.Size([2])]
     assert got["delta(input)"] == got["drift(input)"]
+
+
+@pytest.mark.parametrize("key", ["delta(output)", "change_rate", "curvature", "pred_error(0,noise)",
+                                 "pred_error(1,step)", "pred_error(2,noise)", "delta(input)"])
+def test_history_needed_is_exactly_what_makes_a_signal_available(key):
+    need = history_needed(key)
+    for count in range(0, 6):
+        h = _history(9, count=max(count, 1))
+        if count == 0:
+            h.clear()
+        batch = SignalBatch()
+        a, b = _pair(10)
+        _register_one(batch, key, h, a, b)
+        got = batch.compute()
+        assert (key in got.unavailable) == (count < need), (key, count)
+
+
+def _register_one(batch, key, h, a, b):
+    if key == "delta(output)":
+        batch.output_delta(h)
+    elif key == CHANGE_RATE:
+        batch.change_rate(h)
+    elif key == CURVATURE:
+        batch.curvature(h)
+    elif key.startswith("pred_error("):
+        order, over = key[len("pred_error("):-1].split(",")
+        batch.pred_error(h, int(order), over, 0.2 if over == "noise" else 7.0)
+    else:
+        batch.distance("delta", "input", a, b)
 
 
 def test_mismatched_shapes_are_an_error():
