@@ -65,14 +65,14 @@ def test_usage_errors_exit_2(capsys):
         main(["compile", SCOPE, "--dump-after", "nonsense"])
     assert exit_.value.code == 2
     with pytest.raises(SystemExit) as exit_:
-        main(["frobnicate"])
+        main(["compile"])
     assert exit_.value.code == 2
 
 
 def test_check_many_files(capsys, tmp_path):
     bad = tmp_path / "bad.policy"
     bad.write_text(BROKEN)
-    policies = sorted(str(p) for p in (ROOT / "policies").glob("*.policy"))
+    policies = [str(ROOT / "policies" / f"{name}.policy") for name in ("recompute", "scope", "fbcache")]
     code, out, _ = run(capsys, "check", *policies)
     assert code == 0 and "all ok" in out
     code, out, _ = run(capsys, "check", *policies, str(bad), str(tmp_path / "missing.policy"))
