@@ -98,9 +98,13 @@ def _apply_overrides(c: Compilation, decls: dict[str, s.Param]) -> None:
             c.emit("P0504", f"`--set {name}={raw}`: `{name}` is {'an' if kind == 'integer' else 'a'} {kind}",
                    labels=label, help=_example(kind, name))
             continue
+        if kind in ("number", "integer") and not math.isfinite(value):
+            c.emit("P0504", f"`--set {name}={raw}`: `{name}` must be a finite number", labels=label,
+                   help=_example(kind, name))
+            continue
         low = None if decl.low is None else float(decl.low.value)
         high = None if decl.high is None else float(decl.high.value)
-        if kind in ("number", "integer") and (not math.isfinite(value) or (low is not None and not low <= value <= high)):
+        if kind in ("number", "integer") and low is not None and not low <= value <= high:
             c.emit("P0505", f"`--set {name}={raw}` lies outside the range {_num(low)}..{_num(high)}",
                    labels=label, help="choose a value inside the declared range")
             continue

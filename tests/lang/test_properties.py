@@ -91,3 +91,33 @@ def test_compiler_is_total_on_every_single_deletion_of_real_policies():
         text = path.read_text(encoding="utf-8")
         for pos in range(0, len(text), 7):
             _assert_front_end_total(text[:pos] + text[pos + 1:])
+
+
+TYPED = """policy typed {
+    param t = 0.1 in 0..1
+    param k = 3 in 1..8
+    param g = true
+    param c = [1.0, 0.5]
+    on model {
+        warmup k
+        if g and poly(c, delta(input)) < t: cache
+        else: recompute
+        limit stale 4
+    }
+}"""
+
+
+@FAST
+@given(st.sampled_from(["t", "k", "g", "c", "nope"]),
+       st.one_of(st.text(max_size=12), st.floats(), st.integers(), st.booleans(),
+                 st.lists(st.floats(allow_nan=False), max_size=3), st.none()))
+def test_overrides_of_any_value_give_ir_or_diagnostics(name, value):
+    try:
+        compiled = compile_source(TYPED, params={name: value})
+    except PolicyError as err:
+        assert set(err.codes) <= {"P0503", "P0504", "P0505"}
+    else:
+        param = compiled.ir.param(name)
+        assert param.type in ("number", "integer", "bool", "list")
+        if param.low is not None:
+            assert param.low <= param.value <= param.high
