@@ -85,3 +85,26 @@ def flux(cfg: bool = False, steps: int = 5, layers: int = 2, single_layers: int 
 
 def generator(seed: int = 42) -> torch.Generator:
     return _gen(seed)
+
+
+def pixart(cfg: bool = True, steps: int = 6, layers: int = 3, seed: int = 0):
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        sample_size=8, num_layers=layers, patch_size=2, attention_head_dim=8, num_attention_heads=2,
+        caption_channels=16, in_channels=4, cross_attention_dim=16, out_channels=8, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6,
+    ).eval()
+    pipe = PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
+                               scheduler=DPMSolverMultistepScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    g = _gen(seed + 1)
+    kwargs = dict(prompt=None, negative_prompt=None, prompt_embeds=torch.randn(1, 6, 16, generator=g),
+                  prompt_attention_mask=torch.ones(1, 6), height=64, width=64, num_inference_steps=steps,
+                  output_type="latent", use_resolution_binning=False, guidance_scale=4.0 if cfg else 1.0)
+    if cfg:  # PixArt batches cond and uncond into one call: one `default` branch
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g),
+                      negative_prompt_attention_mask=torch.ones(1, 6))
+    return pipe, kwargs
