@@ -62,6 +62,7 @@ class DFTrace:
     planner: str
     exactness: str
     records: list[IterationRecord] = field(default_factory=list)
+    decisions: Any = None  # the planner's runtime.trace.Trace of per-group decisions, if it keeps one
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.records]
@@ -198,7 +199,7 @@ def run_diffusion_forcing(
     else:
         overlap, base_latent, n_chunks = 0, num_latent_frames, 1
 
-    trace = DFTrace(planner=planner.name, exactness=planner.exactness)
+    trace = DFTrace(planner=planner.name, exactness=planner.exactness, decisions=getattr(planner, "decisions", None))
     accumulated: torch.Tensor | None = None
     for chunk in range(n_chunks):
         prefix = None

@@ -19,6 +19,9 @@ Output: ``FrameUnitsPlanner``, a ``Planner`` for ``runtime.df.loop``:
   valid interval cut after the last recompute group (exact under block-causal attention), otherwise
   the whole valid interval, and not at all when no group recomputes.
 
+Every decision is also recorded in ``decisions`` (a ``runtime.trace.Trace``, ``call`` = chunk), the
+format ``runtime.simulate`` replays: the simulator must agree with this planner decision for decision.
+
 The decision is one per group and covers both classifier-free-guidance branches (the unit is the
 guided velocity of the group), so the branch signal is ``"default"``.
 
@@ -30,6 +33,7 @@ not exist per frame group (``modulated_input``, ``probe``).
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +43,7 @@ from runtime.controller import Decision, StepContext, UnitController
 from runtime.df.plan import FramePlan, IterationContext, Planner
 from runtime.predict import History
 from runtime.signals import SignalBatch
+from runtime.trace import Trace, TraceEntry
 
 _PRED_ERROR = re.compile(r"pred_error\((\d+),(noise|step)\)")
 _DISTANCE = re.compile(r"(delta|drift|cos_dist)\((\w+)\)")
@@ -99,9 +104,12 @@ class FrameUnitsPlanner(Planner):
             self.exactness = "approximate (cache / predict)" if self.exactness == "exact" else self.exactness
         self.groups: list[_Group] = []
         self.sigmas = torch.zeros(0)
+        self.decisions = Trace()  # one TraceEntry per group decision (runtime.trace format; call = chunk)
+        self.chunk = 0
 
     def begin_chunk(self, chunk: int, num_groups: int, sigmas: torch.Tensor) -> None:
         self.sigmas = sigmas
+        self.chunk = chunk
         self.groups = [_Group(UnitController(self.policy, self.section), History(self.capacity))
                        for _ in range(num_groups)]
 
@@ -140,8 +148,16 @@ class FrameUnitsPlanner(Planner):
             current = latents[:, :, a:b]
             step_ctx = StepContext(step=g.step, steps=g.steps, noise=g.sigma, unit_index=g.index,
                                    units=len(ctx.groups))
-            decision = group.controller.decide(step_ctx, self._signals(group, current, g.sigma, g.step))
+            started = time.perf_counter()
+            signals = self._signals(group, current, g.sigma, g.step)
+            decision = group.controller.decide(step_ctx, signals)
             group.decision = decision
+            self.decisions.add(TraceEntry(
+                call=self.chunk, step=g.step, steps=g.steps, noise=g.sigma, branch="default",
+                unit=f"frames[{g.index}]", section=self.section.id, unit_index=g.index, units=len(ctx.groups),
+                action=decision.action.kind, decided=decision.action.kind, rule_id=decision.rule_id,
+                guard=decision.guard, guard_id=decision.guard_id, values=dict(decision.values),
+                signals=dict(signals.values), time_s=time.perf_counter() - started))
             group.last_input = current.clone()
             if decision.action.kind == "recompute":
                 group.recompute_input = group.last_input

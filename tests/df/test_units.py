@@ -121,3 +121,15 @@ def test_scope_ablation_ir_is_the_compiled_scope_policy_and_runs_from_its_path()
     latents, trace = _generate(path, num_inference_steps=6)
     assert trace.planner == "scope" and torch.isfinite(latents).all()
     assert trace.exactness.startswith("approximate")
+
+
+def test_simulator_replays_the_frame_decisions_decision_for_decision():
+    from runtime.simulate import compare, simulate
+
+    policy = ablation("scope", tau_cache=0.2, tau_predict=0.5)
+    _, trace = _generate(policy, num_inference_steps=12)
+    decisions = trace.decisions
+    assert len(decisions) == sum(1 for r in trace.records for g in r.groups if g.updated)
+    assert {"cache", "recompute"} <= set(decisions.actions())
+    replay = simulate(policy, decisions.signal_trace(call=0))
+    assert compare(decisions.rows_for(call=0), replay) == []
