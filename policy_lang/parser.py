@@ -45,9 +45,8 @@ def _lark() -> Lark:
                 propagate_positions=True, maybe_placeholders=True, start="start", cache=True)
 
 
-def span_of(meta_or_token, source: str | None = None) -> Span:
-    """The ``Span`` of a Lark token or tree meta."""
-    m = meta_or_token
+def span_of(m) -> Span:
+    """The ``Span`` of a Lark token or tree meta (Lark's end column is already exclusive)."""
     return Span(start=m.start_pos, end=m.end_pos, line=m.line, col=m.column,
                 end_line=m.end_line, end_col=m.end_column)
 

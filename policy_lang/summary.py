@@ -91,9 +91,12 @@ def summarize(policy: ir.Policy) -> str:
         if sec.restrict_active_frames:
             out.append("  runs only the frames the schedule updates (restrict active_frames)")
         for g in sec.guards:
-            n = "none (unbounded)" if getattr(g, "calls", 0) is None else expr_text(getattr(g, "calls", None)
-                                                                                     or getattr(g, "bound", None))
-            out.append(f"  guard {g.id}: " + _GUARD_WORDS[g.kind].format(n=n, action=getattr(g, "action", "")))
+            amount = g.bound if isinstance(g, ir.LimitBudget) else g.calls
+            if amount is None:
+                out.append(f"  guard {g.id}: staleness is deliberately unbounded (limit stale none)")
+                continue
+            words = _GUARD_WORDS[g.kind].format(n=expr_text(amount), action=getattr(g, "action", ""))
+            out.append(f"  guard {g.id}: {words}")
         for let in sec.lets:
             out.append(f"  let {let.name} = {expr_text(let.expr)}")
         for i, rule in enumerate(sec.rules):
