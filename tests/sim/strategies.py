@@ -1,0 +1,118 @@
+"""Hypothesis strategies: random IR policies (one section) and signal traces that fit them."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from policy_lang import ir
+from runtime.controller import UnitController, error_key
+
+from .irb import c, dist, perr, sig
+
+#: signal values: a few levels so that thresholds are hit on both sides
+LEVELS = (0.0, 0.01, 0.03, 0.05, 0.08, 0.12, 0.2, 0.4, 1.0)
+THRESHOLDS = st.sampled_from((0.0, 0.02, 0.04, 0.06, 0.1, 0.15, 0.3))
+SMALL_INT = st.integers(min_value=0, max_value=6)
+
+
+def _lt(left, right):
+    return ir.Binary(op="<", left=left, right=right)
+
+
+def _ge(left, right):
+    return ir.Binary(op=">=", left=left, right=right)
+
+
+def atoms():
+    tensor = st.sampled_from([dist("delta", "input"), dist("drift", "input"), dist("cos_dist", "modulated_input"),
+                              perr(1), perr(2, "step"), sig("change_rate"),
+                              ir.MeanOverBlocks(expr=dist("delta", "output"))])
+    first_hit_late = st.builds(
+        lambda k: ir.Binary(op="and", left=ir.Binary(op="!=", left=sig("first_hit"), right=c(None)),
+                            right=_ge(sig("step"), ir.Binary(op="+", left=sig("first_hit"), right=c(k)))),
+        st.integers(1, 8))
+    return st.one_of(
+        st.builds(_lt, tensor, THRESHOLDS.map(c)),
+        st.builds(lambda t: _lt(ir.Accumulate(expr=dist("delta", "input")), c(t)), THRESHOLDS),
+        st.builds(lambda n: _ge(sig("step"), c(n)), st.integers(0, 20)),
+        st.builds(lambda x: _lt(sig("progress"), c(x)), st.sampled_from((0.2, 0.5, 0.8))),
+        st.builds(lambda x: _lt(sig("noise"), c(x)), st.sampled_from((0.05, 0.3, 0.7))),
+        st.builds(lambda n: _ge(sig("since_recompute"), c(n)), SMALL_INT),
+        st.builds(lambda n: _ge(sig("run"), c(n)), SMALL_INT),
+        st.builds(lambda n: _ge(sig("history"), c(n)), SMALL_INT),
+        first_hit_late,
+        st.just(ir.Binary(op="==", left=sig("branch"), right=c("cond"))),
+    )
+
+
+def conditions():
+    return st.one_of(
+        atoms(),
+        st.builds(lambda op, a, b: ir.Binary(op=op, left=a, right=b), st.sampled_from(("and", "or")), atoms(),
+                  atoms()),
+        st.builds(lambda a: ir.Unary(op="not", operand=a), atoms()),
+    )
+
+
+def actions():
+    return st.one_of(
+        st.just(ir.Recompute()), st.just(ir.Cache()), st.just(ir.Skip()),
+        st.builds(lambda o, over, m: ir.Predict(order=o, over=over, method=m), st.integers(1, 3),
+                  st.sampled_from(("noise", "step")), st.sampled_from(("taylor", "adams"))),
+    )
+
+
+@st.composite
+def sections(draw):
+    n_rules = draw(st.integers(0, 3))
+    rules = [ir.Rule(id=f"s0.r{i}", cond=draw(conditions()), action=draw(actions())) for i in range(n_rules)]
+    rules.append(ir.Rule(id=f"s0.r{n_rules}", cond=None, action=draw(actions())))
+    guards: list = []
+
+    def gid():
+        return f"s0.g{len(guards)}"
+
+    if draw(st.booleans()):
+        guards.append(ir.Warmup(id=gid(), calls=c(draw(st.integers(0, 4)))))
+    if draw(st.integers(0, 3)) == 0:
+        guards.append(ir.Tail(id=gid(), calls=c(draw(st.integers(0, 3)))))
+    if draw(st.integers(0, 3)) == 0:
+        guards.append(ir.RefreshEvery(id=gid(), calls=c(draw(st.integers(2, 8)))))
+    for kind in draw(st.lists(st.sampled_from(("cache", "predict", "skip")), max_size=2, unique=True)):
+        guards.append(ir.LimitRun(id=gid(), action=kind, calls=c(draw(st.integers(1, 4)))))
+    stale = draw(st.sampled_from(("none", "n", "absent", "absent")))
+    if stale == "none":
+        guards.append(ir.LimitStale(id=gid(), calls=None))
+    elif stale == "n":
+        guards.append(ir.LimitStale(id=gid(), calls=c(draw(st.integers(1, 6)))))
+    if draw(st.integers(0, 2)) == 0:
+        guards.append(ir.LimitBudget(id=gid(), bound=c(draw(st.sampled_from((0.05, 0.1, 0.3))))))
+    unit = draw(st.sampled_from((ir.ModelUnit(), ir.FramesUnit(), ir.BlocksUnit())))
+    return ir.Section(id="s0", unit=unit, guards=tuple(guards), rules=tuple(rules))
+
+
+def policies():
+    return sections().map(lambda s: ir.Policy(name="gen", sections=(s,)))
+
+
+def signal_keys(policy: ir.Policy) -> list[str]:
+    """Every key a trace of this policy needs (the controller's list plus every predictor's error)."""
+    section = policy.sections[0]
+    keys = list(UnitController(policy, section).required_signals())
+    for rule in section.rules:
+        k = error_key(rule.action)
+        if k is not None and k not in keys:
+            keys.append(k)
+    return keys
+
+
+@st.composite
+def traces(draw, policy: ir.Policy, max_steps: int = 30):
+    """(steps, branch, noise per step, signals per step): finite, non-negative signal values."""
+    steps = draw(st.integers(1, max_steps))
+    branch = draw(st.sampled_from(("cond", "uncond")))
+    keys = signal_keys(policy)
+    rows = draw(st.lists(st.lists(st.sampled_from(LEVELS), min_size=len(keys), max_size=len(keys)),
+                         min_size=steps, max_size=steps))
+    noise = draw(st.lists(st.floats(0.0, 1.0), min_size=steps, max_size=steps))
+    return steps, branch, noise, [dict(zip(keys, r)) for r in rows]
