@@ -94,6 +94,12 @@ class CompiledPolicy:
     def to_json(self, indent: int | None = 2) -> str:
         return self.ir.model_dump_json(indent=indent)
 
+    @property
+    def graph(self) -> Any:
+        """The proven state machine (``policy_lang.graph.PolicyAnalysis`` at ``DEFAULT_STEPS``; its
+        ``to_json()`` serialises it beside the IR); ``policy_lang.graph.analyze`` for another N."""
+        return self.artifacts.get("graph")
+
 
 def run_stages(source: str, filename: str = "<string>", params: dict[str, Any] | None = None,
                until: str | None = None) -> Compilation:

@@ -58,6 +58,23 @@ def path_text(path: list[tuple[int, Outcome]], limit: bool = True) -> str:
     return " -> ".join(parts)
 
 
+def node_name(node: Any) -> str:
+    """``"main/cache/2"`` for the node (phase, action, run length); ``"start"`` for the start."""
+    return node if isinstance(node, str) else "/".join(str(x) for x in node)
+
+
+def machine_json(g: Any) -> dict[str, Any]:
+    """The state machine as plain data: nodes and edges with the rule ids and guards that take them."""
+    return {
+        "nodes": [{"id": node_name(n), "phase": d["phase"], "action": d["action"], "run": d["run"]}
+                  for n, d in g.nodes(data=True)],
+        "edges": [{"from": node_name(u), "to": node_name(v), "rules": sorted(d["rules"]),
+                   "guards": sorted(f"{g_}({gid})" if gid else g_ for g_, gid in d["guards"]),
+                   "first_step": d["first_step"], "last_step": d["last_step"], "count": d["count"]}
+                  for u, v, d in g.edges(data=True)],
+    }
+
+
 @dataclass
 class SectionReport:
     """One section analysed for one branch at one step count."""
@@ -92,7 +109,7 @@ class SectionReport:
             "dead_rules": [d.rule.id for d in self.dead],
             "history_violation": None if ex.history_path is None else path_text(ex.history_path, limit=False),
             "error_bounds": [b.as_json() for b in self.bounds],
-            "states": ex.graph.number_of_nodes(), "transitions": ex.graph.number_of_edges(),
+            "machine": machine_json(ex.graph),
         }
 
 

@@ -176,3 +176,15 @@ def test_json_has_the_documented_fields():
     (unit,) = a.to_json()["units"]
     assert {"max_stale", "min_recomputes", "max_recomputes", "steps", "branch", "unit"} <= set(unit)
     assert (unit["max_stale"], unit["steps"], unit["max_recomputes"]) == (3, 50, 50)
+
+
+def test_compiled_policy_keeps_the_machine_and_it_serialises():
+    import json
+
+    compiled = compile_file(ROOT / "policies" / "scope.policy")
+    assert compiled.graph is not None and compiled.graph.steps == 50
+    data = json.loads(json.dumps(compiled.graph.to_json()))
+    machine = data["units"][0]["machine"]
+    assert {"id": "main/cache/3", "phase": "main", "action": "cache", "run": 3} in machine["nodes"]
+    veto = [e for e in machine["edges"] if e["from"] == "main/cache/3" and e["to"] == "main/recompute/1"]
+    assert veto and "limit_run(s0.g1)" in veto[0]["guards"]
