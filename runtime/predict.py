@@ -156,7 +156,7 @@ def extrapolate(method: str, nodes: Sequence[float], values: Sequence[torch.Tens
     return combine(list(values)[-weights.size:], weights)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Entry:
     """One computed result: its noise level, its step index, and the tensor."""
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -123,16 +123,16 @@ def _cos(dot: float, aa: float, bb: float) -> float:
     return 1.0 - dot / math.sqrt(aa * bb)
 
 
-@dataclass
 class SignalBatch:
     """Collects the reductions of one decision point; ``compute`` syncs once."""
 
-    _terms: list[torch.Tensor] = field(default_factory=list)
-    _pending: list[_Pending] = field(default_factory=list)
-    _constants: dict[str, float] = field(default_factory=dict)
-    _unavailable: set[str] = field(default_factory=set)
-    _memo: dict[tuple, int] = field(default_factory=dict)
-    _keep: list[torch.Tensor] = field(default_factory=list)  # keeps memo ids valid
+    def __init__(self) -> None:
+        self._terms: list[torch.Tensor] = []  # 0-dim float64 reductions, in registration order
+        self._pending: list[_Pending] = []
+        self._constants: dict[str, float] = {}
+        self._unavailable: set[str] = set()
+        self._memo: dict[tuple, int] = {}  # a reduction shared by several signals is queued once
+        self._keep: list[torch.Tensor] = []  # keeps the tensors behind memo ids alive
 
     # -- reductions ------------------------------------------------------------------------------
     def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor]) -> int:
