@@ -119,7 +119,8 @@ class RootHook(ModelHook):
         return _rebuild(template, sample)
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        self.session.reset()
+        # diffusers resets stateful hooks at the end of every pipeline call: a trajectory ended
+        self.session.new_trajectory()
         return module
 
 

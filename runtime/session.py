@@ -18,7 +18,8 @@ pipeline's ``_num_timesteps``, else ``len(scheduler.timesteps)``, else the ``ste
 the model adapter (one host read per denoiser call when that tensor lives on an accelerator).
 A new trajectory (all unit state dropped) starts at every call of the pipeline — the pipeline
 object's class is swapped for a subclass whose ``__call__`` resets first, restored by ``detach`` — and,
-for a bare transformer, when a context says ``step_index == 0`` or on ``new_trajectory()``.
+for a bare transformer, when a context says ``step_index == 0``, when diffusers resets stateful hooks
+(``maybe_free_model_hooks`` does at the end of every pipeline call), or on ``new_trajectory()``.
 
 ``detach`` removes every hook, restores the pipeline's class and deletes the attributes the attach
 created (hook registries it made, the instance ``forward`` diffusers leaves behind), so the model is
@@ -108,7 +109,8 @@ class Session:
             raise AttachError(f"the policy reads `modulated_input`, which the adapter of "
                               f"{type(transformer).__name__} ({self.layout.adapter.name}) does not provide")
         self._model_params = tuple(inspect.signature(transformer.forward).parameters)
-        self._index = -1
+        self._index = 0
+        self._fresh = True
         self._counts: dict[str, int] = {}
         self._steps_hint: int | None = None
         self._attached: list[tuple[torch.nn.Module, str, bool, bool]] = []
@@ -211,8 +213,11 @@ class Session:
     def new_trajectory(self, steps: int | None = None) -> None:
         """Forget all unit state; the next denoiser call is step 0 of a new trajectory."""
         self.reset()
-        self._index += 1
-        self._steps_hint = steps
+        if not self._fresh:  # a trajectory that made no call yet keeps its index
+            self._index += 1
+        self._fresh = True
+        if steps is not None:
+            self._steps_hint = steps
 
     def layout_arg(self, name: str, args: tuple, kwargs: dict) -> Any:
         if name in kwargs:
@@ -244,6 +249,7 @@ class Session:
             noise = float(self.layout.noise(timestep))
         else:
             noise = 0.0
+        self._fresh = False
         self.current = CallState(self._index, branch, step, self._steps(context), noise)
         return self.current
 

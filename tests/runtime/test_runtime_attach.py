@@ -219,3 +219,19 @@ def test_block_range_cache_and_predict_run_on_every_adapter(model):
     rel = ((out - baseline).norm() / baseline.norm()).item()
     assert 0 < rel < 0.5
     assert list(session.memory_bytes().values())[0] > 0
+
+
+@pytest.mark.parametrize("model", ["wan", "flux"])
+def test_attached_to_the_bare_transformer_each_call_is_a_new_trajectory(model):
+    pipe, kwargs = BUILDERS[model](cfg=True, steps=6)
+    with runtime.attach(pipe, CACHE_ON_SMALL_DELTA if model == "wan" else ALL_RECOMPUTE_BLOCKS) as on_pipe:
+        expected = run(pipe, kwargs)
+    with runtime.attach(pipe.transformer, CACHE_ON_SMALL_DELTA if model == "wan" else ALL_RECOMPUTE_BLOCKS) as bare:
+        first = run(pipe, kwargs)
+        second = run(pipe, kwargs)
+    assert type(pipe) is not None and bare.pipeline is None
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    calls = sorted({e.call for e in bare.trace})
+    assert len(calls) == 2
+    ours = [(e.branch, e.step, e.action) for e in bare.trace.select(call=calls[1])]
+    assert ours == [(e.branch, e.step, e.action) for e in on_pipe.trace]
