@@ -106,3 +106,78 @@ policy_items = st.one_of(
 
 policies = st.builds(s.Policy, names, st.none() | strings.map(s.String),
                      st.lists(policy_items, max_size=5).map(tuple))
+
+
+# ---------------------------------------------------------------------------------------------
+# Well-typed policies: every name resolves, every expression has the type its place needs.
+# ---------------------------------------------------------------------------------------------
+
+NUMERIC_SIGNALS = sorted(n for n, (t, _) in ir.SCALAR_SIGNALS.items()
+                         if t in ("number", "integer") and n not in ("block", "frame"))
+
+
+def _call(fn: str, *args) -> s.Call:
+    return s.Call(s.Name(fn), tuple(a if isinstance(a, s.Arg) else s.Arg(None, a) for a in args))
+
+
+def _kw(name: str, value) -> s.Arg:
+    return s.Arg(s.Name(name), value)
+
+
+distances = st.one_of(
+    st.builds(lambda fn, src: _call(fn, s.Name(src)), st.sampled_from(["delta", "drift", "cos_dist"]),
+              st.sampled_from(["input", "modulated_input"])),
+    st.just(_call("delta", s.Name("output"))),
+)
+numeric_leaves = st.one_of(
+    nonneg_numbers.map(s.Number),
+    st.sampled_from(NUMERIC_SIGNALS + ["tau", "k"]).map(s.Name),
+    distances,
+    st.builds(lambda o, over: _call("pred_error", _kw("order", s.Number(o)), _kw("over", s.Name(over))),
+              st.integers(0, 3), st.sampled_from(["noise", "step"])),
+)
+
+
+def _numeric(children):
+    return st.one_of(
+        st.builds(s.Binary, st.sampled_from(["+", "-", "*", "/", "**"]), children, children),
+        st.builds(lambda e: s.Unary("-", e), children),
+        st.builds(lambda e: _call("accumulate", e), children),
+        st.builds(lambda e: _call("poly", s.Name("c"), e), children),
+        st.builds(lambda fn, a, b: _call(fn, a, b), st.sampled_from(["min", "max"]), children, children),
+        st.builds(lambda a: _call("clamp", a, s.Number(0), s.Number(1)), children),
+        st.builds(lambda fn, a: _call(fn, a), st.sampled_from(["floor", "ceil", "abs"]), children),
+    )
+
+
+numeric = st.recursive(numeric_leaves, _numeric, max_leaves=6)
+boolean_leaves = st.one_of(
+    st.builds(s.Binary, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), numeric, numeric),
+    st.sampled_from(["cond", "uncond"]).map(lambda b: s.Binary("==", s.Name("branch"), s.String(b))),
+    st.just(s.Binary("!=", s.Name("first_hit"), s.NoneLit())),
+    st.booleans().map(s.Bool),
+)
+booleans_ = st.recursive(boolean_leaves, lambda ch: st.one_of(
+    st.builds(s.Binary, st.sampled_from(["and", "or"]), ch, ch), st.builds(lambda e: s.Unary("not", e), ch)),
+    max_leaves=3)
+plain_actions = st.one_of(
+    st.just(s.Recompute()), st.just(s.Cache()), st.just(s.Cache(output=True)), st.just(s.Skip()),
+    st.integers(1, 2).map(lambda o: s.Predict(None, (_kw("order", s.Number(o)),))),
+    st.builds(lambda m, o, over: s.Predict(s.Name(m), (_kw("order", s.Number(o)), _kw("over", s.Name(over)))),
+              st.sampled_from(["taylor", "adams"]), st.integers(1, 2), st.sampled_from(["noise", "step"])),
+)
+
+
+@st.composite
+def typed_policies(draw):
+    arms = [s.Arm("if", draw(booleans_), draw(plain_actions))]
+    arms += [s.Arm("elif", draw(booleans_), draw(plain_actions)) for _ in range(draw(st.integers(0, 2)))]
+    arms.append(s.Arm("else", None, draw(plain_actions)))
+    guards = [s.Guard("warmup", s.Binary("+", s.Name("k"), s.Number(2))), s.Guard("limit_stale", s.Number(3))]
+    if draw(st.booleans()):
+        guards.append(s.Guard("limit_budget", s.Name("tau")))
+    items = tuple(guards + arms)
+    params = (s.Param(s.Name("tau"), None, s.Number(0.1), s.Number(0), s.Number(1)),
+              s.Param(s.Name("k"), None, s.Number(2), s.Number(1), s.Number(5)),
+              s.Param(s.Name("c"), None, s.ListLit((s.Number(1.5), s.Number(-0.5)))))
+    return s.Policy(s.Name("typed"), None, (*params, s.Section(s.Unit(s.Name("model")), items)))

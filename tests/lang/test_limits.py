@@ -58,3 +58,15 @@ def test_stages_are_ordered_and_named():
     c = run_stages("policy p { param t = 0.2\n on model { if delta(input) < t: cache else: recompute } }",
                    until="check_params")
     assert c.ir is None and c.param_types == {"t": "number"}
+
+
+def test_nesting_just_under_the_limit_compiles_and_round_trips_json():
+    from policy_lang import ir
+    from policy_lang.parser import MAX_DEPTH
+
+    cond = "-" * (MAX_DEPTH - 2) + "noise < 0.1"
+    compiled = compile_source(f"policy d {{ on model {{ if {cond}: cache else: recompute\n limit stale 3 }} }}")
+    assert ir.load_ir(compiled.to_json()) == compiled.ir
+    with pytest.raises(PolicyError) as err:
+        compile_source(f"policy d {{ on model {{ if -{cond}: cache else: recompute }} }}")
+    assert err.value.codes == ("P0702",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from lang_strategies import expressions, policies
+from lang_strategies import expressions, policies, typed_policies
 
 from policy_lang import CompiledPolicy, PolicyError, compile_source
 from policy_lang.api import run_stages
@@ -121,3 +121,23 @@ def test_overrides_of_any_value_give_ir_or_diagnostics(name, value):
         assert param.type in ("number", "integer", "bool", "list")
         if param.low is not None:
             assert param.low <= param.value <= param.high
+
+
+@FAST
+@given(typed_policies())
+def test_well_typed_policies_lower_to_ir_that_round_trips(tree):
+    from policy_lang import ir, syntax
+
+    text = print_policy(tree)
+    try:
+        compiled = compile_source(text)
+    except PolicyError as err:
+        # the front end accepts every well-typed tree; only the state-machine proofs may refuse one
+        assert all(code.startswith("P06") for code in err.codes), str(err)
+        return
+    assert ir.load_ir(compiled.to_json()) == compiled.ir
+    (section,) = compiled.ir.sections
+    assert len(section.rules) == sum(isinstance(i, syntax.Arm) for i in tree.sections[0].items)
+    for node_id in [r.id for r in section.rules] + [g.id for g in section.guards]:
+        span = compiled.source_map.get(node_id)
+        assert span is not None and text[span.start:span.end].strip()
