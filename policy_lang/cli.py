@@ -1,6 +1,6 @@
 """``policyc``: the command line of the compiler (argparse).
 
-Commands: ``compile FILE [--emit ir|summary] [--set NAME=VALUE]... [-o OUT] [--dump-after STAGE]``,
+Commands: ``compile FILE [--emit ir|summary|…] [--set NAME=VALUE]... [-o OUT] [--dump-after STAGE]``,
 ``check FILE...``, ``fmt FILE... [--check | --write]``, ``schema [-o OUT]``; every command that
 reads policies takes ``--error-format human|json``. Exit status: 0 success, 1 diagnostics (a policy
 with errors, or ``fmt --check`` finding unformatted files), 2 usage errors (argparse's own code).
@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
+#: ``--emit`` formats: name -> "module:function" taking a ``CompiledPolicy`` and returning text.
+#: Imported only when chosen; an entry whose module does not exist is not offered.
+EMITTERS = {
+    "ir": "policy_lang.cli:emit_ir",
+    "summary": "policy_lang.summary:emit",
+    "dot": "policy_lang.graph.dot:emit",
+}
+
 #: modules that may add sub-commands (skipped when absent)
-EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli")
+EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli", "runtime.calibrate.cli")
 
 
 def _color() -> bool:
@@ -89,13 +98,25 @@ def cmd_compile(args) -> int:
         _report(err.diagnostics, source, args.file, args.error_format)
         return 1
     _report(compiled.warnings, source, args.file, args.error_format)
-    if args.emit == "summary":
-        from policy_lang.summary import summarize
-
-        _write(summarize(compiled.ir), args.output)
-    else:
-        _write(compiled.to_json() + "\n", args.output)
+    module, _, function = EMITTERS[args.emit].partition(":")
+    _write(getattr(importlib.import_module(module), function)(compiled), args.output)
     return 0
+
+
+def emit_ir(compiled) -> str:
+    return compiled.to_json() + "\n"
+
+
+def _emitters() -> list[str]:
+    available = []
+    for name, target in EMITTERS.items():
+        try:
+            found = importlib.util.find_spec(target.partition(":")[0]) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            available.append(name)
+    return available
 
 
 def _dump(c, stage: str) -> str:
@@ -189,7 +210,7 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("compile", help="compile a policy to IR JSON or a summary")
     p.add_argument("file")
-    p.add_argument("--emit", choices=("ir", "summary"), default="ir")
+    p.add_argument("--emit", choices=_emitters(), default="ir", help="what to print (default: IR JSON)")
     p.add_argument("-o", "--output", help="write the result here instead of stdout")
     p.add_argument("--dump-after", metavar="STAGE", help="stop after a compiler stage and print its result")
     common(p)

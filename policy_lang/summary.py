@@ -1,6 +1,6 @@
 """Emitter ``--emit summary``: a compiled ``ir.Policy`` described in plain words.
 
-Contract: ``summarize(policy)`` returns text (no trailing state-machine facts; those belong to
+Contract: ``summarize(policy)`` (and ``emit(compiled)``, the CLI entry) returns text (no trailing state-machine facts; those belong to
 ``policyc explain``). ``expr_text(e)`` prints an IR expression in surface syntax, fully
 parenthesised where precedence would be ambiguous, so a reader can match it to the source.
 """
@@ -73,6 +73,11 @@ def unit_text(u) -> str:
         return "each frame group"
     rng = f"blocks [{'' if u.start is None else u.start}:{'' if u.stop is None else u.stop}]"
     return ("each block of " if isinstance(u, ir.EachBlockUnit) else "the block range ") + rng
+
+
+def emit(compiled) -> str:
+    """The ``--emit summary`` emitter (``policy_lang.cli.EMITTERS``)."""
+    return summarize(compiled.ir)
 
 
 def summarize(policy: ir.Policy) -> str:
