@@ -1,5 +1,5 @@
 """Each library policy, run on the simulator over a U-shaped reference trace, takes the decisions of
-its published rule (``tests/library/reference.py``), and the rule's defining properties hold."""
+its published rule (``tests/library/rules_reference.py``), and the rule's defining properties hold."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+import rules_reference as ref
 
 from policy_lang import compile_file
 from runtime.simulate import simulate
-
-from . import reference as ref
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 

@@ -1,0 +1,72 @@
+"""``policyc calibrate POLICY --model NAME [--target-speedup X | --min-psnr DB] [--out DIR]``.
+
+A ``policy_lang.cli`` extension: ``register(subparsers)`` adds the command; torch and the models
+are imported inside the handler. Prints the fits (with R^2) and the search table, writes the
+calibrated policy and the report under ``--out`` (default ``out/calibrate/<policy>-<model>``).
+Exit status 0 on success, 1 when calibration fails or no setting meets the objective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit a policy's tables and thresholds to a model from baseline runs")
+    p.add_argument("policy", metavar="POLICY")
+    p.add_argument("--model", required=True, help="model name (testbed, testbed-df, wan-tiny, ...)")
+    goal = p.add_mutually_exclusive_group()
+    goal.add_argument("--target-speedup", type=float, metavar="X",
+                      help="the most faithful setting whose speedup (blocks) reaches X")
+    goal.add_argument("--min-psnr", type=float, metavar="DB", help="the fastest setting with PSNR >= DB")
+    p.add_argument("--param", action="append", default=[], metavar="NAME",
+                   help="a param to search (repeatable; default: every ranged number param)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a param first")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 for recording and evaluation")
+    p.add_argument("--max-runs", type=int, default=8, help="real runs the search may spend")
+    p.add_argument("--degree", type=int, help="degree of the table polynomials (default: the declared one)")
+    p.add_argument("--no-tables", action="store_true", help="keep the declared tables")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--out", help="output folder (default out/calibrate/<policy>-<model>)")
+    p.set_defaults(handler=cmd_calibrate)
+
+
+def _pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from policy_lang.api import PolicyError
+    from runtime.calibrate import CalibrationError, calibrate
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = calibrate(args.policy, args.model, steps=args.steps, seeds=args.seeds, min_psnr=args.min_psnr,
+                           target_speedup=args.target_speedup, params=args.param or None,
+                           overrides=_pairs(args.set, args.parser), tables=not args.no_tables,
+                           degree=args.degree, max_runs=args.max_runs)
+    except PolicyError as err:
+        sys.stderr.write(str(err))
+        return 1
+    except (CalibrationError, KeyError, ValueError) as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    out = Path(args.out or f"out/calibrate/{Path(args.policy).stem}-{args.model}")
+    paths = result.write(out)
+    sys.stdout.write(result.summary())
+    for kind, path in paths.items():
+        print(f"  wrote {kind}: {path}")
+    unmet = result.search is not None and result.search.chosen is None
+    return 1 if unmet else 0

@@ -1,0 +1,199 @@
+"""Search a policy's numeric params for the fastest setting above a fidelity floor (``min_psnr``) or
+the most faithful one reaching a speedup (``target_speedup``).
+
+Input: an ``ir.Policy`` (tables already fitted), baseline ``Recording`` s, a ``Workload``, the
+params to search, and one objective.
+Output: a ``SearchResult``: every candidate with its simulated block speedup and, for those run for
+real, measured speedup (blocks executed, from the session trace), wall-clock ratio and PSNR against
+the baseline; the chosen candidate (or ``None`` with the reason).
+
+Stages:
+1. **grid** — each searched param takes its default times 2^(k/2), k = -8..8 (integers: rounded,
+   at least 1 apart), clipped to its declared range; the grid is the product (capped at
+   ``MAX_GRID`` points, nearest to the defaults first).
+2. **prune with the simulator** — every grid point is replayed over the recorded signal traces
+   (``runtime.simulate.simulate``); points with identical decisions collapse into one, and for a
+   speedup target the points whose simulated speedup is below the target are dropped. The
+   recorded trace is the baseline's (open loop): signals that depend on the model input only
+   (TeaCache's modulated input, MagCache's curve, fixed schedules) are exact, the others shift
+   once the policy reuses results, which is why real runs decide.
+3. **real runs** — at most ``max_runs`` candidates run through ``runtime.attach``. For a PSNR floor
+   a binary search over the candidates ordered by simulated speedup (fidelity falls as speedup
+   rises); for a speedup target the candidates in order of increasing simulated speedup until one
+   reaches the target in the real run. Speedup is decided on blocks executed (deterministic on a
+   shared CPU); the wall-clock ratio is reported beside it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy_lang import ir
+from runtime.calibrate.record import Recording, block_fraction
+from runtime.calibrate.tables import CalibrationError
+from runtime.simulate import simulate
+
+MAX_GRID = 400
+GRID_EXPONENTS = range(-8, 9)
+
+
+@dataclass
+class Candidate:
+    params: dict[str, Any]
+    sim_speedup: float
+    signature: tuple = ()
+    speedup: float | None = None  # blocks of the baseline / blocks executed, real run
+    wall_speedup: float | None = None
+    psnr: float | None = None
+    meets: bool | None = None
+
+    @property
+    def evaluated(self) -> bool:
+        return self.speedup is not None
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
+
+
+@dataclass
+class SearchResult:
+    objective: str  # "min_psnr" | "target_speedup"
+    goal: float
+    searched: tuple[str, ...]
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: Candidate | None = None
+    note: str = ""
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def searchable(policy: ir.Policy, names: list[str] | None) -> list[ir.Param]:
+    """The params to search: those named, or every ranged number param of the policy."""
+    if names:
+        params = []
+        for name in names:
+            try:
+                p = policy.param(name)
+            except KeyError:
+                raise CalibrationError(f"--param {name}: the policy declares "
+                                       f"{', '.join(q.name for q in policy.params) or 'no params'}") from None
+            if p.type not in ("number", "integer"):
+                raise CalibrationError(f"--param {name}: a {p.type} param cannot be searched")
+            params.append(p)
+        return params
+    params = [p for p in policy.params if p.type == "number" and p.low is not None and p.high is not None]
+    if not params:
+        raise CalibrationError("the policy has no ranged number param to search; name one with --param")
+    return params
+
+
+def axis(param: ir.Param) -> list[Any]:
+    lo = param.low if param.low is not None else -math.inf
+    hi = param.high if param.high is not None else math.inf
+    base = param.value if param.value != 0 else (hi if math.isfinite(hi) else 1.0) / 8
+    values = {min(max(base * 2 ** (k / 2), lo), hi) for k in GRID_EXPONENTS}
+    if param.type == "integer":
+        values = {int(round(v)) for v in values} | {param.value}
+        values = {v for v in values if lo <= v <= hi}
+    return sorted(values)
+
+
+def grid(params: list[ir.Param]) -> list[dict[str, Any]]:
+    axes = [axis(p) for p in params]
+    points = [dict(zip([p.name for p in params], combo)) for combo in itertools.product(*axes)]
+
+    def distance(point: dict[str, Any]) -> float:
+        return sum(abs(math.log((v or 1e-12) / (p.value or 1e-12))) for p, v in zip(params, point.values()))
+
+    points.sort(key=distance)
+    return points[:MAX_GRID]
+
+
+def simulated(policy: ir.Policy, point: dict[str, Any], recordings: list[Recording]) -> Candidate:
+    candidate = policy.with_params(point)
+    fractions, signature = [], []
+    for rec in recordings:
+        decided = simulate(candidate, rec.rows)
+        fractions.append(block_fraction(decided, rec.unit_blocks, rec.n_blocks))
+        signature.append(tuple(r.action for r in decided))
+    fraction = sum(fractions) / len(fractions)
+    return Candidate(dict(point), 1.0 / max(fraction, 1e-9), tuple(signature))
+
+
+def evaluate(policy: ir.Policy, candidate: Candidate, workload: Any, recordings: list[Recording],
+             seeds: list[int]) -> None:
+    """Run the candidate for real on every seed; fill speedup, wall_speedup and psnr (means)."""
+    import runtime
+    from runtime.bench.metrics import psnr
+
+    fractions, walls, scores = [], [], []
+    for seed, rec in zip(seeds, recordings):
+        session = runtime.attach(workload.pipe, policy.with_params(candidate.params))
+        try:
+            started = time.perf_counter()
+            output = workload.call(seed)
+            walls.append(rec.seconds / max(time.perf_counter() - started, 1e-9))
+            fractions.append(block_fraction(session.trace.rows_for(), rec.unit_blocks, rec.n_blocks))
+        finally:
+            session.detach()
+        scores.append(psnr(rec.output, output))
+    candidate.speedup = 1.0 / max(sum(fractions) / len(fractions), 1e-9)
+    candidate.wall_speedup = sum(walls) / len(walls)
+    finite = [s for s in scores if math.isfinite(s)]
+    candidate.psnr = sum(finite) / len(finite) if finite else math.inf  # an identical seed adds no error
+
+
+def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds: list[int], *,
+           params: list[str] | None = None, min_psnr: float | None = None,
+           target_speedup: float | None = None, max_runs: int = 8) -> SearchResult:
+    if (min_psnr is None) == (target_speedup is None):
+        raise CalibrationError("give exactly one of --min-psnr and --target-speedup")
+    chosen_params = searchable(policy, params)
+    objective, goal = ("min_psnr", min_psnr) if min_psnr is not None else ("target_speedup", target_speedup)
+    result = SearchResult(objective, float(goal), tuple(p.name for p in chosen_params))
+    unique: dict[tuple, Candidate] = {}
+    for point in grid(chosen_params):
+        cand = simulated(policy, point, recordings)
+        result.candidates.append(cand)
+        unique.setdefault(cand.signature, cand)  # grid is nearest-to-default first: keep that one
+    pool = sorted(unique.values(), key=lambda c: c.sim_speedup)
+
+    def run(c: Candidate) -> Candidate:
+        evaluate(policy, c, workload, recordings, seeds)
+        c.meets = (c.psnr >= goal) if objective == "min_psnr" else (c.speedup >= goal)
+        return c
+
+    runs = 0
+    if objective == "min_psnr":
+        lo, hi = 0, len(pool) - 1  # invariant: the answer, if any, lies in pool[lo..hi]
+        while lo <= hi and runs < max_runs:
+            mid = (lo + hi + 1) // 2
+            runs += 1
+            if run(pool[mid]).meets:
+                lo = mid + 1
+            else:
+                hi = mid - 1
+        passing = [c for c in pool if c.evaluated and c.meets]
+        result.chosen = max(passing, key=lambda c: (c.speedup, c.psnr), default=None)
+        if result.chosen is None:
+            result.note = f"no evaluated setting reached {goal} dB PSNR"
+    else:
+        reachable = [c for c in pool if c.sim_speedup >= goal * 0.95]
+        result.note = f"{len(pool) - len(reachable)} of {len(pool)} distinct settings pruned by the simulator"
+        for c in reachable:
+            if runs >= max_runs:
+                break
+            runs += 1
+            if run(c).meets:
+                break
+        passing = [c for c in pool if c.evaluated and c.meets]
+        result.chosen = max(passing, key=lambda c: (c.psnr, -c.speedup), default=None)
+        if result.chosen is None:
+            result.note += f"; no evaluated setting reached {goal}x"
+    return result
