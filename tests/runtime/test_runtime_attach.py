@@ -235,3 +235,17 @@ def test_attached_to_the_bare_transformer_each_call_is_a_new_trajectory(model):
     assert len(calls) == 2
     ours = [(e.branch, e.step, e.action) for e in bare.trace.select(call=calls[1])]
     assert ours == [(e.branch, e.step, e.action) for e in on_pipe.trace]
+
+
+def test_bfloat16_model_is_exact_under_recompute_and_predicts_in_its_dtype():
+    pipe, kwargs = tiny.flux(cfg=True, steps=8)
+    pipe.transformer.to(torch.bfloat16)
+    kwargs = {k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    baseline = run(pipe, kwargs)
+    with runtime.attach(pipe, ROOT / "policies" / "recompute.policy"):
+        assert torch.equal(run(pipe, kwargs), baseline)
+    predict = make(ir.BlocksUnit(), [rule(0, None, ir.Predict(order=1, over="step"))])
+    with runtime.attach(pipe, predict) as session:
+        out = run(pipe, kwargs)
+    assert session.trace.actions()["predict"] > 0 and torch.isfinite(out.float()).all()
+    assert out.dtype == torch.bfloat16
