@@ -129,21 +129,32 @@ def test_distances_of_identical_tensors_are_zero(seed, dtype):
     assert got["mean_blocks(delta(output))"] == 0.0 and got["zero"] == 0.0
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_inputs_are_reported_not_propagated(bad):
-    a, b = _pair(3)
-    poisoned = a.clone()
-    poisoned[1, 2, 3] = bad
+@NUMERICS
+@given(bad=st.sampled_from([math.nan, math.inf, -math.inf]), seed=seeds, where=st.integers(0, 191),
+       poison_reference=st.booleans())
+def test_non_finite_inputs_are_reported_not_propagated(bad, seed, where, poison_reference):
+    a, b = _pair(seed)
+    clean = (a, b)
+    a, b = a.clone(), b.clone()
+    (b if poison_reference else a).view(-1)[where] = bad
+    h = History(3)
+    for i, sigma in enumerate([0.9, 0.7, 0.5]):
+        h.push(a if i == 2 else clean[0] * sigma, noise=sigma, step=i)
     batch = SignalBatch()
-    batch.distance("delta", "input", poisoned, b)
-    batch.distance("cos_dist", "input", poisoned, b)
-    batch.distance("drift", "probe", a, b)
-    batch.mean_blocks("delta", "output", [(a, b), (b, poisoned)])
-    got = batch.compute()
+    batch.distance("delta", "input", a, b)
+    batch.distance("cos_dist", "input", a, b)
+    batch.mean_blocks("delta", "output", [clean, (b, a)])
+    batch.distance("drift", "probe", *clean)
+    batch.pred_error(h, 1, "noise", 0.3)
     flagged = {"delta(input)", "cos_dist(input)", "mean_blocks(delta(output))"}
+    if not poison_reference:
+        flagged.add("pred_error(1,noise)")
+    got = batch.compute()
     assert got.nonfinite == flagged
     assert all(math.isnan(got[k]) for k in flagged)
     assert math.isfinite(got["drift(probe)"])  # a clean signal in the same batch is unaffected
+    if poison_reference:
+        assert math.isfinite(got["pred_error(1,noise)"])
 
 
 def test_missing_references_and_short_histories_are_unavailable_and_conservative():
