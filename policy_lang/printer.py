@@ -214,18 +214,20 @@ def format_tree(policy: s.Policy, source: str = "") -> str:
 
     for ln in _lines(policy):
         pos = ln.start if ln.start is not None else prev_end
+        forced = ln.blank_before  # the canonical blank line goes before the item's leading comments
         while ci < len(notes) and notes[ci][0] < pos:
             offset, text, own = notes[ci]
             ci += 1
             if own or not rows:
-                if blank_ok(ln.blank_before, offset):
+                if blank_ok(forced, offset):
                     rows.append(("", ""))
+                forced = False
                 rows.append((INDENT * (ln.depth + (ln.kind == "close")) + text, ""))
                 prev_end, after_open = offset + len(text), False
             else:
                 code, old = rows[-1]
                 rows[-1] = (code, f"{old} {text}".strip())
-        if ln.kind != "close" and blank_ok(ln.blank_before, pos) and rows[-1] != ("", ""):
+        if ln.kind != "close" and blank_ok(forced, pos) and rows[-1] != ("", ""):
             rows.append(("", ""))
         rows.append((INDENT * ln.depth + ln.text, ""))
         prev_end = ln.end if ln.end is not None else pos
