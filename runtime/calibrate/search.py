@@ -183,6 +183,8 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
         result.chosen = max(passing, key=lambda c: (c.speedup, c.psnr), default=None)
         if result.chosen is None:
             result.note = f"no evaluated setting reached {goal} dB PSNR"
+        elif result.chosen is pool[-1]:
+            result.note = "the fastest setting of the grid meets the floor: the params' ranges bound the search"
     else:
         reachable = [c for c in pool if c.sim_speedup >= goal * 0.95]
         result.note = f"{len(pool) - len(reachable)} of {len(pool)} distinct settings pruned by the simulator"
