@@ -123,7 +123,7 @@ def test_overrides_of_any_value_give_ir_or_diagnostics(name, value):
             assert param.low <= param.value <= param.high
 
 
-@FAST
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # the proofs run too
 @given(typed_policies())
 def test_well_typed_policies_lower_to_ir_that_round_trips(tree):
     from policy_lang import ir, syntax
