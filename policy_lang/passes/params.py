@@ -35,7 +35,8 @@ def _literal(value: s.Expr):
 
 def _finite(value) -> bool:
     vals = value if isinstance(value, tuple) else (value,)
-    return all(isinstance(v, bool) or (math.isfinite(v) and abs(v) <= 2**53) for v in vals)
+    return all(isinstance(v, bool) or (math.isfinite(v) and not (isinstance(v, int) and abs(v) > 2**53))
+               for v in vals)
 
 
 def check_params(c: Compilation) -> None:
