@@ -14,6 +14,7 @@ import difflib
 
 from policy_lang import ir
 from policy_lang import syntax as s
+from policy_lang.diagnostics import Label
 from policy_lang.passes.base import Binding, Compilation
 
 FUNCTIONS = ("delta", "drift", "cos_dist", "accumulate", "poly", "pred_error", "min", "max", "clamp", "floor",
@@ -52,8 +53,6 @@ def resolve_names(c: Compilation) -> None:
 
 
 def _label(span, message):
-    from policy_lang.diagnostics import Label
-
     return (Label(span=span, message=message),) if span is not None else ()
 
 

@@ -15,7 +15,7 @@ import math
 
 from policy_lang import ir
 from policy_lang import syntax as s
-from policy_lang.diagnostics import Label
+from policy_lang.diagnostics import Label, Span
 from policy_lang.passes.base import Compilation
 from policy_lang.passes.names import similar
 
@@ -125,7 +125,5 @@ def _num(x) -> str:
     return str(x)
 
 
-def _join(a, b):
-    from policy_lang.diagnostics import Span
-
+def _join(a: Span, b: Span) -> Span:
     return Span(start=a.start, end=b.end, line=a.line, col=a.col, end_line=b.end_line, end_col=b.end_col)
