@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,12 +45,15 @@ SETTINGS = {
     # SkyReels-V2's recommended asynchronous setting, scaled down: blocks of 5 latent frames, ar_step 5
     "small": dict(height=96, width=96, num_frames=77, base_num_frames=77, ar_step=5, causal_block_size=5,
                   guidance_scale=5.0),
+    # the trained pixel-space testbed: 8 frames of 8x32, 2-frame causal blocks; identity VAE
+    "testbed-df": dict(ar_step=5, causal_block_size=2, guidance_scale=2.0, vae_scale_factor_temporal=1,
+                       vae_scale_factor_spatial=1, data_range=2.0),
     "tiny": dict(height=32, width=32, num_frames=29, base_num_frames=29, ar_step=2, causal_block_size=2,
                  guidance_scale=3.0),
 }
 
 
-def load_model(name: str):
+def load_model(name: str, weights_dir: Path | None = None, batch: int = 1):
     """``(transformer, scheduler, embeds, settings, label)`` for a benchmark model name."""
     if name == "tiny":
         transformer, scheduler = tiny_skyreels(num_frame_per_block=2)
@@ -58,18 +62,24 @@ def load_model(name: str):
         transformer, scheduler = tiny_skyreels(num_frame_per_block=5, **SMALL)
         return transformer, scheduler, tiny_embeds(), SETTINGS["small"], "small random SkyReels-V2 (untrained)"
     if name == "testbed-df":
-        from runtime import testbeds  # noqa: PLC0415 - optional, lands separately
+        from runtime import testbeds  # optional: the trained testbed lands separately
 
-        bed = testbeds.load("testbed-df")
-        return (bed.transformer, bed.scheduler, (bed.prompt_embeds, bed.negative_prompt_embeds), bed.settings,
-                "testbed-df (trained)")
+        pipe = testbeds.load("testbed-df", weights_dir=weights_dir)
+        spec = pipe.testbed_spec
+        settings = dict(SETTINGS["testbed-df"], height=spec.height, width=spec.width,
+                        # the pipeline's frame convention: F - 1 with no temporal compression gives F frames
+                        num_frames=spec.frames - 1, base_num_frames=spec.frames - 1)
+        return (pipe.transformer, pipe.scheduler, testbeds.prompt_embeds(pipe, [(3 + i) % 10 for i in range(batch)]),
+                settings,
+                "testbed-df (trained, pixel space)")
     raise SystemExit(f"unknown model {name!r}; expected tiny, small or testbed-df")
 
 
-def fidelity(result: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+def fidelity(result: torch.Tensor, reference: torch.Tensor, data_range: float | None = None) -> dict[str, float]:
+    """PSNR / SSIM / relative L2 of ``result`` vs ``reference`` (data range: given, else the reference's)."""
     ref = reference.float().cpu().numpy()
     out = result.float().cpu().numpy()
-    data_range = float(ref.max() - ref.min())
+    data_range = float(ref.max() - ref.min()) if data_range is None else data_range
     rel_l2 = float(np.linalg.norm(out - ref) / (np.linalg.norm(ref) + 1e-12))
     if np.array_equal(out, ref):
         return {"psnr": float("inf"), "ssim": 1.0, "rel_l2": 0.0}
@@ -84,7 +94,8 @@ def fidelity(result: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
 def run_variant(name: str, transformer, scheduler, embeds, settings: dict[str, Any], steps: int, params):
     policy_name, kv = name.removesuffix("+kv"), name.endswith("+kv")
     policy = None if policy_name == "baseline" else ablation(policy_name, **params)
-    kw = dict(settings, num_inference_steps=steps, generator=torch.Generator().manual_seed(1))
+    kw = {k: v for k, v in settings.items() if k != "data_range"}
+    kw.update(num_inference_steps=steps, generator=torch.Generator().manual_seed(1))
     start, cpu_start = time.perf_counter(), time.process_time()
     if kv:
         denoiser = KVPrefixDenoiser(transformer, embeds[0], embeds[1], settings["guidance_scale"])
@@ -106,9 +117,9 @@ VARIANTS = ("baseline", "selective", "selective+kv", "cache", "predict", "scope"
 
 
 def bench(model: str = "small", steps: int = 20, repeats: int = 2, variants=VARIANTS,
-          params: dict[str, float] | None = None) -> dict[str, Any]:
+          params: dict[str, float] | None = None, weights_dir: Path | None = None, batch: int = 1) -> dict[str, Any]:
     torch.set_num_threads(1)
-    transformer, scheduler, embeds, settings, label = load_model(model)
+    transformer, scheduler, embeds, settings, label = load_model(model, weights_dir, batch)
     rows: dict[str, dict[str, Any]] = {}
     reference = None
     for _ in range(repeats):  # interleaved repeats: drift in machine load hits every variant alike
@@ -130,8 +141,10 @@ def bench(model: str = "small", steps: int = 20, repeats: int = 2, variants=VARI
                       "frame_fraction": round(row["frames"] / full_frames, 3),
                       "actions": {k: v for k, v in row["actions"].items() if k != "idle"},
                       "exactness": row["exactness"],
-                      **{k: round(v, 6) for k, v in fidelity(row.pop("latents"), reference).items()}})
-    return {"model": label, "settings": settings, "steps": steps, "repeats": repeats, "rows": table}
+                      **{k: round(v, 6) for k, v in fidelity(row.pop("latents"), reference,
+                                                             settings.get("data_range")).items()}})
+    return {"model": label, "settings": settings, "steps": steps, "repeats": repeats,
+            "batch": int(embeds[0].shape[0]), "rows": table}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,14 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--set", action="append", default=[], help="param override, e.g. tau_cache=0.1")
+    parser.add_argument("--weights-dir", type=Path, default=None, help="testbed weights (default: the package's)")
+    parser.add_argument("--batch", type=int, default=1, help="videos per call (testbed-df: digits 3, 4, ...)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     params = {k: float(v) for k, v in (s.split("=", 1) for s in args.set)}
-    result = bench(args.model, args.steps, args.repeats, tuple(args.variants.split(",")), params)
+    result = bench(args.model, args.steps, args.repeats, tuple(args.variants.split(",")), params,
+                   args.weights_dir, args.batch)
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['model']}  steps={result['steps']}  {result['settings']}")
+    print(f"{result['model']}  steps={result['steps']}  batch={result['batch']}  {result['settings']}")
     print(f"{'variant':14} {'wall s':>8} {'speedup':>8} {'cpu s':>7} {'cpu-spd':>8} {'frames':>7} {'PSNR':>7} "
           f"{'SSIM':>6} {'relL2':>9}  actions")
     for r in result["rows"]:
