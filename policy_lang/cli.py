@@ -9,8 +9,9 @@ Diagnostics go to stderr (coloured only on a TTY without ``NO_COLOR``), results 
 Other layers add commands without editing this file: each module in ``EXTENSIONS`` that can be
 imported exposes ``register(subparsers)``, which adds sub-parsers with
 ``set_defaults(handler=fn)``; ``fn(args) -> int``. Those modules must import heavy libraries
-(torch, diffusers) inside their handlers where they can; the core commands (``compile``, ``check``,
-``fmt``, ``schema``) do not load the extensions at all, so ``policyc compile`` stays fast.
+(torch, diffusers) inside their handlers where they can. ``main`` imports extensions in order only
+until one provides the command asked for, so the core commands (``compile``, ``check``, ``fmt``,
+``schema``) import none and ``policyc compile`` stays fast.
 """
 
 from __future__ import annotations
@@ -193,10 +194,9 @@ def cmd_schema(args) -> int:
     return 0
 
 
-CORE_COMMANDS = ("compile", "check", "fmt", "schema")
-
-
-def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser. Extensions are imported in ``EXTENSIONS`` order until one provides
+    ``command``; none for a core command; all when ``command`` is None (``policyc --help``)."""
     parser = argparse.ArgumentParser(prog="policyc", description="Compile and check diffusion acceleration policies.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -233,7 +233,9 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output")
     p.set_defaults(handler=cmd_schema)
 
-    for module in EXTENSIONS if load_extensions else ():
+    for module in EXTENSIONS:
+        if command in sub.choices:
+            break
         try:
             ext = importlib.import_module(module)
         except ImportError as exc:
@@ -246,9 +248,8 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
-    # the compiler's own commands never pay for importing the extensions (torch, diffusers)
-    parser = build_parser(load_extensions=command not in CORE_COMMANDS)
+    # a command imports only the extensions it needs: `compile` never pays for torch or diffusers
+    parser = build_parser(command=next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     args.parser = parser
     try:

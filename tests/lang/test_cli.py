@@ -107,3 +107,14 @@ def test_console_script_runs_in_a_fresh_process():
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("policy scope:")
+
+
+def test_compile_path_stays_light():
+    """`policyc compile` must not import torch, diffusers or the CLI extensions (cold-start time)."""
+    code = ("import sys, io, contextlib\nfrom policy_lang.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main(['compile', {SCOPE!r}]) == 0\n"
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers', 'runtime') if m in sys.modules)\n"
+            "print(','.join(heavy))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
