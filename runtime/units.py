@@ -30,13 +30,14 @@ import torch
 from policy_lang import ir
 from runtime.controller import Decision, StepContext, UnitController, history_capacity
 from runtime.predict import History
-from runtime.signals import SignalBatch
+from runtime.signals import SignalBatch, SignalValues
 from runtime.trace import TraceEntry
 
 _DIST = re.compile(r"^(delta|drift|cos_dist)\((\w+)\)$")
 _PRED = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
 _MEAN = re.compile(r"^mean_blocks\((delta|drift|cos_dist)\(output\)\)$")
 _RECOMPUTE = ir.Recompute()
+_NO_SIGNALS = SignalValues({})
 
 
 class UnitError(ValueError):
@@ -137,6 +138,23 @@ class Outcome:
     skip: bool = False
 
 
+def tensor_capacity(section: ir.Section, keys: tuple[str, ...]) -> int:
+    """Results a unit must keep: enough for its predictors and for the signals it reads.
+
+    ``pred_error(k)`` is the next divided difference, so it needs k + 2 results; ``curvature`` 3;
+    ``change_rate`` and ``delta(output)`` 2 (the same rule as the diffusion-forcing units).
+    """
+    capacity = history_capacity(section)
+    for key in keys:
+        if m := _PRED.match(key):
+            capacity = max(capacity, int(m.group(1)) + 2)
+        elif key == "curvature":
+            capacity = max(capacity, 3)
+        elif key in ("change_rate", "delta(output)"):
+            capacity = max(capacity, 2)
+    return capacity
+
+
 class UnitRunner:
     """Executes one ``UnitPlan`` for every branch of every call."""
 
@@ -146,7 +164,7 @@ class UnitRunner:
         self.peak_bytes = 0
         probe = UnitController(policy, plan.section)
         self.keys = probe.required_signals()
-        self.capacity = history_capacity(plan.section)
+        self.capacity = tensor_capacity(plan.section, self.keys)
         self.predicts = sorted({(r.action.method, r.action.order, r.action.over) for r in plan.section.rules
                                 if isinstance(r.action, ir.Predict)})
         actions = [r.action for r in plan.section.rules]
@@ -179,11 +197,14 @@ class UnitRunner:
         started = time.perf_counter()
         st = self.state(call.branch)
         ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
-        batch = SignalBatch()
-        for key in self.keys:
-            self._register(batch, key, st, sources, ctx)
-        candidates = self._candidates(st, ctx, batch)
-        values = batch.compute(self.session.reduce)
+        candidates: dict[Any, tuple] = {}
+        values = _NO_SIGNALS
+        if self.keys or self.caches or self.predicts:  # an all-recompute section reads no tensor
+            batch = SignalBatch()
+            for key in self.keys:
+                self._register(batch, key, st, sources, ctx)
+            candidates = self._candidates(st, ctx, batch)
+            values = batch.compute(self.session.reduce)
         signals = {k: values.values[k] for k in self.keys}
         decision = st.controller.decide(ctx, signals)
         action = decision.action

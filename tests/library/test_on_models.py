@@ -59,3 +59,16 @@ def test_scope_runs_in_the_diffusion_forcing_loop():
                                   generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(latents).all()
     assert trace.records and sum(trace.action_counts().values()) > 0
+
+
+@pytest.mark.parametrize("name, params, action", [
+    ("easycache", {"tau": 0.5}, "cache"),  # pred_error(order: 0) needs two stored results
+    ("bwpredict", {"threshold": 0.01, "error_budget": 10.0}, "predict"),  # the budget reads pred_error(2)
+])
+def test_signals_that_need_more_history_than_the_predictor_are_measured(name, params, action, wan):
+    pipe, call, _ = wan
+    with runtime.attach(pipe, compile_file(ROOT / "policies" / f"{name}.policy").ir, **params) as session:
+        call()
+    late = [e for e in session.trace.entries if e.step >= 6]
+    assert all(v < float("inf") for e in late for k, v in e.signals.items() if k.startswith("pred_error"))
+    assert session.trace.actions()[action] > 0
