@@ -32,8 +32,11 @@ def _const(value: float | int) -> ir.Const:
 
 
 def ablation(name: str, *, restrict: bool = True, warmup: int = 3, low_noise: float = 0.05,
-             budget: float = 0.15, **params: float) -> ir.Policy:
-    """The IR of one ablation (see module doc); ``params`` override ``tau_cache`` / ``tau_predict``."""
+             budget: float = 0.15, cache_run: int = 3, predict_run: int = 2, **params: float) -> ir.Policy:
+    """The IR of one ablation (see module doc); ``params`` override ``tau_cache`` / ``tau_predict``.
+
+    The keyword arguments change the constants of the guards (the defaults are ``scope.policy``'s).
+    """
     if name not in ABLATIONS:
         raise KeyError(f"unknown ablation {name!r}; expected one of {', '.join(ABLATIONS)}")
     declared = (
@@ -56,14 +59,14 @@ def ablation(name: str, *, restrict: bool = True, warmup: int = 3, low_noise: fl
         rules, guards = (), []
     elif name == "cache":
         rules = (noise_guard, cache_rule)
-        guards.append(ir.LimitRun(id="s0.g1", action="cache", calls=_const(3)))
+        guards.append(ir.LimitRun(id="s0.g1", action="cache", calls=_const(cache_run)))
     elif name == "predict":
         rules = (noise_guard, predict_rule)
-        guards.append(ir.LimitRun(id="s0.g2", action="predict", calls=_const(2)))
+        guards.append(ir.LimitRun(id="s0.g2", action="predict", calls=_const(predict_run)))
     else:
         rules = (noise_guard, cache_rule, predict_rule)
-        guards += [ir.LimitRun(id="s0.g1", action="cache", calls=_const(3)),
-                   ir.LimitRun(id="s0.g2", action="predict", calls=_const(2)),
+        guards += [ir.LimitRun(id="s0.g1", action="cache", calls=_const(cache_run)),
+                   ir.LimitRun(id="s0.g2", action="predict", calls=_const(predict_run)),
                    ir.LimitBudget(id="s0.g3", bound=_const(budget))]
     section = ir.Section(id="s0", unit=ir.FramesUnit(), restrict_active_frames=restrict, guards=tuple(guards),
                          rules=rules + (ir.Rule(id=f"s0.r{len(rules)}", cond=None, action=ir.Recompute()),))
