@@ -64,15 +64,15 @@ class BlockSpec:
     hidden_index: int | None
     encoder_index: int | None
     params: tuple[str, ...] = ()
+    _positions: dict[str, int] = field(default_factory=dict, repr=False)
 
     def arg(self, name: str, args: tuple, kwargs: dict) -> Any:
         """The argument ``name`` of a call to this block, wherever it was passed."""
         if name in kwargs:
             return kwargs[name]
-        try:
-            position = self.params.index(name)
-        except ValueError:
-            return None
+        position = self._positions.get(name)
+        if position is None:
+            position = self._positions[name] = self.params.index(name) if name in self.params else 1 << 30
         return args[position] if position < len(args) else None
 
     def split(self, output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
