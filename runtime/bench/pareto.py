@@ -4,7 +4,9 @@ Contract
 --------
 * :func:`pareto_front` — the results no other result beats on both speedup and PSNR (failed and
   idle ones excluded), sorted by speedup.
-* :func:`psnr_at_speedup` — for each method family, the best PSNR among its points whose measured
+* Curves are keyed by ``(kind, family)``: a policy and a peer of the same name (``fbcache``) are two
+  curves.
+* :func:`psnr_at_speedup` — for each ``(kind, family)``, the best PSNR among its points whose measured
   speedup reaches ``target`` (a conservative "matched speedup" reading: no interpolation between
   points); families that never reach it are absent.
 * :func:`plot_pareto` — one curve per family (x: wall-clock speedup, y: PSNR in dB), policies solid,
@@ -26,10 +28,10 @@ def _usable(results: Iterable[MethodResult]) -> list[MethodResult]:
     return [r for r in results if r.status == "ok" and r.speedup is not None and r.psnr is not None]
 
 
-def families(results: Iterable[MethodResult]) -> dict[str, list[MethodResult]]:
-    grouped: dict[str, list[MethodResult]] = defaultdict(list)
+def families(results: Iterable[MethodResult]) -> dict[tuple[str, str], list[MethodResult]]:
+    grouped: dict[tuple[str, str], list[MethodResult]] = defaultdict(list)
     for r in _usable(results):
-        grouped[r.family].append(r)
+        grouped[(r.kind, r.family)].append(r)
     return {name: sorted(points, key=lambda r: r.speedup) for name, points in grouped.items()}
 
 
@@ -43,7 +45,7 @@ def pareto_front(results: Iterable[MethodResult]) -> list[MethodResult]:
     return sorted(front, key=lambda r: r.speedup)
 
 
-def psnr_at_speedup(results: Iterable[MethodResult], target: float) -> dict[str, float]:
+def psnr_at_speedup(results: Iterable[MethodResult], target: float) -> dict[tuple[str, str], float]:
     out = {}
     for name, points in families(results).items():
         reached = [r.psnr for r in points if r.speedup >= target]
@@ -63,11 +65,11 @@ def plot_pareto(results: Iterable[MethodResult], path: str | Path, *, title: str
     finite = [r.psnr for pts in grouped.values() for r in pts if math.isfinite(r.psnr)]
     top = (max(finite) + 5.0) if finite else 60.0
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    for name, points in sorted(grouped.items(), key=lambda kv: (kv[1][0].kind != "policy", kv[0])):
+    for (kind, name), points in sorted(grouped.items(), key=lambda kv: (kv[0][0] != "policy", kv[0][1])):
         xs = [r.speedup for r in points]
         ys = [r.psnr if math.isfinite(r.psnr) else top for r in points]
         style = "-" if points[0].kind == "policy" else "--"
-        (line,) = ax.plot(xs, ys, style, marker="o", label=f"{name} ({points[0].kind})",
+        (line,) = ax.plot(xs, ys, style, marker="o", label=f"{name} ({kind})",
                           linewidth=2.2 if points[0].kind == "policy" else 1.3)
         for x, r in zip(xs, points):
             if not math.isfinite(r.psnr):

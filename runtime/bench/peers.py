@@ -25,9 +25,10 @@ Every peer is configured so that it *acts* on the models of this project (diffus
   0, parses the ratios diffusers prints (one list per cache context; averaged over ``cond`` /
   ``uncond``) and memoises them per workload.
 * ``pab`` — diffusers ``PyramidAttentionBroadcastConfig`` (spatial + cross attention broadcast),
-  driven by ``pipe.current_timestep``. Under diffusion forcing that is one timestep per frame and
-  diffusers compares it to the skip range as a scalar ("Boolean value of Tensor ... ambiguous"), so
-  the callback (also FasterCache's) reduces it to the mean over frames.
+  driven by the timestep the transformer is called with (not ``pipe.current_timestep``, which loops
+  that call the transformer directly never set). Under diffusion forcing that is one timestep per
+  frame and diffusers compares it to the skip range as a scalar ("Boolean value of Tensor ...
+  ambiguous"), so the callback (also FasterCache's) reduces it to the mean over frames.
 * ``fastercache`` — diffusers ``FasterCacheConfig`` as published: attention reuse plus the CFG-branch
   cache, which expects the cond / uncond batch concatenated in one call. Wan runs them as two calls,
   and with guidance it fails (the error is reported, not hidden).
@@ -157,13 +158,29 @@ def _taylorseer(workload: Workload, p: dict[str, Any]) -> Handle:
 _MAG_LIST = re.compile(r"\[MagCache\] Calibration Complete[^\n]*\n\s*(\[[^\]]*\])")
 
 
+def calls_per_branch(workload: Workload) -> int:
+    """Denoiser calls per generation and cache context: the ``num_inference_steps`` the peers count.
+
+    ``workload.steps`` for a pipeline; more under diffusion forcing with ``ar_step > 0`` (one call per
+    iteration of the step matrix). Measured once with a compute meter and memoised.
+    """
+    from runtime.bench.counting import ComputeMeter
+
+    if "calls_per_branch" not in workload.memo:
+        with ComputeMeter(workload.transformer) as meter:
+            workload.call(0)
+        workload.memo["calls_per_branch"] = meter.count.denoiser_calls // (2 if workload.cfg else 1)
+    return workload.memo["calls_per_branch"]
+
+
 def calibrate_mag_ratios(workload: Workload, seed: int = 0) -> list[float]:
-    """Run diffusers' MagCache calibration mode once and return the per-step magnitude ratios."""
+    """Run diffusers' MagCache calibration mode once and return the per-call magnitude ratios."""
     from diffusers import MagCacheConfig
 
-    key = f"magcache_ratios/{workload.steps}/{seed}"
+    steps = calls_per_branch(workload)
+    key = f"magcache_ratios/{steps}/{seed}"
     if key not in workload.memo:
-        handle = _block_hooks(workload, MagCacheConfig(calibrate=True, num_inference_steps=workload.steps))
+        handle = _block_hooks(workload, MagCacheConfig(calibrate=True, num_inference_steps=steps))
         printed = io.StringIO()
         try:
             with contextlib.redirect_stdout(printed):
@@ -171,7 +188,7 @@ def calibrate_mag_ratios(workload: Workload, seed: int = 0) -> list[float]:
         finally:
             handle.disable()
         lists = [ast.literal_eval(m) for m in _MAG_LIST.findall(printed.getvalue())]
-        if not lists or any(len(r) != workload.steps for r in lists):
+        if not lists or any(len(r) != steps for r in lists):
             raise RuntimeError(f"MagCache calibration printed no usable ratios: {printed.getvalue()[-300:]!r}")
         workload.memo[key] = [sum(col) / len(col) for col in zip(*lists)]
     return workload.memo[key]
@@ -185,7 +202,7 @@ def _magcache(workload: Workload, p: dict[str, Any]) -> Handle:
         threshold=p["threshold"],
         max_skip_steps=p["max_skip_steps"],
         retention_ratio=p["retention_ratio"],
-        num_inference_steps=workload.steps,
+        num_inference_steps=len(ratios),
         mag_ratios=ratios,
     )
     handle = _block_hooks(workload, config)
@@ -193,43 +210,66 @@ def _magcache(workload: Workload, p: dict[str, Any]) -> Handle:
     return handle
 
 
-def _timestep_callback(pipe: Any) -> Callable[[], Any]:
-    """``pipe.current_timestep`` as one number (the mean over frames under diffusion forcing)."""
+def _timestep_source(workload: Workload) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """The timestep of the transformer call in progress, as one number, and a remover.
 
-    def current() -> Any:
-        t = pipe.current_timestep
-        if isinstance(t, torch.Tensor) and t.numel() > 1:
-            return float(t.float().mean())
-        return t
+    Read from the ``timestep`` argument of the transformer itself (a forward pre-hook), so that it
+    works for pipelines and for loops that call the transformer directly (``runtime.df``). Under
+    diffusion forcing there is one timestep per frame and diffusers compares it to its skip ranges
+    as a scalar, so it is reduced to the mean over frames.
+    """
+    seen: dict[str, Any] = {}
 
-    return current
+    def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if isinstance(t, torch.Tensor):
+            t = float(t.float().mean()) if t.numel() > 1 else t.reshape(()).item()
+        seen["t"] = t
+
+    hook = workload.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    return (lambda: seen.get("t")), hook.remove
+
+
+def _with_timestep(workload: Workload, build: Callable[[Callable[[], Any]], Any]) -> Handle:
+    current, remove = _timestep_source(workload)
+    try:
+        handle = _diffusers_cache(workload, build(current))
+    except Exception:
+        remove()
+        raise
+    disable = handle._disable
+
+    def both() -> None:
+        disable()
+        remove()
+
+    handle._disable = both
+    return handle
 
 
 def _pab(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import PyramidAttentionBroadcastConfig
 
-    config = PyramidAttentionBroadcastConfig(
+    return _with_timestep(workload, lambda current: PyramidAttentionBroadcastConfig(
         spatial_attention_block_skip_range=p["spatial_skip"],
         cross_attention_block_skip_range=p["cross_skip"],
         spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
         cross_attention_timestep_skip_range=tuple(p["timestep_range"]),
-        current_timestep_callback=_timestep_callback(workload.pipe),
-    )
-    return _diffusers_cache(workload, config)
+        current_timestep_callback=current,
+    ))
 
 
 def _fastercache(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import FasterCacheConfig
 
-    config = FasterCacheConfig(
+    return _with_timestep(workload, lambda current: FasterCacheConfig(
         spatial_attention_block_skip_range=p["spatial_skip"],
         spatial_attention_timestep_skip_range=tuple(p["timestep_range"]),
         unconditional_batch_skip_range=p["uncond_skip"],
         is_guidance_distilled=p["is_guidance_distilled"] or not workload.cfg,
         tensor_format="BCFHW",
-        current_timestep_callback=_timestep_callback(workload.pipe),
-    )
-    return _diffusers_cache(workload, config)
+        current_timestep_callback=current,
+    ))
 
 
 # -- cache-dit ----------------------------------------------------------------------------------
@@ -242,17 +282,34 @@ def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
         residual_diff_threshold=p["threshold"],
         max_warmup_steps=p["warmup"],
         max_continuous_cached_steps=p["max_continuous"],
-        num_inference_steps=workload.steps,
+        num_inference_steps=calls_per_branch(workload),
         enable_separate_cfg=workload.cfg,
     )
     calibrator = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=p["order"]) if p["taylor"] else None
+    from diffusers import DiffusionPipeline
+
+    target = workload.pipe if isinstance(workload.pipe, DiffusionPipeline) else workload.transformer
     try:
-        cache_dit.enable_cache(workload.pipe, cache_config=config, calibrator_config=calibrator)
+        cache_dit.enable_cache(target, cache_config=config, calibrator_config=calibrator)
     except Exception:
         with contextlib.suppress(Exception):
-            cache_dit.disable_cache(workload.pipe)
+            cache_dit.disable_cache(target)
         raise
-    return Handle(lambda: cache_dit.disable_cache(workload.pipe), info={"config": repr(config)})
+    refresh = None
+    if target is workload.transformer:  # no pipeline __call__ to start a fresh cache context per run
+
+        def refresh() -> None:
+            cache_dit.refresh_context(workload.transformer, cache_config=config.copy() if hasattr(config, "copy")
+                                      else config)
+
+        workload.before_call.append(refresh)
+
+    def disable() -> None:
+        if refresh is not None:
+            workload.before_call.remove(refresh)
+        cache_dit.disable_cache(target)
+
+    return Handle(disable, info={"config": repr(config)})
 
 
 _DB = {"fn": 1, "bn": 0, "threshold": 0.12, "warmup": 2, "max_continuous": 3, "taylor": False, "order": 1}

@@ -4,7 +4,9 @@ Contract
 --------
 ``policy_method(policy, **params)`` returns a :class:`~runtime.bench.workload.Method` of kind
 ``"policy"`` whose ``enable(workload)`` calls ``runtime.attach(workload.pipe, compiled, **params)``
-and whose handle calls the session's ``detach()``. ``policy`` is a path to a ``.policy`` file (compiled
+and whose handle calls the session's ``detach()`` — except a policy with an ``on frames``
+section on a diffusion-forcing workload (:meth:`Workload.for_df`), which goes in the workload's
+policy slot and is run by ``runtime.df``'s loop. ``policy`` is a path to a ``.policy`` file (compiled
 with ``policy_lang.compile_file``) or an already compiled policy. ``policy_sweep(policy, param,
 values)`` gives one method per value of one parameter — the points of the policy's Pareto curve.
 The runtime is imported lazily so that the benchmark package works (for peers) before and without it.
@@ -44,7 +46,21 @@ def attach_session(workload: Workload, compiled: Any, **params: Any) -> Any:
     return runtime.attach(workload.pipe, compiled, **params)
 
 
+def has_frames_section(compiled: Any) -> bool:
+    policy = getattr(compiled, "ir", compiled)
+    return any(getattr(section.unit, "kind", None) == "frames" for section in getattr(policy, "sections", ()))
+
+
 def _attach(workload: Workload, compiled: Any, params: dict[str, Any]) -> Handle:
+    if workload.df and has_frames_section(compiled):
+        if workload.df_policy is not None:
+            raise RuntimeError("a policy is already running in this workload's diffusion-forcing loop")
+        workload.df_policy = (compiled, dict(params))
+
+        def clear() -> None:
+            workload.df_policy = None
+
+        return Handle(clear, info={"df": True})
     session = attach_session(workload, compiled, **params)
     return Handle(session.detach, info={"session": session})
 

@@ -54,12 +54,11 @@ def method_table(results: Sequence[MethodResult]) -> list[str]:
 def matched_lines(results: Sequence[MethodResult], targets: Sequence[float]) -> list[str]:
     lines = ["| target speedup | best policy | PSNR | best peer | PSNR | margin | bar (+1 dB) |",
              "|---:|---|---:|---|---:|---:|---|"]
-    kinds = {r.family: r.kind for r in results}
     for target in targets:
         reached = psnr_at_speedup(results, target)
         best = {}
         for kind in ("policy", "peer"):
-            fams = {f: p for f, p in reached.items() if kinds.get(f) == kind}
+            fams = {f: p for (k, f), p in reached.items() if k == kind}
             best[kind] = max(fams.items(), key=lambda kv: kv[1]) if fams else None
         pol, peer = best["policy"], best["peer"]
         if pol is None:

@@ -8,7 +8,13 @@ Contract
   and whether classifier-free guidance runs a second (``uncond``) denoiser call per step (``cfg``):
   peers need both to be configured so that they act. :meth:`Workload.for_pipeline` builds one for
   any diffusers pipeline whose ``__call__`` takes ``num_inference_steps``, ``generator`` and
-  ``output_type``.
+  ``output_type``. :meth:`Workload.for_df` builds one on the project's diffusion-forcing loop
+  (``runtime.df.generate``); it has a **policy slot** (``df_policy``): a policy with an
+  ``on frames`` section is run *by the loop* (it needs the frame groups' noise levels), so enabling
+  it fills the slot rather than hooking the transformer. Peers and other policies hook the
+  transformer as usual. The last run's ``DFTrace`` is kept in ``memo["df_trace"]``. Like a
+  pipeline's ``__call__``, each run resets diffusers' stateful hooks afterwards and first runs the
+  ``before_call`` functions a method registered (cache-dit's context refresh).
 * A **method** is ``(name, kind, enable)`` where ``kind`` is ``"policy"`` or ``"peer"`` and
   ``enable(workload) -> Handle`` switches the technique on; ``Handle.disable()`` switches it off and
   must leave the model exactly as it was. ``family`` groups the points of a threshold sweep into one
@@ -63,6 +69,9 @@ class Workload:
     cfg: bool = False
     name: str = "workload"
     memo: dict[str, Any] = field(default_factory=dict)  # per-workload calibrations (e.g. mag ratios)
+    df: bool = False  # runs runtime.df's loop: frame policies go in the slot below
+    df_policy: tuple[Any, dict[str, Any]] | None = None  # (compiled policy, params) or None
+    before_call: list[Callable[[], None]] = field(default_factory=list)  # loop workloads: per-call resets
 
     @property
     def transformer(self) -> torch.nn.Module:
@@ -86,3 +95,40 @@ class Workload:
 
         return cls(pipe=pipe, call=call, steps=steps, cfg=guidance is not None and guidance > 1.0,
                    name=name or type(pipe).__name__)
+
+    @classmethod
+    def for_df(cls, model: Any, *, steps: int, prompt_embeds: Any, negative_prompt_embeds: Any = None,
+               name: str | None = None, decode: Callable[[Any], Any] | None = None, **loop_kwargs: Any) -> Workload:
+        """``runtime.df.generate(model, slot policy, ...)``; ``decode`` maps latents to the compared output."""
+        pipe = model if hasattr(model, "transformer") else _Pair(*model)
+        guidance = loop_kwargs.get("guidance_scale", 6.0)
+        workload = cls(pipe=pipe, call=lambda seed: None, steps=steps, df=True,
+                       cfg=guidance is not None and guidance > 1.0 and negative_prompt_embeds is not None,
+                       name=name or type(pipe).__name__)
+
+        def call(seed: int) -> Any:
+            from runtime.df import generate
+
+            policy, params = workload.df_policy or (None, {})
+            for prepare in workload.before_call:  # what a pipeline's __call__ would reset (cache-dit)
+                prepare()
+            latents, trace = generate(model, policy, prompt_embeds=prompt_embeds,
+                                      negative_prompt_embeds=negative_prompt_embeds, params=params,
+                                      num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                                      **loop_kwargs)
+            workload.memo["df_trace"] = trace
+            reset = getattr(workload.transformer, "_reset_stateful_cache", None)
+            if reset is not None:  # as DiffusionPipeline.maybe_free_model_hooks does after every call
+                reset()
+            return decode(latents) if decode is not None else latents
+
+        workload.call = call
+        return workload
+
+
+@dataclass
+class _Pair:
+    """A ``(transformer, scheduler)`` pair seen as a pipeline (peers hook ``.transformer``)."""
+
+    transformer: torch.nn.Module
+    scheduler: Any

@@ -104,8 +104,8 @@ def test_pareto_front_matched_speedup_and_plot(report, tmp_path):
     for r in front:  # nothing beats a front point on both axes
         assert not any(o.speedup > r.speedup and o.psnr > r.psnr for o in results if o.status == "ok")
     matched = psnr_at_speedup(results, 0.0)
-    assert set(matched) == {"skip", "fbcache"}
-    assert matched["skip"] == max(r.psnr for r in results if r.family == "skip")
+    assert set(matched) == {("policy", "skip"), ("peer", "fbcache")}
+    assert matched[("policy", "skip")] == max(r.psnr for r in results if r.family == "skip")
     png = plot_pareto(results, tmp_path / "pareto.png", title="tiny wan")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
