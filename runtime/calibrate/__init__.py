@@ -36,19 +36,21 @@ from runtime.simulate import dump_json
 
 __all__ = ["CalibrationError", "Calibration", "calibrate", "workload_for"]
 
-DEFAULT_STEPS = 20
+DEFAULT_STEPS = 25  # the testbeds' documented sampling
 
 
-def workload_for(model: str, steps: int | None = None, prompt: int = 3, guidance: float = 2.0) -> Any:
-    """The benchmark's workload for ``model`` (same pipeline, prompt and outputs as ``policyc bench``)."""
+def workload_for(model: str, steps: int | None = None, prompt: int = 3, guidance: float = 2.0,
+                 weights_dir: str | Path | None = None) -> Any:
+    """The benchmark's workload for ``model`` (same pipeline, prompt and outputs as ``policyc bench``);
+    ``weights_dir`` loads a testbed's weights from elsewhere (e.g. a training checkpoint)."""
     from runtime import testbeds
     from runtime.bench.workload import Workload
 
-    if hasattr(testbeds, "workload"):
+    if hasattr(testbeds, "workload") and weights_dir is None:
         from runtime.bench.models import load_workload
 
         return load_workload(model, steps=steps, prompt=prompt)
-    pipe = testbeds.load(model)
+    pipe = testbeds.load(model, Path(weights_dir)) if weights_dir else testbeds.load(model)
     positive, negative = testbeds.prompt_embeds(pipe, [prompt])
     return Workload.for_pipeline(pipe, steps=steps or DEFAULT_STEPS, output_type="np", name=model,
                                  prompt_embeds=positive, negative_prompt_embeds=negative,
@@ -151,10 +153,11 @@ class Calibration:
 def calibrate(policy_path: str | Path, model: str | Any, *, steps: int | None = None, seeds: int = 1,
               min_psnr: float | None = None, target_speedup: float | None = None,
               params: list[str] | None = None, overrides: dict[str, Any] | None = None,
-              tables: bool = True, degree: int | None = None, max_runs: int = 8) -> Calibration:
+              tables: bool = True, degree: int | None = None, max_runs: int = 8,
+              weights_dir: str | Path | None = None) -> Calibration:
     compiled = compile_file(policy_path, params=overrides)
     policy = compiled.ir
-    workload = workload_for(model, steps) if isinstance(model, str) else model
+    workload = workload_for(model, steps, weights_dir=weights_dir) if isinstance(model, str) else model
     seed_list = list(range(seeds))
     specs = find_tables(policy) if tables else []
     if not specs and min_psnr is None and target_speedup is None:

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-runs", type=int, default=8, help="real runs the search may spend")
     p.add_argument("--degree", type=int, help="degree of the table polynomials (default: the declared one)")
     p.add_argument("--no-tables", action="store_true", help="keep the declared tables")
+    p.add_argument("--weights-dir", help="load the testbed's weights from this folder (e.g. a checkpoint)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", help="output folder (default out/calibrate/<policy>-<model>)")
     p.set_defaults(handler=cmd_calibrate)
@@ -56,7 +57,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result = calibrate(args.policy, args.model, steps=args.steps, seeds=args.seeds, min_psnr=args.min_psnr,
                            target_speedup=args.target_speedup, params=args.param or None,
                            overrides=_pairs(args.set, args.parser), tables=not args.no_tables,
-                           degree=args.degree, max_runs=args.max_runs)
+                           degree=args.degree, max_runs=args.max_runs,
+                           weights_dir=args.weights_dir)
     except PolicyError as err:
         sys.stderr.write(str(err))
         return 1

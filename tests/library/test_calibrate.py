@@ -143,7 +143,7 @@ def test_cli_calibrate_writes_the_policy_and_report(tmp_path, monkeypatch, capsy
     import runtime.calibrate as cal
     from policy_lang.cli import main
 
-    monkeypatch.setattr(cal, "workload_for", lambda model, steps=None: workload)
+    monkeypatch.setattr(cal, "workload_for", lambda model, steps=None, weights_dir=None: workload)
     rc = main(["calibrate", str(POLICIES / "magcache.policy"), "--model", "wan-tiny", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0 and "R^2 =" in out
