@@ -202,10 +202,14 @@ class _Machine:
         self.exact_read = tuple(n for n in EXACT if n in self.read and (n != "branch" or branch != "any"))
         self.cap = history_capacity(section)
         st = self.st
-        self.track_since = "since_recompute" in self.read or bool(st.limit_stale)
-        self.since_cap = None if "since_recompute" in self.read else max((n for _, n in st.limit_stale), default=0)
-        self.track_run = "run" in self.read or bool(st.limit_run)
-        self.run_cap = None if "run" in self.read else max((n for _, _, n in st.limit_run), default=0)
+        # a limit of n >= steps calls can never fire within this pipeline call: leave it out of the
+        # state (it still counts as a declared bound for the staleness verdict)
+        self.limit_run = [(g, a, n) for g, a, n in st.limit_run if n < steps]
+        self.limit_stale = [(g, n) for g, n in st.limit_stale if n < steps]
+        self.track_since = "since_recompute" in self.read or bool(self.limit_stale)
+        self.since_cap = None if "since_recompute" in self.read else max((n for _, n in self.limit_stale), default=0)
+        self.track_run = "run" in self.read or bool(self.limit_run)
+        self.run_cap = None if "run" in self.read else max((n for _, _, n in self.limit_run), default=0)
         self.track_fh = "first_hit" in self.read
         self._chain_memo: dict[tuple, list[tuple[ir.Rule, tuple]]] = {}
         self._outcome_memo: dict[tuple, list[Outcome]] = {}
@@ -275,11 +279,11 @@ class _Machine:
         return out
 
     def _veto(self, kind: str, since: int, run_kind: str | None, run: int) -> tuple[str, str] | None:
-        for gid, limited, n in self.st.limit_run:
+        for gid, limited, n in self.limit_run:
             ran = run if run_kind == limited else 0
             if (kind == limited and ran + 1 > n) or (ran > 0 and ran >= n):
                 return "limit_run", gid
-        for gid, n in self.st.limit_stale:
+        for gid, n in self.limit_stale:
             if since + 1 > n:
                 return "limit_stale", gid
         return None
