@@ -44,7 +44,11 @@ from runtime.testbeds.models import (
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
-__all__ = ["TESTBEDS", "NULL_CLASS", "load", "load_spec", "prompt_embeds", "weights_path"]
+__all__ = ["TESTBEDS", "NULL_CLASS", "DEFAULT_STEPS", "DEFAULT_GUIDANCE", "load", "load_spec", "prompt_embeds",
+           "weights_path", "workload"]
+
+DEFAULT_STEPS = 25  # the documented sampling of the trained testbeds (model card)
+DEFAULT_GUIDANCE = 2.0
 
 
 def weights_path(name: str, weights_dir: Path | None = None) -> Path:
@@ -100,3 +104,19 @@ def prompt_embeds(pipe, digits: int | Sequence[int]) -> tuple[torch.Tensor, torc
         pe = pipe.prompt_table(labels).to(dtype)
         ne = pipe.prompt_table(torch.full_like(labels, NULL_CLASS)).to(dtype)
     return pe, ne
+
+
+def workload(name: str, steps: int = DEFAULT_STEPS, prompt: int = 3, cfg: bool = True,
+             weights_dir: Path | None = None):
+    """``(pipe, call_kwargs)``: the documented generation of ``name`` for one digit ``prompt``.
+
+    ``pipe(**call_kwargs)`` generates one video (``output_type="np"``, seed 0); ``cfg=False`` turns
+    classifier-free guidance off (one transformer call per step instead of two).
+    """
+    pipe = load(name, weights_dir)
+    pe, ne = prompt_embeds(pipe, [prompt])
+    kwargs = dict(prompt_embeds=pe, num_inference_steps=steps, output_type="np",
+                  guidance_scale=DEFAULT_GUIDANCE if cfg else 1.0, generator=torch.Generator().manual_seed(0))
+    if cfg:
+        kwargs["negative_prompt_embeds"] = ne
+    return pipe, kwargs

@@ -86,3 +86,14 @@ def test_prompt_embeds_shapes_and_validation():
     assert torch.equal(ne[0], ne[1]) and not torch.equal(pe[0], pe[1])
     with pytest.raises(ValueError):
         prompt_embeds(pipe, [10])
+
+
+def test_workload_gives_a_callable_generation():
+    from runtime.testbeds import workload
+
+    pipe, kw = workload("skyreels-df-tiny", steps=2, prompt=4)
+    assert kw["guidance_scale"] > 1 and "negative_prompt_embeds" in kw
+    video = pipe(**kw).frames
+    assert video.shape == (1, 8, 8, 32, 1)  # np: (B, F, H, W, C)
+    _, kw = workload("wan-tiny", steps=2, cfg=False)
+    assert kw["guidance_scale"] == 1.0 and "negative_prompt_embeds" not in kw
