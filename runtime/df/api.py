@@ -69,8 +69,10 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
     transformer, scheduler = split_model(model)
     resolved = resolve_policy(policy, params)
-    cbs = loop_kwargs.get("causal_block_size") or transformer.config.num_frame_per_block
-    planner = make_planner(resolved, transformer, cbs)
+    cbs = loop_kwargs.get("causal_block_size")
+    if cbs is not None:  # the loop will switch the model's mask to these blocks (pipeline semantics)
+        transformer._set_ar_attention(cbs)
+    planner = make_planner(resolved, transformer, cbs or transformer.config.num_frame_per_block)
     for factor in ("vae_scale_factor_temporal", "vae_scale_factor_spatial"):  # a pipeline knows its VAE
         if hasattr(model, factor):
             loop_kwargs.setdefault(factor, getattr(model, factor))

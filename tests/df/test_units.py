@@ -133,3 +133,14 @@ def test_simulator_replays_the_frame_decisions_decision_for_decision():
     assert {"cache", "recompute"} <= set(decisions.actions())
     replay = simulate(policy, decisions.signal_trace(call=0))
     assert compare(decisions.rows_for(call=0), replay) == []
+
+
+def test_exactness_follows_the_mask_the_loop_will_use():
+    # a model built with per-frame (bidirectional) attention becomes block-causal when the caller
+    # passes causal_block_size, as in the pipeline; selective computation is then exact
+    _, trace = generate(tiny_skyreels(num_frame_per_block=1), ablation("selective"), prompt_embeds=PE,
+                        negative_prompt_embeds=NE, **{**KW, "num_inference_steps": 3})
+    assert trace.exactness == "exact"
+    _, trace = generate(tiny_skyreels(num_frame_per_block=1), ablation("selective"), prompt_embeds=PE,
+                        negative_prompt_embeds=NE, **{**KW, "num_inference_steps": 3, "causal_block_size": 1})
+    assert trace.exactness.startswith("approximate")
