@@ -95,10 +95,11 @@ class RootHook(ModelHook):
 
     def _run_model_unit(self, call: CallState, args: tuple, kwargs: dict) -> Any:
         sources = {}
+        hidden = self.session.layout_arg("hidden_states", args, kwargs)
         if "input" in self.model_runner.sources:
             # latents can be updated in place by a scheduler; the reference must not move with them
-            sources["input"] = self.session.layout_arg("hidden_states", args, kwargs).detach().clone()
-        outcome = self.model_runner.decide(call, sources)
+            sources["input"] = hidden.detach().clone()
+        outcome = self.model_runner.decide(call, sources, tuple(hidden.shape))
         if outcome.compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             sample = _sample_of(output)
@@ -149,7 +150,7 @@ class BlockHook(ModelHook):
         runner = self.runner
         if runner is not None and self.head:
             sources = {"input": hidden, "probe": call.probe, "modulated_input": call.modulated}
-            outcome = runner.decide(call, sources)
+            outcome = runner.decide(call, sources, tuple(hidden.shape))
             call.ranges[id(runner)] = (outcome, hidden, encoder)
         entry = call.ranges.get(id(runner)) if runner is not None else None
         if entry is not None and not entry[0].compute:

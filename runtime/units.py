@@ -125,6 +125,7 @@ class UnitState:
     at_recompute: dict[str, torch.Tensor] = field(default_factory=dict)
     block_outputs: list[list[torch.Tensor]] = field(default_factory=list)
     finite: dict[int, bool] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -193,9 +194,14 @@ class UnitRunner:
 
     # ------------------------------------------------------------------ the decision point
     @torch.compiler.disable
-    def decide(self, call: Any, sources: dict[str, torch.Tensor | None]) -> Outcome:
+    def decide(self, call: Any, sources: dict[str, torch.Tensor | None], shape: tuple[int, ...] = ()) -> Outcome:
         started = time.perf_counter()
         st = self.state(call.branch)
+        if st.shape != shape:  # another token set (a resized latent, a moved frame window): a new unit
+            if st.shape is not None:
+                del self.states[call.branch]
+                st = self.state(call.branch)
+            st.shape = shape
         ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
         candidates: dict[Any, tuple] = {}
         values = _NO_SIGNALS

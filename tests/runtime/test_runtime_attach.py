@@ -249,3 +249,18 @@ def test_bfloat16_model_is_exact_under_recompute_and_predicts_in_its_dtype():
         out = run(pipe, kwargs)
     assert session.trace.actions()["predict"] > 0 and torch.isfinite(out.float()).all()
     assert out.dtype == torch.bfloat16
+
+
+def test_a_changed_token_set_starts_the_unit_afresh():
+    pipe, kwargs = tiny.wan(cfg=False, steps=4)
+    transformer = pipe.transformer
+    always_cache = make(ir.BlocksUnit(), [rule(0, None, ir.Cache())])
+    small, large = (torch.randn(1, 4, 2, 8, 8), torch.randn(1, 4, 2, 16, 16))
+    text = kwargs["prompt_embeds"]
+    with runtime.attach(transformer, always_cache) as session:
+        for step, latents in enumerate([small, small, large, large]):
+            with transformer.cache_context("cond", step_index=step, num_inference_steps=4, sigma=1 - step / 4):
+                transformer(hidden_states=latents, timestep=torch.tensor([1000.0 - 250 * step]),
+                            encoder_hidden_states=text, return_dict=False)
+    assert [(e.step, e.action, e.guard) for e in session.trace] == [
+        (0, "recompute", "history"), (1, "cache", None), (2, "recompute", "history"), (3, "cache", None)]
