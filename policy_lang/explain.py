@@ -107,7 +107,7 @@ def _section_text(r: SectionReport) -> list[str]:
 def explain_text(a: PolicyAnalysis) -> str:
     doc = f" - {a.policy.doc}" if a.policy.doc else ""
     out = [f"policy {a.policy.name}{doc}", f"analysed for {a.steps} calls per unit and branch "
-           f"in {a.seconds * 1000:.0f} ms", ""]
+           f"in {a.seconds * 1000:.0f} ms ({a.cpu_seconds * 1000:.0f} ms CPU)", ""]
     for r in a.sections:
         out += _section_text(r) + [""]
     if any(r.bounds for r in a.sections):
