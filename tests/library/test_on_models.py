@@ -72,3 +72,27 @@ def test_signals_that_need_more_history_than_the_predictor_are_measured(name, pa
     late = [e for e in session.trace.entries if e.step >= 6]
     assert all(v < float("inf") for e in late for k, v in e.signals.items() if k.startswith("pred_error"))
     assert session.trace.actions()[action] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PIPELINE_POLICIES, ids=lambda p: p.stem)
+def test_library_policy_runs_on_the_trained_testbed(path):
+    testbeds = pytest.importorskip("runtime.testbeds")
+    if not testbeds.weights_path("testbed").exists():
+        pytest.skip("the trained testbed's weights are not in the tree")
+    from runtime.calibrate import workload_for
+
+    workload = _trained_workload(workload_for)
+    with runtime.attach(workload.pipe, compile_file(path).ir) as session:
+        out = workload.call(0)
+    assert torch.isfinite(torch.as_tensor(out)).all()
+    assert len({(e.branch, e.step) for e in session.trace.entries}) == 2 * workload.steps
+
+
+_TRAINED: dict = {}
+
+
+def _trained_workload(workload_for):
+    if "w" not in _TRAINED:
+        _TRAINED["w"] = workload_for("testbed", steps=10)
+    return _TRAINED["w"]
