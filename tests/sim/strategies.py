@@ -42,6 +42,7 @@ def atoms():
         st.builds(lambda n: _ge(sig("history"), c(n)), SMALL_INT),
         first_hit_late,
         st.just(ir.Binary(op="==", left=sig("branch"), right=c("cond"))),
+        st.builds(lambda t: _lt(ir.LetRef(name="h"), c(t)), THRESHOLDS),  # the section's let
     )
 
 
@@ -88,7 +89,11 @@ def sections(draw):
     if draw(st.integers(0, 2)) == 0:
         guards.append(ir.LimitBudget(id=gid(), bound=c(draw(st.sampled_from((0.05, 0.1, 0.3))))))
     unit = draw(st.sampled_from((ir.ModelUnit(), ir.FramesUnit(), ir.BlocksUnit())))
-    return ir.Section(id="s0", unit=unit, guards=tuple(guards), rules=tuple(rules))
+    # the let `h` (read by some atoms) mixes an accumulator, a history signal and arithmetic
+    h = ir.Binary(op="+", left=ir.Accumulate(expr=dist("delta", "input")),
+                  right=ir.Binary(op="*", left=sig("curvature"), right=c(draw(st.sampled_from((0.0, 0.5, 2.0))))))
+    return ir.Section(id="s0", unit=unit, guards=tuple(guards), lets=(ir.Let(id="s0.l0", name="h", expr=h),),
+                      rules=tuple(rules))
 
 
 def policies():
