@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--steps", type=int)
     p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..K-1)")
     p.add_argument("--repeats", type=int, default=1, help="timed pairs per seed (the minimum is kept)")
     p.add_argument("--peers", action="store_true", help="also run every peer")
@@ -58,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
     p.add_argument("--out", default="out/run")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -157,7 +159,7 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = _methods(args)
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt)
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance)
     print(HEADER, file=sys.stderr)
     report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,
                        progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
@@ -194,7 +196,7 @@ def cmd_run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     compiled = _compile(args.policy, _pairs(args.set, "--set"))
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt)
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance)
     if hasattr(workload.pipe, "set_progress_bar_config"):
         workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)
     start = time.perf_counter()

@@ -2,62 +2,70 @@
 
 Contract
 --------
-``load_workload(name, steps=None, prompt=None, cfg=None)`` builds the workload of a named model:
-the project's testbeds (``runtime.testbeds.load``: ``testbed``, ``testbed-df``, ``wan-tiny``,
-``skyreels-df-tiny``) plus anything added with :func:`register_model`. ``steps`` / ``prompt`` (a
-digit for the trained testbeds) / ``cfg`` override the model's defaults; ``None`` keeps them.
-``MODELS`` lists what can be named; an unknown name is a ``KeyError`` whose message lists them.
+``load_workload(name, steps=None, prompt=None, guidance=None)`` builds the workload of a named
+model. Built in: the project's testbeds (``runtime.testbeds.load``):
+
+* ``testbed`` / ``wan-tiny`` — the Wan testbed pipeline called as a user would
+  (``output_type="np"``: frames in ``[0, 1]``), digit prompt ``prompt`` (default 3) through
+  ``runtime.testbeds.prompt_embeds``, ``guidance`` 2.0 (CFG: cond + uncond calls), 25 steps;
+* ``testbed-df`` / ``skyreels-df-tiny`` — the SkyReels-V2 diffusion-forcing testbed on the project's
+  own loop (``runtime.df.generate``; asynchronous ``ar_step=2``, causal blocks of 2 frames), so that
+  frame policies (SCOPE) run; the output is the final video mapped from ``[-1, 1]`` to ``[0, 1]``.
+
+:func:`register_model` adds more (tests register tiny random pipelines). An unknown name is a
+``KeyError`` listing the known ones.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from typing import Any
 
 from runtime.bench.workload import Workload
 
 Loader = Callable[..., Workload]
 MODELS: dict[str, Loader] = {}
-TESTBEDS = ("testbed", "testbed-df", "wan-tiny", "skyreels-df-tiny")
 DEFAULT_MODEL = "testbed"
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 2.0
+DEFAULT_DIGIT = 3
+DF_AR_STEP = 2
+DF_CAUSAL_BLOCK = 2
 
 
 def register_model(name: str, loader: Loader) -> None:
     MODELS[name] = loader
 
 
+def _to_unit_range(latents):
+    return (latents.clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
 def _testbed_loader(name: str) -> Loader:
-    def load(steps: int | None = None, prompt: int | None = None, cfg: bool | None = None) -> Workload:
+    def load(steps: int | None = None, prompt: int | None = None, guidance: float | None = None) -> Workload:
         from runtime import testbeds
 
-        if hasattr(testbeds, "workload"):  # the testbed knows its own call arguments
-            kwargs = {"steps": steps, "prompt": prompt, "cfg": cfg}
-            params = inspect.signature(testbeds.workload).parameters
-            made = testbeds.workload(name, **{k: v for k, v in kwargs.items() if k in params and v is not None})
-            return made if isinstance(made, Workload) else _from_pair(name, made, steps)
-        return _from_pair(name, testbeds.load(name), steps)
+        pipe = testbeds.load(name)
+        pe, ne = testbeds.prompt_embeds(pipe, [DEFAULT_DIGIT if prompt is None else prompt])
+        scale = DEFAULT_GUIDANCE if guidance is None else guidance
+        steps = steps or DEFAULT_STEPS
+        spec = pipe.testbed_spec
+        if spec.kind == "wan":
+            return Workload.for_pipeline(pipe, steps=steps, output_type="np", name=name, prompt_embeds=pe,
+                                         negative_prompt_embeds=ne, guidance_scale=scale)
+        return Workload.for_df(pipe, steps=steps, prompt_embeds=pe, negative_prompt_embeds=ne, name=name,
+                               decode=_to_unit_range, guidance_scale=scale, num_frames=spec.frames - 1,
+                               height=spec.height, width=spec.width, ar_step=DF_AR_STEP,
+                               causal_block_size=DF_CAUSAL_BLOCK)
 
     return load
 
 
-def _from_pair(name: str, made: Any, steps: int | None) -> Workload:
-    """``(pipe, call_kwargs)`` -> Workload (the shape the testbeds use)."""
-    pipe, kwargs = made if isinstance(made, tuple) else (made, {})
-    kwargs = dict(kwargs)
-    n = steps or kwargs.pop("num_inference_steps", None) or 20
-    kwargs.pop("num_inference_steps", None)
-    kwargs.pop("generator", None)
-    output_type = kwargs.pop("output_type", "np")
-    return Workload.for_pipeline(pipe, steps=n, output_type=output_type, name=name, **kwargs)
-
-
-for _name in TESTBEDS:
+for _name in ("testbed", "testbed-df", "wan-tiny", "skyreels-df-tiny"):
     register_model(_name, _testbed_loader(_name))
 
 
 def load_workload(name: str, *, steps: int | None = None, prompt: int | None = None,
-                  cfg: bool | None = None) -> Workload:
+                  guidance: float | None = None) -> Workload:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[name](steps=steps, prompt=prompt, cfg=cfg)
+    return MODELS[name](steps=steps, prompt=prompt, guidance=guidance)

@@ -36,7 +36,9 @@ Every peer is configured so that it *acts* on the models of this project (diffus
 * ``dbcache`` / ``dbcache-taylor`` — cache-dit 1.5.3 ``DBCacheConfig`` (F1B0 by default), without and
   with its ``TaylorSeerCalibratorConfig``; ``enable_separate_cfg`` follows the workload's ``cfg``
   (cache-dit's Wan adapter assumes separate CFG and, without guidance, miscounts steps so that the
-  calibrator never acts). cache-dit is the optional ``peers`` extra.
+  calibrator never acts); pipeline subclasses get their base class's adapter; on a loop that calls
+  the transformer itself the cache context is refreshed before every run. cache-dit is the optional
+  ``peers`` extra.
 """
 
 from __future__ import annotations
@@ -273,6 +275,31 @@ def _fastercache(workload: Workload, p: dict[str, Any]) -> Handle:
 
 
 # -- cache-dit ----------------------------------------------------------------------------------
+def _cache_dit_target(workload: Workload) -> Any:
+    """What to hand cache-dit: the pipeline, or the adapter of the pipeline class it derives from.
+
+    cache-dit matches adapters by class-name prefix, so a subclass such as ``TestbedWanPipeline``
+    ("not officially supported ... please set BlockAdapter") gets the adapter cache-dit registers for
+    its diffusers base class (``Wan...``, ``SkyReelsV2...``) — what a user of a subclass would write.
+    A loop that calls the transformer itself (``runtime.df``), or a bare ``(transformer, scheduler)``
+    model, hands over the transformer (cache-dit's transformer-only mode): wrapping a pipeline whose
+    ``__call__`` never runs leaves cache-dit idle.
+    """
+    from cache_dit import BlockAdapterRegister
+    from diffusers import DiffusionPipeline
+
+    pipe = workload.pipe
+    if workload.df or not isinstance(pipe, DiffusionPipeline):
+        return workload.transformer
+    if BlockAdapterRegister.is_supported(pipe):
+        return pipe
+    for base in type(pipe).__mro__[1:]:
+        for prefix, factory in BlockAdapterRegister._adapters.items():
+            if base.__name__.startswith(prefix):
+                return factory(pipe)
+    return pipe  # cache-dit's own error says why it cannot
+
+
 def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
     import cache_dit
 
@@ -286,9 +313,7 @@ def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
         enable_separate_cfg=workload.cfg,
     )
     calibrator = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=p["order"]) if p["taylor"] else None
-    from diffusers import DiffusionPipeline
-
-    target = workload.pipe if isinstance(workload.pipe, DiffusionPipeline) else workload.transformer
+    target = _cache_dit_target(workload)
     try:
         cache_dit.enable_cache(target, cache_config=config, calibrator_config=calibrator)
     except Exception:
@@ -296,11 +321,10 @@ def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
             cache_dit.disable_cache(target)
         raise
     refresh = None
-    if target is workload.transformer:  # no pipeline __call__ to start a fresh cache context per run
+    if workload.df:  # the loop calls the transformer directly: no pipeline __call__ starts a fresh context
 
         def refresh() -> None:
-            cache_dit.refresh_context(workload.transformer, cache_config=config.copy() if hasattr(config, "copy")
-                                      else config)
+            cache_dit.refresh_context(workload.transformer, cache_config=config)
 
         workload.before_call.append(refresh)
 

@@ -14,8 +14,8 @@ from runtime.bench.harness import JSON_KEYS
 
 @pytest.fixture
 def tiny_model(monkeypatch, wan_pipe, make_workload):
-    def load(steps=None, prompt=None, cfg=None):
-        return make_workload(wan_pipe, cfg=bool(cfg), steps=steps or 6)
+    def load(steps=None, prompt=None, guidance=None):
+        return make_workload(wan_pipe, cfg=bool(guidance and guidance > 1), steps=steps or 6)
 
     monkeypatch.setitem(models.MODELS, "tiny-random-wan", load)
     return "tiny-random-wan"
