@@ -117,7 +117,7 @@ class _Build(Transformer_NonRecursive):
         return s.Unary("-" if op.type == "SUB" else "not", operand, span=span_of(meta))
 
     def mean_over(self, meta, ch):
-        return s.MeanOver(ch[2], ch[3], span=span_of(meta))
+        return s.MeanOver(s.Name("blocks", span=span_of(ch[2])), ch[3], span=span_of(meta))
 
     def pos_arg(self, meta, ch):
         return s.Arg(None, ch[0], span=span_of(meta))

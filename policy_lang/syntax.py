@@ -109,7 +109,7 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class MeanOver:
-    """``mean over blocks e`` (``over`` holds the word after ``over``; only ``blocks`` is valid)."""
+    """``mean over blocks e`` (``over`` is the ``blocks`` keyword, kept for its span)."""
 
     over: Name
     operand: Expr

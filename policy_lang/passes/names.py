@@ -128,9 +128,6 @@ class _Scope:
         elif isinstance(e, s.Call):
             self.call(e, in_let)
         elif isinstance(e, s.MeanOver):
-            if e.over.text != "blocks":
-                self.c.emit("P0207", f"`mean over` needs `blocks`, found `{e.over.text}`", span=e.over.span,
-                             help="write `mean over blocks EXPR`")
             self.expr(e.operand, in_let)
         else:
             for child in s.children(e):

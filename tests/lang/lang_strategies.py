@@ -40,7 +40,7 @@ def _compound(children):
         st.builds(s.Unary, st.sampled_from(["-", "not"]), children),
         st.builds(s.Binary, st.sampled_from(BINARY_OPS), children, children),
         st.builds(s.Call, names, args),
-        st.builds(s.MeanOver, names, children),
+        st.builds(lambda e: s.MeanOver(s.Name("blocks"), e), children),
         st.lists(children, max_size=3).map(lambda xs: s.ListLit(tuple(xs))),
     )
 
