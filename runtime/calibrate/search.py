@@ -74,7 +74,7 @@ def _fmt(v: Any) -> str:
 
 
 def searchable(policy: ir.Policy, names: list[str] | None) -> list[ir.Param]:
-    """The params to search: those named, or every ranged number param of the policy."""
+    """The params to search: those named, or every ranged number param (ranged integers if it has none)."""
     if names:
         params = []
         for name in names:
@@ -87,9 +87,10 @@ def searchable(policy: ir.Policy, names: list[str] | None) -> list[ir.Param]:
                 raise CalibrationError(f"--param {name}: a {p.type} param cannot be searched")
             params.append(p)
         return params
-    params = [p for p in policy.params if p.type == "number" and p.low is not None and p.high is not None]
+    ranged = [p for p in policy.params if p.low is not None and p.high is not None]
+    params = [p for p in ranged if p.type == "number"] or [p for p in ranged if p.type == "integer"]
     if not params:
-        raise CalibrationError("the policy has no ranged number param to search; name one with --param")
+        raise CalibrationError("the policy has no ranged param to search; name one with --param")
     return params
 
 

@@ -127,11 +127,11 @@ def test_teacache_calibration_fits_coefficients_and_finds_the_fastest_setting_ab
 
 
 def test_target_speedup_picks_the_most_faithful_setting_that_reaches_it(workload):
-    result = calibrate(POLICIES / "fora.policy", workload, target_speedup=2.0, params=["interval"], max_runs=4)
+    result = calibrate(POLICIES / "fora.policy", workload, target_speedup=2.0, max_runs=4)  # integer param
     chosen = result.search.chosen
     assert chosen is not None and chosen.speedup >= 2.0
     assert all(c.sim_speedup >= 2.0 * 0.95 for c in result.search.candidates if c.evaluated)
-    assert result.fits == []
+    assert result.fits == [] and result.search.searched == ("interval",)
 
 
 def test_nothing_to_calibrate_is_an_error(workload):
