@@ -141,12 +141,13 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _line(r) -> str:
     psnr = "inf" if r.psnr is not None and r.psnr == float("inf") else _fmt(r.psnr, ".2f")
-    text = (f"{r.method:<36} {r.kind:<6} {r.status:<6} {_fmt(r.speedup, '.2f'):>7} {psnr:>7} "
+    text = (f"{r.method:<36} {r.kind:<6} {r.status:<6} {_fmt(r.speedup, '.2f'):>7} {_fmt(r.cpu_speedup, '.2f'):>7} {psnr:>7} "
             f"{_fmt(r.ssim, '.4f'):>7} {_fmt(r.compute_fraction, '.3f'):>6} {_fmt(r.efficiency, '.2f'):>5}")
     return text + (f"  {r.error}" if r.error else "")
 
 
-HEADER = f"{'method':<36} {'kind':<6} {'status':<6} {'speedup':>7} {'psnr':>7} {'ssim':>7} {'frac':>6} {'eff':>5}"
+HEADER = (f"{'method':<36} {'kind':<6} {'status':<6} {'speedup':>7} {'cpu':>7} {'psnr':>7} {'ssim':>7} {'frac':>6} "
+          f"{'eff':>5}")
 
 
 def cmd_bench(args) -> int:

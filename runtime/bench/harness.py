@@ -14,6 +14,8 @@ returns a :class:`BenchReport` holding one :class:`MethodResult` per method:
 * ``speedup`` — the **median of per-seed ratios** ``baseline_seconds / accelerated_seconds``;
   ``baseline_seconds`` / ``policy_seconds`` are the medians of the timed runs (``policy_seconds`` is
   the accelerated time, whatever the kind);
+* ``cpu_speedup`` — the same ratio on process CPU time (``time.process_time``), steadier than wall
+  time on a shared machine when torch runs on one thread; reported beside, never instead;
 * ``psnr`` / ``ssim`` / ``rel_l2`` — means over seeds of :mod:`runtime.bench.metrics` against the
   first unaccelerated output of that seed (``psnr`` is ``inf`` when identical; JSON writes ``null``
   and sets ``identical``);
@@ -56,6 +58,8 @@ class SeedRun:
     seed: int
     baseline_seconds: float
     policy_seconds: float
+    baseline_cpu_seconds: float
+    policy_cpu_seconds: float
     psnr: float
     ssim: float
     rel_l2: float
@@ -80,6 +84,7 @@ class MethodResult:
     block_fraction: float | None = None
     baseline_seconds: float | None = None
     policy_seconds: float | None = None
+    cpu_speedup: float | None = None
     restored: bool | None = None
     runs: list[SeedRun] = field(default_factory=list)
 
@@ -99,7 +104,7 @@ class MethodResult:
         out: dict[str, Any] = {key: getattr(self, key) for key in JSON_KEYS}
         out["identical"] = self.psnr is not None and math.isinf(self.psnr)
         out.update(status=self.status, error=self.error, family=self.family, params=self.params,
-                   rel_l2=self.rel_l2, block_fraction=self.block_fraction,
+                   rel_l2=self.rel_l2, block_fraction=self.block_fraction, cpu_speedup=self.cpu_speedup,
                    ideal_speedup=self.ideal_speedup, efficiency=self.efficiency, restored=self.restored,
                    runs=[asdict(r) for r in self.runs])
         return _json_safe(out)
@@ -159,12 +164,14 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _timed(call: Callable[[int], Any], seed: int) -> tuple[np.ndarray, float]:
+def _timed(call: Callable[[int], Any], seed: int) -> tuple[np.ndarray, float, float]:
+    """Output, wall seconds, process CPU seconds."""
     _sync()
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     out = call(seed)
     _sync()
-    return metrics.to_numpy(out), time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return metrics.to_numpy(out), wall, cpu
 
 
 def _error_text(exc: BaseException) -> str:
@@ -183,10 +190,10 @@ class _Baseline:
             workload.call(0)
         self.count = meter.count
 
-    def timed(self, seed: int) -> tuple[float, bool]:
-        out, seconds = _timed(self.workload.call, seed)
+    def timed(self, seed: int) -> tuple[float, float, bool]:
+        out, seconds, cpu = _timed(self.workload.call, seed)
         ref = self.outputs.setdefault(seed, out)
-        return seconds, bool(np.array_equal(ref, out))
+        return seconds, cpu, bool(np.array_equal(ref, out))
 
 
 def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: _Baseline,
@@ -203,18 +210,20 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
                     if rep == 0:
                         with ComputeMeter(workload.transformer) as meter:
                             metered = metrics.to_numpy(workload.call(seed))
-                    out, seconds = _timed(workload.call, seed)
-                    times.append(seconds)
+                    out, seconds, cpu = _timed(workload.call, seed)
+                    times.append((seconds, cpu))
                 finally:
                     handle.disable()
-                base_seconds, same = base.timed(seed)
-                base_times.append(base_seconds)
+                base_seconds, base_cpu, same = base.timed(seed)
+                base_times.append((base_seconds, base_cpu))
                 restored &= same
-            seconds, base_seconds = min(times), min(base_times)
+            seconds, cpu = min(t[0] for t in times), min(t[1] for t in times)
+            base_seconds, base_cpu = min(t[0] for t in base_times), min(t[1] for t in base_times)
             ref = base.outputs[seed]
             fid = metrics.fidelity(ref, out)
             result.runs.append(SeedRun(
-                seed=seed, baseline_seconds=base_seconds, policy_seconds=seconds, psnr=fid["psnr"],
+                seed=seed, baseline_seconds=base_seconds, policy_seconds=seconds,
+                baseline_cpu_seconds=base_cpu, policy_cpu_seconds=cpu, psnr=fid["psnr"],
                 ssim=fid["ssim"], rel_l2=fid["rel_l2"],
                 compute_fraction=compute_fraction(meter.count, base.count),
                 block_fraction=meter.count.block_calls / max(base.count.block_calls, 1),
@@ -226,6 +235,7 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
         return result
     runs = result.runs
     result.speedup = statistics.median(r.baseline_seconds / r.policy_seconds for r in runs)
+    result.cpu_speedup = statistics.median(r.baseline_cpu_seconds / max(r.policy_cpu_seconds, 1e-9) for r in runs)
     result.baseline_seconds = statistics.median(r.baseline_seconds for r in runs)
     result.policy_seconds = statistics.median(r.policy_seconds for r in runs)
     result.psnr = float(np.mean([r.psnr for r in runs]))
@@ -245,7 +255,7 @@ def _still_restores(base: _Baseline) -> bool:
     if seed is None:
         return True
     try:
-        return base.timed(seed)[1]
+        return base.timed(seed)[2]
     except Exception:
         return False
 

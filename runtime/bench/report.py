@@ -40,12 +40,14 @@ def _f(value: float | None, spec: str) -> str:
 
 
 def method_table(results: Sequence[MethodResult]) -> list[str]:
-    lines = ["| method | kind | status | speedup | PSNR (dB) | SSIM | rel-L2 | compute fraction | efficiency |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | kind | status | speedup | CPU-time speedup | PSNR (dB) | SSIM | rel-L2 | compute fraction "
+             "| efficiency |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = sorted(results, key=lambda r: (r.kind != "policy", r.family, -(r.speedup or 0.0)))
     for r in order:
         status = r.status if not r.error else f"{r.status}: `{r.error}`"
-        lines.append(f"| {r.method} | {r.kind} | {status} | {_f(r.speedup, '.2f')} | {_f(r.psnr, '.2f')} | "
+        lines.append(f"| {r.method} | {r.kind} | {status} | {_f(r.speedup, '.2f')} | {_f(r.cpu_speedup, '.2f')} | "
+                     f"{_f(r.psnr, '.2f')} | "
                      f"{_f(r.ssim, '.4f')} | {_f(r.rel_l2, '.4f')} | {_f(r.compute_fraction, '.3f')} | "
                      f"{_f(r.efficiency, '.2f')} |")
     return lines

@@ -53,5 +53,5 @@ def test_markdown_from_json_round_trip(tmp_path):
     assert "policyc bench policies/scope.policy --peers --sweep" in text
     assert "![Pareto: speedup vs PSNR, testbed](bench/pareto.png)" in text
     assert "| pab | peer | failed: `RuntimeError: boom` |" in text
-    assert "| noop | policy | idle | 1.00 | ∞ |" in text
+    assert "| noop | policy | idle | 1.00 | – | ∞ |" in text
     assert markdown([report]).startswith("# Benchmarks")
