@@ -18,7 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from policy_lang import syntax as s
 from policy_lang.codes import diagnostic
-from policy_lang.diagnostics import Diagnostic, Span
+from policy_lang.diagnostics import Diagnostic, Label, Span
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -322,4 +322,30 @@ def _at_end(source: str, expected: set[str]) -> Diagnostic:
     if _ACTION_TOKENS <= expected:
         return diagnostic("P0107", "expected an action, found end of input", span=span,
                           help="write one of `recompute`, `cache`, `predict order K`, `skip`")
-    return diagnostic("P0104", "unexpected end of input", span=span, notes=(f"expected {_expected(expected)}",))
+    opener = _unclosed(source)
+    labels = (Label(span=point_span(source, opener, 1), message=f"this `{source[opener]}` is never closed"),) \
+        if opener is not None else ()
+    return diagnostic("P0104", "unexpected end of input", span=span, labels=labels,
+                      notes=(f"expected {_expected(expected)}",))
+
+
+def _unclosed(source: str) -> int | None:
+    """Offset of the innermost bracket still open at the end of ``source`` (strings and comments skipped)."""
+    stack: list[int] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "#":
+            i = source.find("\n", i)
+            if i < 0:
+                break
+        elif ch == '"':
+            i += 1
+            while i < n and source[i] not in '"\n':
+                i += 2 if source[i] == "\\" else 1
+        elif ch in "{([":
+            stack.append(i)
+        elif ch in "})]" and stack:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None

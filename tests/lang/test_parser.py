@@ -90,3 +90,14 @@ def test_the_parser_keeps_what_the_passes_reject():
     tree, diags = parse("policy p { on layers { if a: cache else: skip elif b: recompute } }")
     assert diags == [] and tree.sections[0].unit.name == s.Name("layers")
     assert [i.kind for i in tree.sections[0].items] == ["if", "else", "elif"]
+
+
+def test_end_of_input_names_the_bracket_left_open():
+    from policy_lang.parser import _unclosed
+
+    src = 'policy p "a { in a string" {  # a { in a comment\n  on model {\n    if max(1, 2'
+    assert _unclosed(src) == src.index("max(") + 3
+    _, (diag,) = parse(src)
+    assert diag.code == "P0104" and diag.span.start == len(src)
+    assert diag.labels[0].message == "this `(` is never closed"
+    assert _unclosed("policy p { }") is None
