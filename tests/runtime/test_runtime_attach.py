@@ -264,3 +264,17 @@ def test_a_changed_token_set_starts_the_unit_afresh():
                             encoder_hidden_states=text, return_dict=False)
     assert [(e.step, e.action, e.guard) for e in session.trace] == [
         (0, "recompute", "history"), (1, "cache", None), (2, "recompute", "history"), (3, "cache", None)]
+
+
+def test_composes_with_layerwise_casting_and_leaves_its_hooks_alone():
+    pipe, kwargs = tiny.wan(cfg=True, steps=6)
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    baseline = run(pipe, kwargs)
+    before = sorted(_hooks(pipe.transformer))
+    with runtime.attach(pipe, ROOT / "policies" / "recompute.policy"):
+        assert torch.equal(run(pipe, kwargs), baseline)
+    with runtime.attach(pipe, ROOT / "policies" / "fbcache.policy", threshold=0.2) as session:
+        run(pipe, kwargs)
+    assert session.trace.actions()["cache"] > 0
+    assert sorted(_hooks(pipe.transformer)) == before
+    assert torch.equal(run(pipe, kwargs), baseline)
