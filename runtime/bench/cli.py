@@ -184,49 +184,60 @@ def cmd_bench(args) -> int:
 
 
 def cmd_run(args) -> int:
-    import time
-
     import torch
 
     from runtime.bench import metrics
     from runtime.bench.counting import ComputeMeter, compute_fraction
+    from runtime.bench.harness import _timed
     from runtime.bench.models import load_workload
-    from runtime.bench.pictures import decision_picture, save_video
-    from runtime.bench.policies import attach_session
+    from runtime.bench.pictures import decision_picture, df_decisions, save_video
+    from runtime.bench.policies import policy_method
 
     if args.threads:
         torch.set_num_threads(args.threads)
     compiled = _compile(args.policy, _pairs(args.set, "--set"))
+    method = policy_method(compiled, name=Path(args.policy).stem)
     workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance)
-    if hasattr(workload.pipe, "set_progress_bar_config"):
+    bar = hasattr(workload.pipe, "set_progress_bar_config") and not workload.df
+    if bar:
         workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)
-    start = time.perf_counter()
+    baseline, base_seconds, _ = _timed(workload.call, args.seed)
+    if bar:
+        workload.pipe.set_progress_bar_config(disable=True)
     with ComputeMeter(workload.transformer) as base_meter:
-        baseline = workload.call(args.seed)
-    base_seconds = time.perf_counter() - start
-    if hasattr(workload.pipe, "set_progress_bar_config"):
+        workload.call(args.seed)
+    if bar:
         workload.pipe.set_progress_bar_config(disable=False, desc=compiled.name, leave=False)
-    session = attach_session(workload, compiled)
+    handle = method.enable(workload)
     try:
+        output, seconds, _ = _timed(workload.call, args.seed)
+        if bar:
+            workload.pipe.set_progress_bar_config(disable=True)
         with ComputeMeter(workload.transformer) as meter:
-            start = time.perf_counter()
-            output = workload.call(args.seed)
-            seconds = time.perf_counter() - start
+            workload.call(args.seed)
     finally:
-        session.detach()
+        handle.disable()
     out = Path(args.out)
     frames = save_video(output, out / "frames")
     save_video(baseline, out / "baseline")
-    trace = list(getattr(session, "trace", []) or [])
+    session = handle.info.get("session")
+    if session is not None:
+        entries, trace_json = list(session.trace), session.trace.to_json()
+    else:
+        trace = workload.memo["df_trace"]
+        entries, trace_json = df_decisions(trace), json.dumps(trace.to_dicts(), default=str)
     picture = None
-    if trace:
-        picture = decision_picture(trace, out / "decisions.png", title=f"{compiled.name} on {workload.name}")
-        (out / "trace.json").write_text(session.trace.to_json(), encoding="utf-8")
+    if entries:
+        picture = decision_picture(entries, out / "decisions.png", title=f"{compiled.name} on {workload.name}")
+        (out / "trace.json").write_text(trace_json, encoding="utf-8")
     fid = metrics.fidelity(baseline, output)
     fraction = compute_fraction(meter.count, base_meter.count)
     print(f"{compiled.name} on {workload.name}, {workload.steps} steps, seed {args.seed}")
-    print(f"  speedup {base_seconds / seconds:.2f}x (single run, includes the metering hooks; "
-          f"use `policyc bench` for timing)  compute fraction {fraction:.3f}")
-    print(f"  PSNR {fid['psnr']:.2f} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}")
-    print(f"  frames: {frames[-1]}" + (f"\n  decisions: {picture}" if picture else ""))
+    print(f"  speedup {base_seconds / seconds:.2f}x (one run each; `policyc bench` for a measured speedup)  "
+          f"compute fraction {fraction:.3f}")
+    psnr = "inf" if fid["psnr"] == float("inf") else f"{fid['psnr']:.2f}"
+    print(f"  PSNR {psnr} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}")
+    print(f"  frames: {frames[-1]}  (baseline: {out / 'baseline' / 'video.gif'})")
+    if picture:
+        print(f"  decisions: {picture}")
     return 0

@@ -10,11 +10,14 @@ Contract
   one panel per branch (``cond`` / ``uncond``), rows = units, columns = denoising steps, cells
   coloured by the executed action, a black dot where a guard forced the action. Only one pipeline
   call is drawn (``call``; the last one by default). Saved as PNG (matplotlib, Agg).
+  :func:`df_decisions` turns a diffusion-forcing ``DFTrace`` into such entries (rows = frame groups,
+  columns = loop iterations).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,37 @@ import numpy as np
 from runtime.bench.metrics import as_video
 
 ACTION_COLORS = {"recompute": "#4d4d4d", "cache": "#4c9be8", "predict": "#f28e2b", "skip": "#e15759"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One cell of the decision picture (the fields ``decision_picture`` reads)."""
+
+    call: int
+    step: int
+    unit: str
+    unit_index: int
+    section: str
+    branch: str
+    action: str
+    guard: str | None
+
+
+def df_decisions(trace: Any) -> list[Decision]:
+    """A ``runtime.df`` ``DFTrace`` as decisions: one row per frame group, one column per iteration.
+
+    Groups the schedule does not update at an iteration (``idle``) are left blank; a reason that is
+    not a rule id (``s0.r1``) is a guard that forced the action.
+    """
+    out = []
+    for record in trace.records:
+        reasons = record.reasons or ("",) * len(record.actions)
+        for group, action, reason in zip(record.groups, record.actions, reasons):
+            guard = reason if reason and ".r" not in reason else None
+            out.append(Decision(call=record.chunk, step=record.iteration, unit=f"frames {group.frames[0]}-"
+                                f"{group.frames[1] - 1}", unit_index=group.index, section="frames", branch="cond",
+                                action=action, guard=guard))
+    return out
 
 
 def _to_uint8(video: np.ndarray) -> np.ndarray:
@@ -95,7 +129,7 @@ def decision_picture(trace: Iterable[Any], path: str | Path, *, call: int | None
         ax.set_yticks(range(len(units)), [u[2] for u in units], fontsize=7)
         ax.set_ylabel(branch)
         ax.set_xticks(range(0, steps, max(1, steps // 10)))
-    axes[-1, 0].set_xlabel("denoising step")
+    axes[-1, 0].set_xlabel("denoising step" if entries[0].section != "frames" else "loop iteration")
     handles = [Patch(color=ACTION_COLORS[a], label=a) for a in actions]
     handles.append(plt.Line2D([], [], color="black", marker="o", linestyle="", markersize=4, label="guard fired"))
     fig.legend(handles=handles, loc="upper right", fontsize=7, ncol=len(handles))

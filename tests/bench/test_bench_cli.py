@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,17 @@ def test_policy_sweep_points_scale_ranged_params_together():
     points = sweep_points(compiled, {})
     assert [pt["a"] for pt in points] == pytest.approx([0.025, 0.05, 0.1, 0.2, 0.3])
     assert sweep_points(compiled, {"a": "0.1,0.2"}) == [{"a": 0.1}, {"a": 0.2}]
+
+
+@pytest.mark.parametrize(("policy", "model"), [("fbcache", "wan-tiny"), ("scope", "skyreels-df-tiny")])
+def test_run_writes_frames_gif_and_decision_picture(policy, model, tmp_path, capsys):
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    assert main(["run", str(root / "policies" / f"{policy}.policy"), "--model", model, "--steps", "4",
+                 "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "compute fraction" in text and "PSNR" in text
+    assert len(list((out / "frames").glob("frame_*.png"))) == 8
+    for path in (out / "frames" / "video.gif", out / "baseline" / "video.gif", out / "decisions.png"):
+        assert path.stat().st_size > 500
+    assert json.loads((out / "trace.json").read_text())
