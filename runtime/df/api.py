@@ -11,6 +11,10 @@ policy's params. ``loop_kwargs`` are ``run_diffusion_forcing``'s generation argu
 ``guidance_scale``, ``generator``, ``overlap_history`` ...); the VAE scale factors default to the
 pipeline's own. ``num_frames`` follows the diffusers pipeline's convention (a subclass that
 translates frame counts, like the pixel-space testbeds, must be given the translated value).
+``reuse_clean_kv`` (default: on when the policy restricts active frames on a block-causal model and
+no conditioning noise is added to a prefix) runs the denoiser through ``KVPrefixDenoiser``: the
+keys/values of finished leading groups are reused, exact to float round-off; ``trace.reused_frames``
+counts the frame evaluations it saved.
 Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
 pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
 
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 
 from policy_lang import ir
+from runtime.df.kvcache import KVPrefixDenoiser
 from runtime.df.loop import DFTrace, run_diffusion_forcing
 from runtime.df.plan import Planner, is_block_causal
 from runtime.df.units import FrameUnitsPlanner
@@ -65,7 +70,7 @@ def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_
 
 def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
              negative_prompt_embeds: torch.Tensor | None = None, params: dict[str, Any] | None = None,
-             **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
+             reuse_clean_kv: bool | None = None, **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
     """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
     transformer, scheduler = split_model(model)
     resolved = resolve_policy(policy, params)
@@ -76,5 +81,19 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     for factor in ("vae_scale_factor_temporal", "vae_scale_factor_spatial"):  # a pipeline knows its VAE
         if hasattr(model, factor):
             loop_kwargs.setdefault(factor, getattr(model, factor))
-    return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds, planner=planner,
-                                 **loop_kwargs)
+    if reuse_clean_kv is None:  # exact to round-off, so on wherever the policy already restricts frames
+        reuse_clean_kv = (isinstance(planner, FrameUnitsPlanner) and planner.restrict and planner.block_causal
+                          and not loop_kwargs.get("addnoise_condition"))
+    if not reuse_clean_kv:
+        return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
+                                     planner=planner, **loop_kwargs)
+    denoiser = KVPrefixDenoiser(transformer, prompt_embeds, negative_prompt_embeds,
+                                loop_kwargs.get("guidance_scale", 6.0), loop_kwargs.get("fps", 24),
+                                loop_kwargs.get("attention_kwargs"))
+    try:
+        latents, trace = run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
+                                               planner=planner, denoiser=denoiser, **loop_kwargs)
+    finally:
+        denoiser.close()
+    trace.reused_frames = denoiser.reused_frames
+    return latents, trace

@@ -33,9 +33,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from runtime.df.ablations import ablation
-from runtime.df.api import generate, make_planner
-from runtime.df.kvcache import KVPrefixDenoiser
-from runtime.df.loop import run_diffusion_forcing
+from runtime.df.api import generate
 from runtime.df.tiny import tiny_embeds, tiny_skyreels
 
 #: A random model big enough that the denoiser, not the per-frame scheduler, dominates on a CPU.
@@ -97,20 +95,9 @@ def run_variant(name: str, transformer, scheduler, embeds, settings: dict[str, A
     kw = {k: v for k, v in settings.items() if k != "data_range"}
     kw.update(num_inference_steps=steps, generator=torch.Generator().manual_seed(1))
     start, cpu_start = time.perf_counter(), time.process_time()
-    if kv:
-        denoiser = KVPrefixDenoiser(transformer, embeds[0], embeds[1], settings["guidance_scale"])
-        try:
-            planner = make_planner(policy, transformer, settings["causal_block_size"])
-            latents, trace = run_diffusion_forcing(transformer, scheduler, embeds[0], embeds[1], planner=planner,
-                                                   denoiser=denoiser, **kw)
-        finally:
-            denoiser.close()
-        reused = denoiser.reused_frames
-    else:
-        latents, trace = generate((transformer, scheduler), policy, prompt_embeds=embeds[0],
-                                  negative_prompt_embeds=embeds[1], **kw)
-        reused = 0
-    return latents, trace, time.perf_counter() - start, time.process_time() - cpu_start, reused
+    latents, trace = generate((transformer, scheduler), policy, prompt_embeds=embeds[0],
+                              negative_prompt_embeds=embeds[1], reuse_clean_kv=kv, **kw)
+    return latents, trace, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 VARIANTS = ("baseline", "selective", "selective+kv", "cache", "predict", "scope", "scope+kv")
@@ -124,13 +111,13 @@ def bench(model: str = "small", steps: int = 20, repeats: int = 2, variants=VARI
     reference = None
     for _ in range(repeats):  # interleaved repeats: drift in machine load hits every variant alike
         for name in variants:
-            latents, trace, seconds, cpu, reused = run_variant(name, transformer, scheduler, embeds, settings, steps,
+            latents, trace, seconds, cpu = run_variant(name, transformer, scheduler, embeds, settings, steps,
                                                           params or {})
             if name == "baseline":
                 reference, full_frames = latents, trace.frame_evaluations
             row = rows.setdefault(name, {"seconds": float("inf"), "cpu": float("inf")})
             row["seconds"], row["cpu"] = min(row["seconds"], seconds), min(row["cpu"], cpu)
-            row.update(frames=(trace.frame_evaluations - reused), actions=trace.action_counts(),
+            row.update(frames=trace.frame_evaluations, actions=trace.action_counts(),
                        exactness=trace.exactness, latents=latents)
     base, base_cpu = rows["baseline"]["seconds"], rows["baseline"]["cpu"]
     table = []

@@ -63,13 +63,15 @@ class DFTrace:
     exactness: str
     records: list[IterationRecord] = field(default_factory=list)
     decisions: Any = None  # the planner's runtime.trace.Trace of per-group decisions, if it keeps one
+    reused_frames: int = 0  # frame evaluations served from reused keys/values (runtime.df.kvcache)
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.records]
 
     @property
     def frame_evaluations(self) -> int:
-        return sum(r.compute[1] - r.compute[0] for r in self.records if r.compute)
+        """Frames sent through the denoiser (minus those whose keys/values were reused)."""
+        return sum(r.compute[1] - r.compute[0] for r in self.records if r.compute) - self.reused_frames
 
     def action_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

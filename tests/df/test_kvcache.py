@@ -49,3 +49,18 @@ def test_reuse_refuses_bidirectional_attention():
     transformer, _ = tiny_skyreels(num_frame_per_block=1)
     with pytest.raises(ValueError, match="block-causal"):
         KVPrefixDenoiser(transformer, PE, NE, 3.0)
+
+
+def test_generate_reuses_clean_keys_values_by_default_for_restricted_policies():
+    from runtime.df import generate
+    from runtime.df.ablations import ablation
+
+    def run(**kw):
+        return generate(tiny_skyreels(num_frame_per_block=2), ablation("selective"), prompt_embeds=PE,
+                        negative_prompt_embeds=NE, generator=torch.Generator().manual_seed(1), **KW, **kw)
+
+    reused, trace = run()
+    plain, plain_trace = run(reuse_clean_kv=False)
+    assert trace.reused_frames > 0 and plain_trace.reused_frames == 0
+    assert trace.frame_evaluations == plain_trace.frame_evaluations - trace.reused_frames
+    assert (reused - plain).abs().max() < 1e-5 * plain.abs().max()
