@@ -129,7 +129,7 @@ class Calibration:
             "search": None if s is None else {
                 "objective": s.objective, "goal": s.goal, "params": list(s.searched), "note": s.note,
                 "chosen": None if s.chosen is None else s.chosen.params,
-                "candidates": [{k: v for k, v in asdict(c).items() if k != "signature"} for c in s.candidates],
+                "candidates": [asdict(c) for c in s.candidates],
             },
             "values": {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()},
         })

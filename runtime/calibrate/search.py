@@ -12,11 +12,11 @@ Stages:
    at least 1 apart), clipped to its declared range; the grid is the product (capped at
    ``MAX_GRID`` points, nearest to the defaults first).
 2. **prune with the simulator** — every grid point is replayed over the recorded signal traces
-   (``runtime.simulate.simulate``); points with identical decisions collapse into one, and for a
-   speedup target the points whose simulated speedup is below the target are dropped. The
-   recorded trace is the baseline's (open loop): signals that depend on the model input only
-   (TeaCache's modulated input, MagCache's curve, fixed schedules) are exact, the others shift
-   once the policy reuses results, which is why real runs decide.
+   (``runtime.simulate.simulate``) and ordered by simulated block speedup (``ordered``: ties
+   broken by aggressiveness); for a speedup target the points whose simulated speedup is below
+   the target are dropped. The recorded trace is the baseline's (open loop): signals that depend
+   on the model input only (TeaCache's modulated input, MagCache's curve, fixed schedules) are
+   exact, the others shift once the policy reuses results, which is why real runs decide.
 3. **real runs** — at most ``max_runs`` candidates run through ``runtime.attach``. For a PSNR floor
    a binary search over the candidates ordered by simulated speedup (fidelity falls as speedup
    rises); for a speedup target the candidates in order of increasing simulated speedup until one
@@ -45,7 +45,6 @@ GRID_EXPONENTS = range(-8, 9)
 class Candidate:
     params: dict[str, Any]
     sim_speedup: float
-    signature: tuple = ()
     speedup: float | None = None  # blocks of the baseline / blocks executed, real run
     wall_speedup: float | None = None
     psnr: float | None = None
@@ -118,13 +117,31 @@ def grid(params: list[ir.Param]) -> list[dict[str, Any]]:
 
 def simulated(policy: ir.Policy, point: dict[str, Any], recordings: list[Recording]) -> Candidate:
     candidate = policy.with_params(point)
-    fractions, signature = [], []
-    for rec in recordings:
-        decided = simulate(candidate, rec.rows)
-        fractions.append(block_fraction(decided, rec.unit_blocks, rec.n_blocks))
-        signature.append(tuple(r.action for r in decided))
+    fractions = [block_fraction(simulate(candidate, rec.rows), rec.unit_blocks, rec.n_blocks) for rec in recordings]
     fraction = sum(fractions) / len(fractions)
-    return Candidate(dict(point), 1.0 / max(fraction, 1e-9), tuple(signature))
+    return Candidate(dict(point), 1.0 / max(fraction, 1e-9))
+
+
+def ordered(candidates: list[Candidate], params: list[ir.Param]) -> list[Candidate]:
+    """Candidates from the least to the most aggressive.
+
+    The simulated speedup orders them first. It ties wherever the recorded (open-loop) trace cannot
+    tell settings apart, e.g. a threshold above every recorded distance, while the real closed-loop
+    runs still differ; ties are broken by aggressiveness: the direction in which each param raises
+    the simulated speedup over the grid, summed in log scale.
+    """
+    direction = {}
+    for p in params:
+        xs = [math.log(max(abs(c.params[p.name]), 1e-12)) for c in candidates]
+        ys = [math.log(c.sim_speedup) for c in candidates]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        cov = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+        direction[p.name] = -1.0 if cov < 0 else 1.0
+
+    def aggressiveness(c: Candidate) -> float:
+        return sum(direction[k] * math.log(max(abs(v), 1e-12)) for k, v in c.params.items())
+
+    return sorted(candidates, key=lambda c: (round(c.sim_speedup, 9), aggressiveness(c)))
 
 
 def evaluate(policy: ir.Policy, candidate: Candidate, workload: Any, recordings: list[Recording],
@@ -158,12 +175,9 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
     chosen_params = searchable(policy, params)
     objective, goal = ("min_psnr", min_psnr) if min_psnr is not None else ("target_speedup", target_speedup)
     result = SearchResult(objective, float(goal), tuple(p.name for p in chosen_params))
-    unique: dict[tuple, Candidate] = {}
     for point in grid(chosen_params):
-        cand = simulated(policy, point, recordings)
-        result.candidates.append(cand)
-        unique.setdefault(cand.signature, cand)  # grid is nearest-to-default first: keep that one
-    pool = sorted(unique.values(), key=lambda c: c.sim_speedup)
+        result.candidates.append(simulated(policy, point, recordings))
+    pool = ordered(result.candidates, chosen_params)
 
     def run(c: Candidate) -> Candidate:
         evaluate(policy, c, workload, recordings, seeds)
@@ -188,7 +202,7 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
             result.note = "the fastest setting of the grid meets the floor: the params' ranges bound the search"
     else:
         reachable = [c for c in pool if c.sim_speedup >= goal * 0.95]
-        result.note = f"{len(pool) - len(reachable)} of {len(pool)} distinct settings pruned by the simulator"
+        result.note = f"{len(pool) - len(reachable)} of {len(pool)} settings pruned by the simulator"
         for c in reachable:
             if runs >= max_runs:
                 break
