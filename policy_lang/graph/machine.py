@@ -27,7 +27,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_lang import ir
-from policy_lang.graph.abstract import AbstractEnv, Atom, _and, _not, _truth, atoms_of, evaluate, satisfiable
+from policy_lang.graph.abstract import (
+    AbstractEnv,
+    Atom,
+    _and,
+    _not,
+    _truth,
+    atoms_of,
+    compile_exact,
+    evaluate,
+    satisfiable,
+)
 
 #: exact scalars the analysis tracks (the rest of ``ir.SCALAR_SIGNALS`` are symbolic)
 EXACT = ("step", "steps", "progress", "since_recompute", "run", "history", "first_hit", "branch")
@@ -106,25 +116,33 @@ def statics(section: ir.Section, params: dict[str, Any], steps: int) -> Statics:
     return st
 
 
+def _nodes(node: Any):
+    yield node
+    for name in ("expr", "coeffs", "operand", "left", "right"):
+        child = getattr(node, name, None)
+        if child is not None:
+            yield from _nodes(child)
+    for child in getattr(node, "args", ()) or ():
+        yield from _nodes(child)
+
+
+def reads_of(expr: Any) -> set[str]:
+    """Scalar signal names that ``expr`` reads."""
+    return {n.name for n in _nodes(expr) if isinstance(n, ir.Signal)}
+
+
+def _has_accumulate(expr: Any) -> bool:
+    return any(isinstance(n, ir.Accumulate) for n in _nodes(expr))
+
+
 def reads(section: ir.Section) -> set[str]:
     """Scalar signal names that the lets and the chain read."""
     found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, ir.Signal):
-            found.add(node.name)
-        for name in ("expr", "coeffs", "operand", "left", "right"):
-            child = getattr(node, name, None)
-            if child is not None:
-                walk(child)
-        for child in getattr(node, "args", ()) or ():
-            walk(child)
-
     for let in section.lets:
-        walk(let.expr)
+        found |= reads_of(let.expr)
     for rule in section.rules:
         if rule.cond is not None:
-            walk(rule.cond)
+            found |= reads_of(rule.cond)
     return found
 
 
@@ -216,6 +234,25 @@ class _Machine:
         # (id, kind, order, history needed) per rule: pydantic attribute access is slow in the hot loop
         self._rule_info = {r.id: (r.id, r.action.kind, getattr(r.action, "order", 0), required_history(r.action))
                            for r in section.rules}
+        # fast path (no lets): a condition over exact values only runs as a compiled closure; one that
+        # reads no exact value and no accumulator is the same formula at every state
+        self._conds: list[tuple[str, Any]] | None = None
+        if not section.lets:
+            names = frozenset(self.exact_read)
+            self._conds = []
+            for r in section.rules:
+                if r.cond is None:
+                    self._conds.append(("const", True))
+                    continue
+                program = compile_exact(r.cond, self.params, names)
+                if program is not None:
+                    self._conds.append(("exact", program))
+                elif not (reads_of(r.cond) & set(EXACT)) and not _has_accumulate(r.cond):
+                    self._conds.append(("const", _truth(evaluate(r.cond, AbstractEnv(self.params, {})))))
+                else:
+                    self._conds.append(("mixed", r.cond))
+        self._has_acc = any(r.cond is not None and _has_accumulate(r.cond) for r in section.rules) or any(
+            _has_accumulate(let.expr) for let in section.lets)
 
     def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple]]]:
         """The rules the chain may choose at (t, state), each with the accumulator bounds it implies."""
@@ -231,13 +268,18 @@ class _Machine:
             env.lets[let.name] = evaluate(let.expr, env)
         path: Any = True
         possible = []
-        for rule in self.section.rules:
-            cond = True if rule.cond is None else _truth(evaluate(rule.cond, env))
+        for i, rule in enumerate(self.section.rules):
+            if self._conds is None:
+                cond = True if rule.cond is None else _truth(evaluate(rule.cond, env))
+            else:
+                how, what = self._conds[i]
+                cond = what if how == "const" else bool(what(values)) if how == "exact" else \
+                    _truth(evaluate(what, env))
             take = _and(path, cond)
-            if take is not False and satisfiable(take):
-                possible.append((rule, _implied_acc_bounds(take, acc)))
+            if take is True or (take is not False and satisfiable(take)):
+                possible.append((rule, _implied_acc_bounds(take, acc) if self._has_acc else ()))
             path = _and(path, _not(cond))
-            if path is False or not satisfiable(path):
+            if path is False or (path is not True and not satisfiable(path)):
                 break
         self._chain_memo[key] = possible
         return key, possible

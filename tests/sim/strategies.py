@@ -23,7 +23,7 @@ def _ge(left, right):
     return ir.Binary(op=">=", left=left, right=right)
 
 
-def atoms():
+def atoms(with_let: bool = True):
     tensor = st.sampled_from([dist("delta", "input"), dist("drift", "input"), dist("cos_dist", "modulated_input"),
                               perr(1), perr(2, "step"), sig("change_rate"),
                               ir.MeanOverBlocks(expr=dist("delta", "output"))])
@@ -31,6 +31,7 @@ def atoms():
         lambda k: ir.Binary(op="and", left=ir.Binary(op="!=", left=sig("first_hit"), right=c(None)),
                             right=_ge(sig("step"), ir.Binary(op="+", left=sig("first_hit"), right=c(k)))),
         st.integers(1, 8))
+    let_atom = [st.builds(lambda t: _lt(ir.LetRef(name="h"), c(t)), THRESHOLDS)] if with_let else []
     return st.one_of(
         st.builds(_lt, tensor, THRESHOLDS.map(c)),
         st.builds(lambda t: _lt(ir.Accumulate(expr=dist("delta", "input")), c(t)), THRESHOLDS),
@@ -42,16 +43,16 @@ def atoms():
         st.builds(lambda n: _ge(sig("history"), c(n)), SMALL_INT),
         first_hit_late,
         st.just(ir.Binary(op="==", left=sig("branch"), right=c("cond"))),
-        st.builds(lambda t: _lt(ir.LetRef(name="h"), c(t)), THRESHOLDS),  # the section's let
+        *let_atom,  # the section's let, when it has one
     )
 
 
-def conditions():
+def conditions(with_let: bool = True):
+    a = atoms(with_let)
     return st.one_of(
-        atoms(),
-        st.builds(lambda op, a, b: ir.Binary(op=op, left=a, right=b), st.sampled_from(("and", "or")), atoms(),
-                  atoms()),
-        st.builds(lambda a: ir.Unary(op="not", operand=a), atoms()),
+        a,
+        st.builds(lambda op, x, y: ir.Binary(op=op, left=x, right=y), st.sampled_from(("and", "or")), a, a),
+        st.builds(lambda x: ir.Unary(op="not", operand=x), a),
     )
 
 
@@ -65,8 +66,10 @@ def actions():
 
 @st.composite
 def sections(draw):
+    with_let = draw(st.booleans())  # without lets the analysis takes its compiled fast path
     n_rules = draw(st.integers(0, 3))
-    rules = [ir.Rule(id=f"s0.r{i}", cond=draw(conditions()), action=draw(actions())) for i in range(n_rules)]
+    rules = [ir.Rule(id=f"s0.r{i}", cond=draw(conditions(with_let)), action=draw(actions()))
+             for i in range(n_rules)]
     rules.append(ir.Rule(id=f"s0.r{n_rules}", cond=None, action=draw(actions())))
     guards: list = []
 
@@ -92,8 +95,8 @@ def sections(draw):
     # the let `h` (read by some atoms) mixes an accumulator, a history signal and arithmetic
     h = ir.Binary(op="+", left=ir.Accumulate(expr=dist("delta", "input")),
                   right=ir.Binary(op="*", left=sig("curvature"), right=c(draw(st.sampled_from((0.0, 0.5, 2.0))))))
-    return ir.Section(id="s0", unit=unit, guards=tuple(guards), lets=(ir.Let(id="s0.l0", name="h", expr=h),),
-                      rules=tuple(rules))
+    lets = (ir.Let(id="s0.l0", name="h", expr=h),) if with_let else ()
+    return ir.Section(id="s0", unit=unit, guards=tuple(guards), lets=lets, rules=tuple(rules))
 
 
 def policies():
