@@ -54,3 +54,14 @@ def test_emit_dot_and_png(tmp_path, capsys):
     png = tmp_path / "scope.png"
     assert main(["explain", SCOPE, "--emit", "png", "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_explain_every_section_of_a_multi_section_policy(capsys):
+    path = str(ROOT / "tests" / "golden" / "ok" / "blocks_and_probe.policy")
+    assert main(["explain", path, "--json", "--steps", "30"]) == 0
+    units = json.loads(capsys.readouterr().out)["units"]
+    assert [(u["section"], u["unit"]) for u in units] == [("s0", "blocks[1:8]"), ("s1", "each block[8:]")]
+    assert [u["max_stale"] for u in units] == [5, 3]  # limit stale 5 and limit stale 3
+    assert main(["explain", path, "--steps", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "section s0: on blocks[1:8]" in out and "section s1: on each block[8:]" in out
