@@ -8,7 +8,10 @@ transformer's block list *really executes*:
 * ``macs`` — multiply-accumulates of every ``nn.Linear`` inside the blocks (tokens x in x out), plus
   the attention core (``2 * Lq * Lk * inner_dim``) of every attention module that actually ran;
 * ``block_calls`` — block forwards whose body ran (at least one of its linear layers executed);
-* ``denoiser_calls`` — forwards of the transformer itself.
+* ``denoiser_calls`` — forwards of the transformer itself;
+* ``block_seconds`` / ``seconds`` — wall time spent inside block calls vs inside the meter's
+  ``with`` (``block_share`` = their ratio): the part of the run that skipping blocks can remove, for
+  the Amdahl bound of :func:`amdahl_ideal` (the metering hooks add a little to both).
 
 Why not count block ``forward`` calls directly: diffusers' cache hooks (FirstBlockCache, MagCache,
 TaylorSeer, PAB, FasterCache) replace a module's ``forward`` but are still entered through
@@ -25,6 +28,7 @@ output head) are not counted: no method in scope skips them, and they are the sa
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -39,9 +43,16 @@ class ComputeCount:
     macs: int = 0
     block_calls: int = 0
     denoiser_calls: int = 0
+    block_seconds: float = 0.0
+    seconds: float = 0.0
 
-    def to_dict(self) -> dict[str, int]:
-        return {"macs": self.macs, "block_calls": self.block_calls, "denoiser_calls": self.denoiser_calls}
+    @property
+    def block_share(self) -> float:
+        return min(self.block_seconds / self.seconds, 1.0) if self.seconds > 0 else 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"macs": self.macs, "block_calls": self.block_calls, "denoiser_calls": self.denoiser_calls,
+                "block_seconds": self.block_seconds, "seconds": self.seconds, "block_share": self.block_share}
 
 
 def find_block_lists(transformer: nn.Module) -> list[nn.ModuleList]:
@@ -86,10 +97,15 @@ class ComputeMeter:
         self._linear_calls = 0  # monotone counter: "did anything run underneath since X"
         self._marks: dict[int, list[int]] = {}
         self._attn_shape: dict[int, list[tuple[int, int, int]]] = {}
+        self._block_seconds = 0.0
+        self._block_start: list[float] = []
+        self._entered = 0.0
+        self._seconds = 0.0
 
     @property
     def count(self) -> ComputeCount:
-        return ComputeCount(self._macs, self._block_calls, self._denoiser_calls)
+        seconds = self._seconds if not self._handles else time.perf_counter() - self._entered
+        return ComputeCount(self._macs, self._block_calls, self._denoiser_calls, self._block_seconds, seconds)
 
     def _on_linear(self, module: nn.Linear, args) -> None:
         x = args[0]
@@ -102,7 +118,12 @@ class ComputeMeter:
     def _ran(self, module: nn.Module) -> bool:
         return self._marks[id(module)].pop() != self._linear_calls
 
+    def _on_block_start(self, module: nn.Module, *_):
+        self._mark(module)
+        self._block_start.append(time.perf_counter())
+
     def _on_block_end(self, module: nn.Module, *_):
+        self._block_seconds += time.perf_counter() - self._block_start.pop()
         if self._ran(module):
             self._block_calls += 1
 
@@ -132,7 +153,7 @@ class ComputeMeter:
         add = self._handles.append
         add(self.transformer.register_forward_pre_hook(self._on_denoiser))
         for block in self.blocks:
-            add(block.register_forward_pre_hook(self._mark))
+            add(block.register_forward_pre_hook(self._on_block_start))
             add(block.register_forward_hook(self._on_block_end))
             for module in block.modules():
                 if isinstance(module, nn.Linear):
@@ -140,9 +161,11 @@ class ComputeMeter:
                 elif _is_attention(module):
                     add(module.register_forward_pre_hook(self._on_attention_start, with_kwargs=True))
                     add(module.register_forward_hook(self._on_attention_end, with_kwargs=True))
+        self._entered = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
+        self._seconds = time.perf_counter() - self._entered
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -153,6 +176,11 @@ def compute_fraction(accelerated: ComputeCount, baseline: ComputeCount) -> float
     if baseline.macs <= 0:
         raise ValueError("the baseline executed no block work: nothing to compare against")
     return accelerated.macs / baseline.macs
+
+
+def amdahl_ideal(fraction: float, block_share: float) -> float:
+    """Best wall-clock speedup when only block work shrinks: ``1 / ((1 - p) + p * fraction)``."""
+    return 1.0 / ((1.0 - block_share) + block_share * fraction)
 
 
 def is_idle(fraction: float) -> bool:

@@ -16,11 +16,15 @@ returns a :class:`BenchReport` holding one :class:`MethodResult` per method:
   the accelerated time, whatever the kind);
 * ``cpu_speedup`` — the same ratio on process CPU time (``time.process_time``), steadier than wall
   time on a shared machine when torch runs on one thread; reported beside, never instead;
-* ``psnr`` / ``ssim`` / ``rel_l2`` — means over seeds of :mod:`runtime.bench.metrics` against the
-  first unaccelerated output of that seed (``psnr`` is ``inf`` when identical; JSON writes ``null``
-  and sets ``identical``);
+* ``psnr`` / ``ssim`` / ``rel_l2`` — over seeds, against the first unaccelerated output of that seed
+  (:mod:`runtime.bench.metrics`): ``ssim`` and ``rel_l2`` are means; ``psnr`` is that of the mean
+  normalised MSE, ``-10 log10(mean_s 10^(-psnr_s / 10))``, so one identical seed does not make it
+  infinite (``inf`` only when every seed is identical; JSON writes ``null`` and sets ``identical``);
 * ``compute_fraction`` — executed block MACs over the baseline's (:mod:`runtime.bench.counting`),
   mean over seeds; ``ideal_speedup = 1 / compute_fraction`` and ``efficiency = speedup / ideal``;
+  ``amdahl_speedup`` is the ideal when only the blocks' share ``p`` of the baseline's time can shrink
+  (``1 / ((1 - p) + p * fraction)``, :func:`~runtime.bench.counting.amdahl_ideal`) and
+  ``amdahl_efficiency = speedup / amdahl_speedup``;
 * ``status`` — ``"ok"``, ``"idle"`` (compute fraction 1: the method did nothing and must not be
   compared as an accelerator) or ``"failed"`` with ``error`` holding the exception text;
 * ``restored`` — every baseline run after a disable reproduced the reference bit for bit.
@@ -46,7 +50,7 @@ import numpy as np
 import torch
 
 from runtime.bench import metrics
-from runtime.bench.counting import ComputeCount, ComputeMeter, compute_fraction, is_idle
+from runtime.bench.counting import ComputeCount, ComputeMeter, amdahl_ideal, compute_fraction, is_idle
 from runtime.bench.workload import Method, Workload
 
 JSON_KEYS = ("method", "kind", "speedup", "psnr", "ssim", "compute_fraction", "baseline_seconds",
@@ -86,6 +90,7 @@ class MethodResult:
     policy_seconds: float | None = None
     cpu_speedup: float | None = None
     restored: bool | None = None
+    block_share: float | None = None  # of the baseline's wall time, spent in the blocks
     runs: list[SeedRun] = field(default_factory=list)
 
     @property
@@ -99,13 +104,26 @@ class MethodResult:
         ideal = self.ideal_speedup
         return None if ideal is None or self.speedup is None else self.speedup / ideal
 
+    @property
+    def amdahl_speedup(self) -> float | None:
+        if self.compute_fraction is None or self.block_share is None:
+            return None
+        return amdahl_ideal(self.compute_fraction, self.block_share)
+
+    @property
+    def amdahl_efficiency(self) -> float | None:
+        ideal = self.amdahl_speedup
+        return None if ideal is None or self.speedup is None else self.speedup / ideal
+
     def to_json(self) -> dict[str, Any]:
         """One JSON-safe object: the keys of ``JSON_KEYS`` first, then the extras."""
         out: dict[str, Any] = {key: getattr(self, key) for key in JSON_KEYS}
         out["identical"] = self.psnr is not None and math.isinf(self.psnr)
         out.update(status=self.status, error=self.error, family=self.family, params=self.params,
                    rel_l2=self.rel_l2, block_fraction=self.block_fraction, cpu_speedup=self.cpu_speedup,
-                   ideal_speedup=self.ideal_speedup, efficiency=self.efficiency, restored=self.restored,
+                   ideal_speedup=self.ideal_speedup, efficiency=self.efficiency, block_share=self.block_share,
+                   amdahl_speedup=self.amdahl_speedup, amdahl_efficiency=self.amdahl_efficiency,
+                   restored=self.restored,
                    runs=[asdict(r) for r in self.runs])
         return _json_safe(out)
 
@@ -118,6 +136,12 @@ class MethodResult:
             result.psnr = math.inf
         result.runs = [SeedRun(**r) for r in obj.get("runs", [])]
         return result
+
+
+def pooled_psnr(values: Sequence[float]) -> float:
+    """PSNR of the mean normalised MSE of several runs (``inf`` only if all are identical)."""
+    mse = float(np.mean([0.0 if math.isinf(v) else 10.0 ** (-v / 10.0) for v in values]))
+    return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
 
 
 def _json_safe(value: Any) -> Any:
@@ -199,7 +223,7 @@ class _Baseline:
 def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: _Baseline,
                 repeats: int = 1) -> MethodResult:
     result = MethodResult(method=method.name, kind=method.kind, family=method.family,
-                          params=dict(method.params), status="ok")
+                          params=dict(method.params), status="ok", block_share=base.count.block_share)
     restored = True
     try:
         for seed in seeds:
@@ -238,7 +262,7 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
     result.cpu_speedup = statistics.median(r.baseline_cpu_seconds / max(r.policy_cpu_seconds, 1e-9) for r in runs)
     result.baseline_seconds = statistics.median(r.baseline_seconds for r in runs)
     result.policy_seconds = statistics.median(r.policy_seconds for r in runs)
-    result.psnr = float(np.mean([r.psnr for r in runs]))
+    result.psnr = pooled_psnr([r.psnr for r in runs])
     result.ssim = float(np.mean([r.ssim for r in runs]))
     result.rel_l2 = float(np.mean([r.rel_l2 for r in runs]))
     result.compute_fraction = float(np.mean([r.compute_fraction for r in runs]))

@@ -32,7 +32,7 @@ def families(results: Iterable[MethodResult]) -> dict[tuple[str, str], list[Meth
     grouped: dict[tuple[str, str], list[MethodResult]] = defaultdict(list)
     for r in _usable(results):
         grouped[(r.kind, r.family)].append(r)
-    return {name: sorted(points, key=lambda r: r.speedup) for name, points in grouped.items()}
+    return dict(grouped)  # points in sweep order (most faithful setting first)
 
 
 def pareto_front(results: Iterable[MethodResult]) -> list[MethodResult]:

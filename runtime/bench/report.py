@@ -85,7 +85,16 @@ def efficiency_lines(results: Sequence[MethodResult]) -> list[str]:
     head = (f"Speedup ≥ {EFFICIENCY_BAR} × ideal (1 / compute fraction): "
             f"{len(pts) - len(low)} of {len(pts)} policy points meet it; worst {worst.method} at "
             f"{worst.efficiency:.2f} ({worst.speedup:.2f}× measured vs {worst.ideal_speedup:.2f}× ideal).")
-    return [head] + [f"- not met: {r.method}: {r.efficiency:.2f}" for r in low]
+    lines = [head] + [f"- not met: {r.method}: {r.efficiency:.2f}" for r in low]
+    amdahl = [r for r in pts if r.amdahl_efficiency is not None]
+    if amdahl:
+        share = amdahl[0].block_share
+        met = sum(r.amdahl_efficiency >= EFFICIENCY_BAR for r in amdahl)
+        worst = min(amdahl, key=lambda r: r.amdahl_efficiency)
+        lines.append(f"Against the Amdahl ideal (blocks take {share:.0%} of the baseline's time; the rest cannot "
+                     f"shrink): {met} of {len(amdahl)} policy points reach {EFFICIENCY_BAR} ×; worst "
+                     f"{worst.method} at {worst.amdahl_efficiency:.2f}.")
+    return lines
 
 
 def section(report: dict[str, Any], command: str | None = None, picture: str | None = None,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from runtime.bench.counting import ComputeMeter, compute_fraction, find_block_lists, is_idle
+from runtime.bench.counting import ComputeMeter, amdahl_ideal, compute_fraction, find_block_lists, is_idle
 
 
 class Toy(nn.Module):
@@ -84,3 +84,16 @@ def test_wan_baseline_counts_every_block_of_every_call(wan_pipe, make_workload):
 def test_no_block_list_is_an_error():
     with pytest.raises(ValueError, match="no block list"):
         find_block_lists(nn.Linear(2, 2))
+
+
+def test_block_time_share_and_amdahl_bound():
+    toy = Toy()
+    x = torch.randn(4, 64, 4)
+    with ComputeMeter(toy) as meter:
+        for _ in range(3):
+            toy(x)
+    count = meter.count
+    assert 0.0 < count.block_seconds <= count.seconds and 0.0 < count.block_share <= 1.0
+    assert amdahl_ideal(0.5, 1.0) == pytest.approx(2.0)  # everything skippable: 1 / fraction
+    assert amdahl_ideal(0.5, 0.8) == pytest.approx(1 / (0.2 + 0.4))
+    assert amdahl_ideal(0.0, 0.5) == pytest.approx(2.0)  # the fixed half bounds it

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
 from runtime.bench import harness
-from runtime.bench.harness import JSON_KEYS, benchmark
+from runtime.bench.harness import JSON_KEYS, benchmark, pooled_psnr
 from runtime.bench.pareto import pareto_front, plot_pareto, psnr_at_speedup
 from runtime.bench.peers import PEERS
 from runtime.bench.workload import Handle, Method
@@ -113,3 +114,13 @@ def test_pareto_front_matched_speedup_and_plot(report, tmp_path):
 def test_environment_is_recorded():
     env = harness.environment()
     assert env["torch"] == torch.__version__ and "diffusers" in env
+
+
+def test_pooled_psnr_is_finite_unless_every_seed_is_identical(report):
+    assert pooled_psnr([40.0, 40.0]) == pytest.approx(40.0)
+    assert pooled_psnr([math.inf, 40.0]) == pytest.approx(40.0 + 10 * math.log10(2))
+    assert pooled_psnr([math.inf, math.inf]) == math.inf
+    r = report.results[0]
+    assert 0.0 < r.block_share <= 1.0
+    assert r.amdahl_speedup <= r.ideal_speedup + 1e-12
+    assert r.to_json()["amdahl_efficiency"] == pytest.approx(r.speedup / r.amdahl_speedup)
