@@ -14,7 +14,9 @@ translates frame counts, like the pixel-space testbeds, must be given the transl
 ``reuse_clean_kv`` (default: on when the policy restricts active frames on a block-causal model and
 no conditioning noise is added to a prefix) runs the denoiser through ``KVPrefixDenoiser``: the
 keys/values of finished leading groups are reused, exact to float round-off; ``trace.reused_frames``
-counts the frame evaluations it saved.
+counts the frame evaluations it saved. ``stale_context=True`` (opt-in, approximate) also skips
+cached / predicted groups in front of a recompute group, attending to their keys/values from their
+last computation (``runtime.df.context``).
 Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
 pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
 
@@ -31,6 +33,7 @@ from typing import Any
 import torch
 
 from policy_lang import ir
+from runtime.df.context import StaleContextDenoiser
 from runtime.df.kvcache import KVPrefixDenoiser
 from runtime.df.loop import DFTrace, run_diffusion_forcing
 from runtime.df.plan import Planner, is_block_causal
@@ -70,7 +73,8 @@ def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_
 
 def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
              negative_prompt_embeds: torch.Tensor | None = None, params: dict[str, Any] | None = None,
-             reuse_clean_kv: bool | None = None, **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
+             reuse_clean_kv: bool | None = None, stale_context: bool = False,
+             **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
     """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
     transformer, scheduler = split_model(model)
     resolved = resolve_policy(policy, params)
@@ -84,6 +88,9 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     if reuse_clean_kv is None:  # exact to round-off, so on wherever the policy already restricts frames
         reuse_clean_kv = (isinstance(planner, FrameUnitsPlanner) and planner.restrict and planner.block_causal
                           and not loop_kwargs.get("addnoise_condition"))
+    if stale_context:
+        return _with_stale_context(transformer, scheduler, planner, prompt_embeds, negative_prompt_embeds,
+                                   loop_kwargs)
     if not reuse_clean_kv:
         return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
                                      planner=planner, **loop_kwargs)
@@ -96,4 +103,22 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     finally:
         denoiser.close()
     trace.reused_frames = denoiser.reused_frames
+    return latents, trace
+
+
+def _with_stale_context(transformer, scheduler, planner, prompt_embeds, negative_prompt_embeds, loop_kwargs):
+    if not isinstance(planner, FrameUnitsPlanner) or not planner.block_causal:
+        raise ValueError("stale_context needs an `on frames` policy on a block-causal model")
+    denoiser = StaleContextDenoiser(transformer, prompt_embeds, negative_prompt_embeds,
+                                    loop_kwargs.get("guidance_scale", 6.0), loop_kwargs.get("fps", 24),
+                                    loop_kwargs.get("attention_kwargs"))
+    planner.context_denoiser = denoiser
+    try:
+        latents, trace = run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
+                                               planner=planner, denoiser=denoiser, **loop_kwargs)
+    finally:
+        denoiser.close()
+        planner.context_denoiser = None
+    trace.reused_frames = trace.frame_evaluations - denoiser.computed_frames
+    trace.exactness = "approximate (stale attention context for cached / predicted groups)"
     return latents, trace

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -72,6 +73,7 @@ class _Group:
 class FrameUnitsPlanner(Planner):
     policy: ir.Policy | None = None
     block_causal: bool = True
+    context_denoiser: Any = None  # a StaleContextDenoiser to tell which frames to run (runtime.df.context)
     name: str = field(init=False, default="")
     exactness: str = field(init=False, default="exact")
 
@@ -110,6 +112,8 @@ class FrameUnitsPlanner(Planner):
     def begin_chunk(self, chunk: int, num_groups: int, sigmas: torch.Tensor) -> None:
         self.sigmas = sigmas
         self.chunk = chunk
+        if self.context_denoiser is not None:
+            self.context_denoiser.reset()
         self.groups = [_Group(UnitController(self.policy, self.section), History(self.capacity))
                        for _ in range(num_groups)]
 
@@ -164,6 +168,8 @@ class FrameUnitsPlanner(Planner):
             actions.append(decision.action.kind)
             reasons.append(decision.guard or decision.rule_id or "")
         recompute = [i for i, a in enumerate(actions) if a == "recompute"]
+        if self.context_denoiser is not None:
+            self.context_denoiser.queries = [f for i in recompute for f in range(*ctx.groups[i].frames)]
         return FramePlan(actions=tuple(actions), compute=self.compute_range(ctx, recompute),
                          reasons=tuple(reasons))
 
