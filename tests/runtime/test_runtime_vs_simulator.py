@@ -92,3 +92,22 @@ def test_runtime_agrees_with_the_simulator(wan, policy):
     assert compare(replayed, recorded) == []
     units = len(session.units)
     assert len(recorded) == STEPS * 2 * units  # cond and uncond at every step, for every unit
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv"])
+def test_a_saved_runtime_trace_replays_in_the_simulator(tmp_path, suffix):
+    from pathlib import Path
+
+    from runtime.session import load_policy
+    from runtime.simulate import load_trace
+
+    policy = load_policy(Path(__file__).resolve().parents[2] / "policies" / "fbcache.policy")
+    policy = policy.with_params({"threshold": 0.08})
+    pipe, kwargs = tiny.wan(cfg=True, steps=STEPS, layers=LAYERS)
+    with runtime.attach(pipe, policy) as session:
+        pipe(**kwargs, generator=tiny.generator())
+    path = tmp_path / f"trace{suffix}"
+    session.trace.save(path, policy="fbcache")
+    loaded = load_trace(path)
+    assert compare(simulate(policy, loaded), session.trace.rows_for()) == []
+    assert {r.action for r in loaded} == {"recompute", "cache"}
