@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per method")
     p.add_argument("--out", default="out/bench")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("run", help="generate with a policy; frames, decision picture, speedup and fidelity")
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
     p.add_argument("--out", default="out/run")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
     p.set_defaults(handler=cmd_run)
 
 
@@ -160,7 +162,8 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = _methods(args)
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance)
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance,
+                             weights=args.weights)
     print(HEADER, file=sys.stderr)
     report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,
                        progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
@@ -197,7 +200,8 @@ def cmd_run(args) -> int:
         torch.set_num_threads(args.threads)
     compiled = _compile(args.policy, _pairs(args.set, "--set"))
     method = policy_method(compiled, name=Path(args.policy).stem)
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance)
+    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance,
+                             weights=args.weights)
     bar = hasattr(workload.pipe, "set_progress_bar_config") and not workload.df
     if bar:
         workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)

@@ -13,7 +13,8 @@ model. Built in: the project's testbeds (``runtime.testbeds.load``):
   frame policies (SCOPE) run; the output is the final video mapped from ``[-1, 1]`` to ``[0, 1]``.
 
 :func:`register_model` adds more (tests register tiny random pipelines). An unknown name is a
-``KeyError`` listing the known ones.
+``KeyError`` listing the known ones. ``weights`` (a folder) overrides where the trained testbeds'
+weights are read from.
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ def _to_unit_range(latents):
 
 
 def _testbed_loader(name: str) -> Loader:
-    def load(steps: int | None = None, prompt: int | None = None, guidance: float | None = None) -> Workload:
+    def load(steps: int | None = None, prompt: int | None = None, guidance: float | None = None,
+             weights: str | None = None) -> Workload:
+        from pathlib import Path
+
         from runtime import testbeds
 
-        pipe = testbeds.load(name)
+        pipe = testbeds.load(name, Path(weights) if weights else None)
         pe, ne = testbeds.prompt_embeds(pipe, [DEFAULT_DIGIT if prompt is None else prompt])
         scale = DEFAULT_GUIDANCE if guidance is None else guidance
         steps = steps or DEFAULT_STEPS
@@ -65,7 +69,8 @@ for _name in ("testbed", "testbed-df", "wan-tiny", "skyreels-df-tiny"):
 
 
 def load_workload(name: str, *, steps: int | None = None, prompt: int | None = None,
-                  guidance: float | None = None) -> Workload:
+                  guidance: float | None = None, weights: str | None = None) -> Workload:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[name](steps=steps, prompt=prompt, guidance=guidance)
+    extra = {"weights": weights} if weights else {}
+    return MODELS[name](steps=steps, prompt=prompt, guidance=guidance, **extra)
