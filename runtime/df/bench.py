@@ -7,7 +7,8 @@ Usage: ``python -m runtime.df.bench [--model small|tiny|testbed-df] [--steps N] 
 * ``selective``     -- ``restrict active_frames`` alone;
 * ``selective+kv``  -- plus key/value reuse of finished leading groups (``runtime.df.kvcache``);
 * ``cache``, ``predict``, ``scope`` -- the ablations of ``runtime.df.ablations`` (all restricted),
-  and ``scope+kv``.
+  ``scope+kv`` and ``scope+ctx`` (stale attention context for cached / predicted groups,
+  ``runtime.df.context``; approximate).
 
 Output: one row per variant -- wall-clock and process CPU seconds (best of ``repeats``; the loop
 runs on one thread, so CPU seconds measure the work even on a machine shared with other jobs),
@@ -90,17 +91,19 @@ def fidelity(result: torch.Tensor, reference: torch.Tensor, data_range: float | 
 
 
 def run_variant(name: str, transformer, scheduler, embeds, settings: dict[str, Any], steps: int, params):
-    policy_name, kv = name.removesuffix("+kv"), name.endswith("+kv")
+    policy_name, _, extra = name.partition("+")  # "+kv": reuse clean keys/values; "+ctx": stale context
+    kv, ctx = extra == "kv", extra == "ctx"
     policy = None if policy_name == "baseline" else ablation(policy_name, **params)
     kw = {k: v for k, v in settings.items() if k != "data_range"}
     kw.update(num_inference_steps=steps, generator=torch.Generator().manual_seed(1))
     start, cpu_start = time.perf_counter(), time.process_time()
     latents, trace = generate((transformer, scheduler), policy, prompt_embeds=embeds[0],
-                              negative_prompt_embeds=embeds[1], reuse_clean_kv=kv, **kw)
+                              negative_prompt_embeds=embeds[1], reuse_clean_kv=kv,
+                              stale_context=ctx, **kw)
     return latents, trace, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-VARIANTS = ("baseline", "selective", "selective+kv", "cache", "predict", "scope", "scope+kv")
+VARIANTS = ("baseline", "selective", "selective+kv", "cache", "predict", "scope", "scope+kv", "scope+ctx")
 
 
 def bench(model: str = "small", steps: int = 20, repeats: int = 2, variants=VARIANTS,
