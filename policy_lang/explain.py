@@ -128,11 +128,11 @@ def explain_json(a: PolicyAnalysis) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _node_label(node: Any) -> str:
+def _node_label(node: Any, cap: int = 1 << 30) -> str:
     if node == "start":
         return "start"
     phase, action, run = node
-    run_txt = "" if action == "recompute" else f" x{run}" + ("+" if run >= 4 else "")
+    run_txt = "" if action == "recompute" else f" x{run}" + ("+" if run >= cap else "")
     return f"{phase}\n{action}{run_txt}"
 
 
@@ -156,7 +156,7 @@ def to_dot(a: PolicyAnalysis) -> str:
         for n, data in g.nodes(data=True):
             color = COLORS.get(data["action"], "#dddddd")
             font = "black" if data["action"] in ("start", "skip") else "white"
-            label = _node_label(n).replace("\n", "\\n")
+            label = _node_label(n, g.graph["run_cap"]).replace("\n", "\\n")
             out.append(f'    {ids[n]} [label="{label}", fillcolor="{color}", fontcolor="{font}"];')
         for u, v, data in g.edges(data=True):
             style = ', style="dashed"' if data["guards"] and not data["rules"] else ""
@@ -197,7 +197,7 @@ def draw_png(a: PolicyAnalysis, path: str | Path) -> Path:
         pos = _layout(g)
         colors = [COLORS.get(d["action"], "#dddddd") for _, d in g.nodes(data=True)]
         nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=2600, edgecolors="#333333")
-        nx.draw_networkx_labels(g, pos, ax=ax, labels={v: _node_label(v) for v in g.nodes}, font_size=8,
+        nx.draw_networkx_labels(g, pos, ax=ax, labels={v: _node_label(v, g.graph["run_cap"]) for v in g.nodes}, font_size=8,
                                 font_color="black")
         forced = [(u, v) for u, v, d in g.edges(data=True) if d["guards"] and not d["rules"]]
         chosen = [(u, v) for u, v in g.edges if (u, v) not in set(forced)]

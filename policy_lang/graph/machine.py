@@ -41,6 +41,7 @@ from policy_lang.graph.abstract import (
 
 #: exact scalars the analysis tracks (the rest of ``ir.SCALAR_SIGNALS`` are symbolic)
 EXACT = ("step", "steps", "progress", "since_recompute", "run", "history", "first_hit", "branch")
+#: run lengths drawn as separate nodes: at least 4, past the declared limits (at most 9)
 RUN_DISPLAY_CAP = 4
 
 
@@ -193,6 +194,7 @@ class Exploration:
     guard_steps: dict[str, list[int]]
     edges: dict[tuple, list]
     states_visited: int
+    run_cap: int = RUN_DISPLAY_CAP  # a node with this run length stands for this many calls or more
 
     @property
     def graph(self) -> Any:
@@ -200,6 +202,7 @@ class Exploration:
         g = self.__dict__.get("_graph")
         if g is None:
             g = self.__dict__["_graph"] = _graph(self.edges)
+            g.graph["run_cap"] = self.run_cap
         return g
 
     @property
@@ -360,6 +363,8 @@ class _Machine:
 def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "any") -> Exploration:
     """Run the DP over ``steps`` calls of one section (see the module docstring)."""
     m = _Machine(policy, section, steps, branch)
+    limits = [n for _, _, n in m.limit_run] + [n for _, n in m.limit_stale]
+    display_cap = int(max(RUN_DISPLAY_CAP, min(max(limits, default=0) + 1, 9)))  # limited runs never reach it
     start = (0, 0, None, 0, None, ())
     # per state: [min_rec, max_rec, max_stale, stale_parent, any_parent, display_run]
     layer: dict[tuple, list] = {start: [0, 0, 0, None, None, 0]}
@@ -380,7 +385,7 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
                 ns = m.step_state(t, state, o)
                 rec = o.kind == "recompute"
                 stale = 0 if rec else info[2] + 1
-                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, RUN_DISPLAY_CAP)
+                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, display_cap)
                 cur = nxt.get(ns)
                 if cur is None:
                     nxt[ns] = [info[0] + rec, info[1] + rec, stale, (state, o), (state, o), run]
@@ -422,7 +427,7 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
     return Exploration(section, branch, steps, m.st, min(f[0] for f in finals), max(f[1] for f in finals),
                        max(best_stale, 0), stale_path, unbounded, hist_path,
                        {k: sorted(v) for k, v in rule_steps.items()}, {k: sorted(v) for k, v in guard_steps.items()},
-                       edges, visited)
+                       edges, visited, display_cap)
 
 
 def structural_bound(st: Statics, kinds: set[str]) -> float | None:
