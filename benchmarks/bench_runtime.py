@@ -217,11 +217,13 @@ def main() -> None:
                "rel_l2_vs_baseline": rel, "bit_identical": bool(torch.equal(outs[name], baseline_out)),
                "decisions": len(traces[name]), "actions": dict(traces[name].actions()),
                "decision_host_s": sum(e.time_s for e in traces[name]),
+               "decision_median_us": statistics.median(e.time_s for e in traces[name]) * 1e6,
                "median_time_s": statistics.median(t[clock] for t in times[name])}
         report["policies"][name] = row
         print(f"  {name:22s} {med[name] * 1e3:8.1f} ms  speedup {speedup:5.3f}  compute {c:5.3f}  "
               f"ideal {ideal:5.3f} (1/c {1 / c:5.3f})  efficiency {speedup / ideal:5.3f}  "
-              f"overhead {row['overhead']:+.2%}  decisions {row['decision_host_s'] * 1e3:.1f} ms  relL2 {rel:.2e}  "
+              f"overhead {row['overhead']:+.2%}  decisions {row['decision_host_s'] * 1e3:.1f} ms "
+              f"(median {row['decision_median_us']:.0f} us)  relL2 {rel:.2e}  "
               f"{dict(traces[name].actions())}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
