@@ -179,6 +179,10 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
         result.candidates.append(simulated(policy, point, recordings))
     pool = ordered(result.candidates, chosen_params)
 
+    def departure(c: Candidate) -> float:  # among equals, prefer the setting nearest the declared one
+        return sum(abs(math.log(max(abs(v), 1e-12) / max(abs(policy.param(k).value), 1e-12)))
+                   for k, v in c.params.items())
+
     def run(c: Candidate) -> Candidate:
         evaluate(policy, c, workload, recordings, seeds)
         c.meets = (c.psnr >= goal) if objective == "min_psnr" else (c.speedup >= goal)
@@ -195,7 +199,7 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
             else:
                 hi = mid - 1
         passing = [c for c in pool if c.evaluated and c.meets]
-        result.chosen = max(passing, key=lambda c: (c.speedup, c.psnr), default=None)
+        result.chosen = max(passing, key=lambda c: (c.speedup, c.psnr, -departure(c)), default=None)
         if result.chosen is None:
             result.note = f"no evaluated setting reached {goal} dB PSNR"
         elif result.chosen is pool[-1]:
@@ -210,7 +214,7 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
             if run(c).meets:
                 break
         passing = [c for c in pool if c.evaluated and c.meets]
-        result.chosen = max(passing, key=lambda c: (c.psnr, -c.speedup), default=None)
+        result.chosen = max(passing, key=lambda c: (c.psnr, -c.speedup, -departure(c)), default=None)
         if result.chosen is None:
             result.note += f"; no evaluated setting reached {goal}x"
     return result
