@@ -27,12 +27,11 @@ from policy_lang.graph.abstract import (
     _and,
     _not,
     _truth,
-    atoms_of,
     evaluate,
     expr_text,
-    satisfiable,
 )
 from policy_lang.graph.machine import history_capacity
+from policy_lang.graph.sat import atoms_of, satisfiable
 
 
 @dataclass(frozen=True)

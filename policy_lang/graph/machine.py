@@ -33,11 +33,10 @@ from policy_lang.graph.abstract import (
     _and,
     _not,
     _truth,
-    atoms_of,
     compile_exact,
     evaluate,
-    satisfiable,
 )
+from policy_lang.graph.sat import atoms_of, satisfiable
 
 #: exact scalars the analysis tracks (the rest of ``ir.SCALAR_SIGNALS`` are symbolic)
 EXACT = ("step", "steps", "progress", "since_recompute", "run", "history", "first_hit", "branch")
