@@ -50,6 +50,14 @@ def workload_for(model: str, steps: int | None = None, prompt: int = 3, guidance
         from runtime.bench.models import load_workload
 
         return load_workload(model, steps=steps, prompt=prompt)
+    if hasattr(testbeds, "workload"):  # the testbed's documented generation, from other weights
+        pipe, kwargs = testbeds.workload(model, prompt=prompt, weights_dir=Path(weights_dir))
+        kwargs = dict(kwargs)
+        n = steps or kwargs.pop("num_inference_steps", DEFAULT_STEPS)
+        for key in ("num_inference_steps", "generator"):
+            kwargs.pop(key, None)
+        output_type = kwargs.pop("output_type", "np")
+        return Workload.for_pipeline(pipe, steps=n, output_type=output_type, name=model, **kwargs)
     pipe = testbeds.load(model, Path(weights_dir)) if weights_dir else testbeds.load(model)
     positive, negative = testbeds.prompt_embeds(pipe, [prompt])
     return Workload.for_pipeline(pipe, steps=steps or DEFAULT_STEPS, output_type="np", name=model,
