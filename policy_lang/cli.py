@@ -125,7 +125,12 @@ def _dump(c, stage: str) -> str:
 
     head = f"# after stage `{stage}`: {len(c.errors)} error(s), {len(c.diagnostics) - len(c.errors)} other\n"
     if c.ir is not None:
-        return head + c.ir.model_dump_json(indent=2) + "\n"
+        proofs = ""
+        if "graph" in c.extras:  # the `prove` stage ran: one line per unit and branch
+            for r in c.extras["graph"].to_json()["units"]:
+                proofs += (f"# {r['section']} on {r['unit']} [{r['branch']}] at {r['steps']} steps: max_stale "
+                           f"{r['max_stale']}, recomputes {r['min_recomputes']}..{r['max_recomputes']}\n")
+        return head + proofs + c.ir.model_dump_json(indent=2) + "\n"
     if c.ast is None:
         return head
     body = print_policy(c.ast)

@@ -65,3 +65,9 @@ def test_explain_every_section_of_a_multi_section_policy(capsys):
     assert main(["explain", path, "--steps", "30"]) == 0
     out = capsys.readouterr().out
     assert "section s0: on blocks[1:8]" in out and "section s1: on each block[8:]" in out
+
+
+def test_dump_after_prove_shows_the_bounds(capsys):
+    assert main(["compile", SCOPE, "--dump-after", "prove"]) == 0
+    out = capsys.readouterr().out
+    assert "# s0 on frames [any] at 50 steps: max_stale 4, recomputes 12..50" in out
