@@ -2,8 +2,8 @@
 
 Contract
 * ``analyze(policy, steps, source_map=None, lipschitz=1.0) -> PolicyAnalysis``: for every
-  section and every branch it distinguishes (``cond`` / ``uncond`` when the section reads
-  ``branch``, else ``any``), the state machine explored over ``steps`` calls
+  section and every branch it distinguishes (``cond`` / ``uncond`` / ``default`` when the section
+  reads ``branch``, else ``any``), the state machine explored over ``steps`` calls
   (``machine.explore``), its dead branches (``chain.dead_rules``), its error bounds
   (``bounds.error_bounds``) and the findings as ``Diagnostic`` values (codes P06xx) that carry
   the span of the rule that causes them, the path of states in a note, and a ``help``.
@@ -136,7 +136,8 @@ class PolicyAnalysis:
 
 
 def branches_of(section: ir.Section) -> tuple[str, ...]:
-    return ("cond", "uncond") if "branch" in reads(section) else ("any",)
+    # "default" is the branch of a pipeline without a cache context (no classifier-free guidance)
+    return ("cond", "uncond", "default") if "branch" in reads(section) else ("any",)
 
 
 def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap | None = None,

@@ -148,7 +148,7 @@ def test_first_hit_policy_bwcache_second_half_recomputes():
 
 def test_branch_reading_sections_are_analysed_per_branch():
     a, _ = analysed('        if branch == "uncond": cache\n        else: recompute\n        limit stale 2')
-    assert [(r.branch, r.exploration.min_recomputes) for r in a.sections] == [("cond", 50), ("uncond", 17)]
+    assert [(r.branch, r.exploration.min_recomputes) for r in a.sections] == [("cond", 50), ("uncond", 17), ("default", 50)]
 
 
 def test_state_graph_carries_rule_and_guard_ids():

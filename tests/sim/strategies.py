@@ -118,7 +118,7 @@ def signal_keys(policy: ir.Policy) -> list[str]:
 def traces(draw, policy: ir.Policy, max_steps: int = 30):
     """(steps, branch, noise per step, signals per step): finite, non-negative signal values."""
     steps = draw(st.integers(1, max_steps))
-    branch = draw(st.sampled_from(("cond", "uncond")))
+    branch = draw(st.sampled_from(("cond", "uncond", "default")))
     keys = signal_keys(policy)
     rows = draw(st.lists(st.lists(st.sampled_from(LEVELS), min_size=len(keys), max_size=len(keys)),
                          min_size=steps, max_size=steps))
