@@ -220,6 +220,7 @@ class _Machine:
         self.st = statics(section, self.params, steps)
         self.read = reads(section)
         self.exact_read = tuple(n for n in EXACT if n in self.read and (n != "branch" or branch != "any"))
+        self._exact_index = tuple(EXACT.index(n) for n in self.exact_read)
         self.cap = history_capacity(section)
         st = self.st
         # a limit of n >= steps calls can never fire within this pipeline call: leave it out of the
@@ -256,18 +257,25 @@ class _Machine:
         self._has_acc = any(r.cond is not None and _has_accumulate(r.cond) for r in section.rules) or any(
             _has_accumulate(let.expr) for let in section.lets)
 
-    def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple]]]:
-        """The rules the chain may choose at (t, state), each with the accumulator bounds it implies."""
-        hist, since, kind, run, fh, acc = state
-        values = {"step": t, "steps": self.steps, "progress": t / max(self.steps - 1, 1),
-                  "since_recompute": since, "run": run, "history": hist, "first_hit": fh, "branch": self.branch}
-        key = (tuple(values[n] for n in self.exact_read), acc)
-        memo = self._chain_memo.get(key)
-        if memo is not None:
-            return key, memo
+    def _env(self, values: dict[str, Any], acc: tuple) -> AbstractEnv:
         env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc))
         for let in self.section.lets:
             env.lets[let.name] = evaluate(let.expr, env)
+        return env
+
+    def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple]]]:
+        """The rules the chain may choose at (t, state), each with the accumulator bounds it implies."""
+        hist, since, kind, run, fh, acc = state
+        # in EXACT order: step, steps, progress, since_recompute, run, history, first_hit, branch
+        exact = (t, self.steps, t / max(self.steps - 1, 1), since, run, hist, fh, self.branch)
+        key = (tuple(exact[i] for i in self._exact_index), acc)
+        memo = self._chain_memo.get(key)
+        if memo is not None:
+            return key, memo
+        values = dict(zip(EXACT, exact))
+        env = None  # the abstract environment, built only for lets and conditions that need it
+        if self._conds is None:
+            env = self._env(values, acc)
         path: Any = True
         possible = []
         for i, rule in enumerate(self.section.rules):
@@ -275,8 +283,13 @@ class _Machine:
                 cond = True if rule.cond is None else _truth(evaluate(rule.cond, env))
             else:
                 how, what = self._conds[i]
-                cond = what if how == "const" else bool(what(values)) if how == "exact" else \
-                    _truth(evaluate(what, env))
+                if how == "const":
+                    cond = what
+                elif how == "exact":
+                    cond = bool(what(values))
+                else:
+                    env = env or self._env(values, acc)
+                    cond = _truth(evaluate(what, env))
             take = _and(path, cond)
             if take is True or (take is not False and satisfiable(take)):
                 possible.append((rule, _implied_acc_bounds(take, acc) if self._has_acc else ()))
