@@ -1,0 +1,86 @@
+"""The benchmark suite behind ``docs/benchmarks.md``: ``policyc bench`` on both trained testbeds.
+
+Contract
+--------
+``python -m runtime.bench.suite [--out DIR] [--docs FILE] [--weights DIR] [--seeds K] [--quick]``
+runs, for each entry of ``SUITE`` (model, policies), ``policyc bench POLICY... --model M --peers
+--sweep --seeds K --threads 1 --json --out DIR/M``, records the exact command line in that run's
+``bench.json``, copies its ``pareto.png`` next to the docs page (``img/bench-M.png``) and renders the
+page with :func:`runtime.bench.report.markdown`. ``--quick`` (a smoke test: wan-tiny and
+skyreels-df-tiny, 8 steps, one seed, one policy) exercises the same path in a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: (model, policies swept on it); peers always run with their own sweeps
+SUITE = (
+    ("testbed", ("predit", "taylorseer", "fora", "magcache", "teacache", "dbcache_taylor", "bwpredict")),
+    ("testbed-df", ("scope", "predit", "taylorseer", "magcache")),
+)
+QUICK = (("wan-tiny", ("fbcache",)), ("skyreels-df-tiny", ("scope",)))
+
+
+def bench_argv(model: str, policies: tuple[str, ...], out: Path, seeds: int, weights: str | None,
+               steps: int | None) -> list[str]:
+    argv = ["bench", *[str(Path("policies") / f"{p}.policy") for p in policies], "--model", model, "--peers",
+            "--sweep", "--seeds", str(seeds), "--threads", "1", "--json", "--out", str(out / model)]
+    if weights:
+        argv += ["--weights", weights]
+    if steps:
+        argv += ["--steps", str(steps)]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    from policy_lang.cli import main as policyc
+    from runtime.bench.report import markdown
+
+    ap = argparse.ArgumentParser(prog="python -m runtime.bench.suite", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmarks")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--weights", help="folder of the trained testbeds' weights (default: the package's)")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="smoke run on the random tiny testbeds")
+    args = ap.parse_args(argv)
+
+    suite, steps = (QUICK, 8) if args.quick else (SUITE, None)
+    seeds = 1 if args.quick else args.seeds
+    reports, commands, pictures = [], [], []
+    img = args.docs.parent / "img"
+    for model, policies in suite:
+        run = bench_argv(model, policies, args.out, seeds, args.weights, steps)
+        command = shlex.join(["policyc", *run])
+        print(f"$ {command}", file=sys.stderr, flush=True)
+        status = policyc(run)
+        path = args.out / model / "bench.json"
+        report = json.loads(path.read_text(encoding="utf-8"))
+        report["command"] = command
+        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        reports.append(report)
+        commands.append(command)
+        png = args.out / model / "pareto.png"
+        picture = None
+        if png.exists():
+            img.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, img / f"bench-{model}.png")
+            picture = f"img/bench-{model}.png"
+        pictures.append(picture)
+        if status:
+            print(f"policyc bench exited {status} for {model} (a policy failed or was idle)", file=sys.stderr)
+    args.docs.parent.mkdir(parents=True, exist_ok=True)
+    args.docs.write_text(markdown(reports, commands, pictures), encoding="utf-8")
+    print(f"wrote {args.docs}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
