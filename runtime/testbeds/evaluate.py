@@ -53,6 +53,43 @@ def quality(pipe, clf, videos: int, steps: int, cfg: float, seed: int = 1000, ba
     return res, video
 
 
+@torch.no_grad()
+def continuation(pipe, clf, videos: int, steps: int, cfg: float, context_frames: int = 2, seed: int = 2000) -> dict:
+    """DF only: keep the first causal block of a real held-out video clean (σ = 0) and sample the rest.
+
+    The Euler loop drives the transformer directly with per-frame timesteps (0 for the context,
+    ``1000·σ_k`` for the generated frames) — the diffusion-forcing use the model was trained for.
+    Scores the whole video (context + continuation) with :func:`runtime.testbeds.quality.score`:
+    does the model *continue* the observed motion?
+    """
+    from runtime.testbeds.data import MovingDigits
+
+    spec = pipe.testbed_spec
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([i % 10 for i in range(videos)])
+    real = MovingDigits(spec.frames, spec.height, spec.width, split="test").sample(videos, g, labels=labels)["video"]
+    x = real.clone()
+    x[:, :, context_frames:] = torch.randn(x[:, :, context_frames:].shape, generator=g)
+    pe, ne = prompt_embeds(pipe, labels.tolist())
+    sig = torch.linspace(1, 0, steps + 1)
+    for k in range(steps):
+        t = torch.zeros(videos, spec.frames)
+        t[:, context_frames:] = 1000 * sig[k]
+
+        def call(ctx, t=t):
+            return pipe.transformer(hidden_states=x, timestep=t, encoder_hidden_states=ctx,
+                                    enable_diffusion_forcing=True, return_dict=False)[0]
+
+        v = call(pe)
+        if cfg > 1:
+            v_u = call(ne)
+            v = v_u + cfg * (v - v_u)
+        x[:, :, context_frames:] += (sig[k + 1] - sig[k]) * v[:, :, context_frames:]
+    res = score(x.clamp(-1, 1), labels, clf, span=spec.width - 8)
+    res.update(videos=videos, steps=steps, cfg=cfg, context_frames=context_frames)
+    return res
+
+
 def _rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().mean() / b.abs().mean().clamp(min=1e-12)).item()
 
@@ -210,17 +247,25 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--seed", type=int, default=1000, help="first noise seed of the quality videos")
+    ap.add_argument("--only-quality", action="store_true", help="skip pictures, dynamics and cost")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     pipe, clf = load(a.name, a.weights), load_classifier()
     report = {"name": a.name}
-    res, video = quality(pipe, clf, a.videos, a.steps, a.cfg)
+    res, video = quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed)
     report["quality"] = res
     print({k: v for k, v in res.items() if k != "per_video"}, flush=True)
     if a.name == "testbed-df":
-        res_async, _ = quality(pipe, clf, a.videos, a.steps, a.cfg, ar_step=a.ar_step, causal_block_size=2)
+        res_async, _ = quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed, ar_step=a.ar_step,
+                               causal_block_size=2)
         report["quality_async"] = res_async
         print("async", {k: v for k, v in res_async.items() if k != "per_video"}, flush=True)
+        res_cont = continuation(pipe, clf, a.videos, a.steps, a.cfg)
+        report["quality_continuation"] = res_cont
+        print("continuation", {k: v for k, v in res_cont.items() if k != "per_video"}, flush=True)
+    if a.only_quality:
+        return
     plot_samples(video[:10], list(range(10)), a.img / f"{a.name}_samples.png",
                  f"{a.name}: {a.steps} steps, CFG {a.cfg} (one video per digit, frames left to right)")
     dyn = dynamics(pipe, 30, a.cfg)
