@@ -148,6 +148,18 @@ def dynamics(pipe, steps: int, cfg: float, labels=tuple(range(10)), seed: int = 
             "extrapolation_from_step": 3, "steps": steps, "cfg": cfg}
 
 
+def random_twin(pipe):
+    """The same architecture and pipeline with random (seeded) weights, output layer not zeroed."""
+    import dataclasses
+
+    from runtime.testbeds.models import build_transformer, make_pipeline
+
+    spec = dataclasses.replace(pipe.testbed_spec, trained=False)
+    twin = make_pipeline(spec, build_transformer(spec, seed=123).requires_grad_(False))
+    twin.prompt_table, twin.testbed_spec = pipe.prompt_table, spec
+    return twin
+
+
 def cost(pipe, steps: int, cfg: float, repeats: int = 3) -> dict:
     """Seconds per sampling step (batch 1) and the fraction of transformer time spent in its blocks."""
     spent = {"blocks": 0.0, "model": 0.0}
@@ -276,6 +288,14 @@ def main(argv=None) -> None:
         **{f"extrapolation_{k}": summarize(v) for k, v in dyn["extrapolation"].items()},
     }
     print(json.dumps(report["dynamics_summary"], indent=1), flush=True)
+    rand = random_twin(pipe)
+    rdyn = dynamics(rand, 30, a.cfg)
+    report["dynamics_random_init"] = {
+        "output_change": summarize(rdyn["output_change"]),
+        "block_change_mean": summarize(np.mean(rdyn["block_change"], axis=0).tolist()),
+        **{f"extrapolation_{k}": summarize(v) for k, v in rdyn["extrapolation"].items()},
+    }
+    print("random init", json.dumps(report["dynamics_random_init"]), flush=True)
     plot_dynamics(dyn, a.img / f"{a.name}_dynamics.png", f"{a.name}: 30 Euler steps, CFG {a.cfg}, cond branch")
     report["cost"] = [cost(pipe, a.steps, 1.0), cost(pipe, a.steps, a.cfg)]
     print(report["cost"], flush=True)
