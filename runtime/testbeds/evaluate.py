@@ -240,6 +240,22 @@ def plot_dynamics(dyn: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_training(meta: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = np.asarray(meta["loss_curve"])
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(c[:, 0], c[:, 1], lw=1)
+    ax.set_xlabel(f"step (batch {meta['batch']})"), ax.set_ylabel("flow-matching MSE (50-step mean)")
+    ax.set_yscale("log")
+    ax.set_title(f"{title}: {meta['step']} steps, {meta['train_seconds'] / 60:.0f} min", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def summarize(curve: list[float]) -> dict:
     c = np.asarray(curve)
     n = len(c)
@@ -297,6 +313,11 @@ def main(argv=None) -> None:
     }
     print("random init", json.dumps(report["dynamics_random_init"]), flush=True)
     plot_dynamics(dyn, a.img / f"{a.name}_dynamics.png", f"{a.name}: 30 Euler steps, CFG {a.cfg}, cond branch")
+    from runtime.testbeds import weights_path
+
+    meta = json.loads(weights_path(a.name, a.weights).with_suffix(".json").read_text())
+    plot_training(meta, a.img / f"{a.name}_training.png", a.name)
+    report["training"] = {k: meta.get(k) for k in ("step", "train_seconds", "batch", "lr", "ema_window")}
     report["cost"] = [cost(pipe, a.steps, 1.0), cost(pipe, a.steps, a.cfg)]
     print(report["cost"], flush=True)
     out = a.out or Path(__file__).parent / f"{a.name}.eval.json"
