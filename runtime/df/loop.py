@@ -16,8 +16,11 @@ the compute range and the wall time.
 Side effect shared with the pipeline: passing ``causal_block_size`` sets the transformer's
 ``num_frame_per_block`` config (``_set_ar_attention``), which switches its block-causal mask.
 
+Trailing latent frames of a chunk that do not fill a whole causal block are never denoised (they stay
+noise), as in the pipeline; the loop warns.
+
 Errors: ``ValueError`` for settings the pipeline rejects (missing ``overlap_history`` for a long
-video, ``ar_step`` too small, frame counts not divisible by the block size) and for invalid plans.
+video, ``ar_step`` too small) and for invalid plans.
 """
 
 from __future__ import annotations
