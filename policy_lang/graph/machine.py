@@ -327,7 +327,7 @@ class _Machine:
             if veto is not None:
                 out.append(Outcome("recompute", guard=veto[0], guard_id=veto[1]))
                 continue
-            if any(bound >= 0 for _, bound in st.budget) or not st.budget:
+            if all(bound >= 0 for _, bound in st.budget):  # an estimate of 0 passes every budget >= 0
                 out.append(Outcome(kind, rule_id=rule_id, order=order, acc=acc))
             for gid, _ in st.budget[:1]:
                 out.append(Outcome("recompute", guard="limit_budget", guard_id=gid))
