@@ -38,6 +38,8 @@ from policy_lang.graph.abstract import (
 )
 from policy_lang.graph.sat import atoms_of, satisfiable
 
+#: the estimated error ``limit budget`` charges a skip (as ``runtime.controller.SKIP_ERROR``)
+SKIP_ERROR = 1.0
 #: exact scalars the analysis tracks (the rest of ``ir.SCALAR_SIGNALS`` are symbolic)
 EXACT = ("step", "steps", "progress", "since_recompute", "run", "history", "first_hit", "branch")
 #: run lengths drawn as separate nodes: at least 4, past the declared limits (at most 9)
@@ -327,7 +329,9 @@ class _Machine:
             if veto is not None:
                 out.append(Outcome("recompute", guard=veto[0], guard_id=veto[1]))
                 continue
-            if all(bound >= 0 for _, bound in st.budget):  # an estimate of 0 passes every budget >= 0
+            # an estimate of 0 passes every budget >= 0; skip always costs SKIP_ERROR (a zero residual)
+            least = SKIP_ERROR if kind == "skip" else 0.0
+            if all(bound >= least for _, bound in st.budget):
                 out.append(Outcome(kind, rule_id=rule_id, order=order, acc=acc))
             for gid, _ in st.budget[:1]:
                 out.append(Outcome("recompute", guard="limit_budget", guard_id=gid))

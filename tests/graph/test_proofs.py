@@ -188,3 +188,13 @@ def test_compiled_policy_keeps_the_machine_and_it_serialises():
     assert {"id": "main/cache/3", "phase": "main", "action": "cache", "run": 3} in machine["nodes"]
     veto = [e for e in machine["edges"] if e["from"] == "main/cache/3" and e["to"] == "main/recompute/1"]
     assert veto and "limit_run(s0.g1)" in veto[0]["guards"]
+
+
+def test_budget_below_the_cost_of_a_skip_vetoes_every_skip():
+    from policy_lang.graph.machine import SKIP_ERROR
+    from runtime.controller import SKIP_ERROR as RUNTIME_SKIP_ERROR
+
+    assert SKIP_ERROR == RUNTIME_SKIP_ERROR  # the two layers charge a skip the same
+    r = analysed("        if noise < 0.5: skip\n        else: recompute\n        limit budget 0.5")[0].sections[0]
+    assert r.exploration.min_recomputes == r.exploration.max_recomputes == 50
+    assert "s0.r0" not in r.exploration.rule_steps
