@@ -7,7 +7,7 @@ Contract
   prediction path with its assumptions, dead branches, and the findings.
 * ``explain_json(analysis)`` — the same as data (``PolicyAnalysis.to_json``): per unit and
   branch ``max_stale``, ``min_recomputes``, ``max_recomputes``, ``steps`` and more.
-* ``to_dot(analysis)`` — Graphviz text, one cluster per section/branch, nodes coloured by action.
+* ``to_dot(analysis)`` (from ``policy_lang.graph.dot``) — Graphviz text, one cluster per section/branch.
 * ``draw_png(analysis, path)`` — the same picture drawn with networkx + matplotlib (Agg).
 * ``register(subparsers)`` adds ``explain FILE [--steps N] [--json] [--emit text|json|dot|png]
   [-o OUT] [--set NAME=VALUE] [--lipschitz L]`` to ``policyc`` (see ``policy_lang.cli``).
@@ -26,9 +26,8 @@ from policy_lang import ir
 from policy_lang.graph import PolicyAnalysis, SectionReport, analyze, path_text, unit_text
 from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS
+from policy_lang.graph.dot import COLORS, edge_label, node_label, to_dot
 
-#: fill colour per action (the same palette as the runtime's trace pictures)
-COLORS = {"recompute": "#d62728", "cache": "#1f77b4", "predict": "#2ca02c", "skip": "#7f7f7f", "start": "#ffffff"}
 _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group decides on its own",
                "each_block": "each block decides on its own", "blocks": "the block range as one unit"}
 
@@ -128,45 +127,6 @@ def explain_json(a: PolicyAnalysis) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _node_label(node: Any, cap: int = 1 << 30) -> str:
-    if node == "start":
-        return "start"
-    phase, action, run = node
-    run_txt = "" if action == "recompute" else f" x{run}" + ("+" if run >= cap else "")
-    return f"{phase}\n{action}{run_txt}"
-
-
-def _edge_label(data: dict) -> str:
-    parts = sorted(data["rules"]) + sorted(g for g, _ in data["guards"])
-    return ", ".join(parts)
-
-
-def to_dot(a: PolicyAnalysis) -> str:
-    """Graphviz DOT of every section's machine (clusters), nodes coloured by action."""
-    out = [f'digraph "{a.policy.name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", '
-           'fontname="Helvetica"];', '  edge [fontname="Helvetica", fontsize=9];']
-    for i, r in enumerate(a.sections):
-        g = r.graph
-        ex = r.exploration
-        title = f"{r.section.id}: on {unit_text(r.section.unit)}" + ("" if r.branch == "any" else f" [{r.branch}]")
-        title += f" - stale <= {ex.max_stale}, recomputes {ex.min_recomputes}..{ex.max_recomputes}/{ex.steps}"
-        out.append(f"  subgraph cluster_{i} {{")
-        out.append(f'    label="{title}";')
-        ids = {n: f"n{i}_{k}" for k, n in enumerate(g.nodes)}
-        for n, data in g.nodes(data=True):
-            color = COLORS.get(data["action"], "#dddddd")
-            font = "black" if data["action"] in ("start", "skip") else "white"
-            label = _node_label(n, g.graph["run_cap"]).replace("\n", "\\n")
-            out.append(f'    {ids[n]} [label="{label}", fillcolor="{color}", fontcolor="{font}"];')
-        for u, v, data in g.edges(data=True):
-            style = ', style="dashed"' if data["guards"] and not data["rules"] else ""
-            label = f'{_edge_label(data)}\\nsteps {data["first_step"]}..{data["last_step"]}'
-            out.append(f'    {ids[u]} -> {ids[v]} [label="{label}"{style}];')
-        out.append("  }")
-    out.append("}")
-    return "\n".join(out) + "\n"
-
-
 def _layout(g: Any) -> dict[Any, tuple[float, float]]:
     """Phases left to right, run length within a phase, one row per action."""
     rows = {"recompute": 0.0, "cache": -1.0, "predict": -2.0, "skip": -3.0}
@@ -197,14 +157,14 @@ def draw_png(a: PolicyAnalysis, path: str | Path) -> Path:
         pos = _layout(g)
         colors = [COLORS.get(d["action"], "#dddddd") for _, d in g.nodes(data=True)]
         nx.draw_networkx_nodes(g, pos, ax=ax, node_color=colors, node_size=2600, edgecolors="#333333")
-        nx.draw_networkx_labels(g, pos, ax=ax, labels={v: _node_label(v, g.graph["run_cap"]) for v in g.nodes}, font_size=8,
+        nx.draw_networkx_labels(g, pos, ax=ax, labels={v: node_label(v, g.graph["run_cap"]) for v in g.nodes}, font_size=8,
                                 font_color="black")
         forced = [(u, v) for u, v, d in g.edges(data=True) if d["guards"] and not d["rules"]]
         chosen = [(u, v) for u, v in g.edges if (u, v) not in set(forced)]
         for edges, style in ((chosen, "solid"), (forced, "dashed")):
             nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, style=style, node_size=2600, arrowsize=14,
                                    connectionstyle="arc3,rad=0.15", edge_color="#444444")
-        labels = {(u, v): _edge_label(d) for u, v, d in g.edges(data=True)}
+        labels = {(u, v): edge_label(d) for u, v, d in g.edges(data=True)}
         nx.draw_networkx_edge_labels(g, pos, edge_labels=labels, ax=ax, font_size=7, label_pos=0.4,
                                      connectionstyle="arc3,rad=0.15")
         stale = "unbounded" if ex.unbounded else str(ex.max_stale)

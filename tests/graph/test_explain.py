@@ -71,3 +71,9 @@ def test_dump_after_prove_shows_the_bounds(capsys):
     assert main(["compile", SCOPE, "--dump-after", "prove"]) == 0
     out = capsys.readouterr().out
     assert "# s0 on frames [any] at 50 steps: max_stale 4, recomputes 12..50" in out
+
+
+def test_compile_emit_dot_uses_the_compiled_machine(capsys):
+    assert main(["compile", SCOPE, "--emit", "dot"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('digraph "scope"') and "stale <= 4, recomputes 12..50/50" in out
