@@ -301,6 +301,8 @@ def _cache_dit_target(workload: Workload) -> Any:
 
 
 def _dbcache(workload: Workload, p: dict[str, Any]) -> Handle:
+    if importlib.util.find_spec("cache_dit") is None:
+        raise ModuleNotFoundError("cache-dit is not installed: pip install 'policyc[peers]' (cache-dit==1.5.3)")
     import cache_dit
 
     config = cache_dit.DBCacheConfig(
