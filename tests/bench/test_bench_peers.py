@@ -79,3 +79,13 @@ def test_peer_parameters_are_checked_and_sweeps_are_labelled():
     assert len({m.name for m in sweep}) == len(sweep)
     assert len(peer_methods()) == len(PEERS)
     assert all(m.kind == "peer" for m in peer_methods(["pab", "magcache"], sweep=True))
+
+
+def test_missing_cache_dit_is_reported_with_the_install_hint(wan_pipe, make_workload, monkeypatch):
+    import runtime.bench.peers as peers
+
+    real = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec", lambda name, *a: None if name == "cache_dit" else real(name, *a))
+    assert PEERS["dbcache"].available() is not None
+    (result,) = benchmark(make_workload(wan_pipe, cfg=False, steps=4), [PEERS["dbcache"].method()], seeds=[0]).results
+    assert result.status == "failed" and "pip install 'policyc[peers]'" in result.error
