@@ -33,12 +33,12 @@ SWEEP_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from runtime.bench.models import DEFAULT_MODEL
+    from runtime.bench.models import DEFAULT_MODEL, MODELS
 
     p = sub.add_parser("bench", help="baseline vs policies vs peers: speedup, fidelity, compute fraction")
-    p.add_argument("policies", nargs="*", metavar="POLICY")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--steps", type=int)
+    p.add_argument("policies", nargs="*", metavar="POLICY", help=".policy files")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(sorted(MODELS))} (default {DEFAULT_MODEL})")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..K-1)")
@@ -49,20 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-param", action="append", default=[], metavar="NAME=V1,V2,...")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
     p.add_argument("--json", action="store_true", help="print one JSON object per method")
-    p.add_argument("--out", default="out/bench")
+    p.add_argument("--out", default="out/bench", help="folder for bench.json and pareto.png")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
     p.set_defaults(handler=cmd_bench)
 
     p = sub.add_parser("run", help="generate with a policy; frames, decision picture, speedup and fidelity")
-    p.add_argument("policy", metavar="POLICY")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--steps", type=int)
+    p.add_argument("policy", metavar="POLICY", help="a .policy file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(sorted(MODELS))} (default {DEFAULT_MODEL})")
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
-    p.add_argument("--out", default="out/run")
+    p.add_argument("--out", default="out/run", help="folder for frames/, baseline/, decisions.png, trace.json")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
     p.set_defaults(handler=cmd_run)
