@@ -20,10 +20,12 @@ weights are read from.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from runtime.bench.workload import Workload
+if TYPE_CHECKING:  # the CLI imports this module to list the models: keep torch out of import time
+    from runtime.bench.workload import Workload
 
-Loader = Callable[..., Workload]
+Loader = Callable[..., "Workload"]
 MODELS: dict[str, Loader] = {}
 DEFAULT_MODEL = "testbed"
 DEFAULT_STEPS = 25
@@ -47,6 +49,7 @@ def _testbed_loader(name: str) -> Loader:
         from pathlib import Path
 
         from runtime import testbeds
+        from runtime.bench.workload import Workload
 
         pipe = testbeds.load(name, Path(weights) if weights else None)
         pe, ne = testbeds.prompt_embeds(pipe, [DEFAULT_DIGIT if prompt is None else prompt])
