@@ -22,6 +22,7 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig
 
 import runtime
+from runtime.adapters import discover
 
 FBCACHE = Path(__file__).resolve().parents[2] / "policies" / "fbcache.policy"
 
@@ -29,7 +30,8 @@ FBCACHE = Path(__file__).resolve().parents[2] / "policies" / "fbcache.policy"
 def diffusers_fbc_decisions(pipe, kwargs, threshold):
     """Run diffusers' FirstBlockCache and record (branch, computed) per denoiser call."""
     pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
-    head = pipe.transformer.blocks[0]._diffusers_hook.get_hook("fbc_leader_block_hook")
+    first = discover(pipe.transformer).blocks[0].module
+    head = first._diffusers_hook.get_hook("fbc_leader_block_hook")
     decided = []
     original = head._should_compute_remaining_blocks
 
@@ -46,10 +48,12 @@ def diffusers_fbc_decisions(pipe, kwargs, threshold):
     return decided, out
 
 
-@pytest.mark.parametrize("threshold", [0.02, 0.08, 0.2])
+@pytest.mark.parametrize("model,threshold", [("wan", 0.02), ("wan", 0.08), ("wan", 0.2), ("flux", 0.2),
+                                             ("flux", 0.5)])
 @pytest.mark.parametrize("cfg", [False, True], ids=["nocfg", "cfg"])
-def test_fbcache_policy_matches_diffusers_first_block_cache(threshold, cfg):
-    pipe, kwargs = tiny.wan(cfg=cfg, steps=12, layers=4)
+def test_fbcache_policy_matches_diffusers_first_block_cache(model, threshold, cfg):
+    """Flux covers blocks returning (encoder, hidden) pairs, across the double/single block lists."""
+    pipe, kwargs = getattr(tiny, model)(cfg=cfg, steps=12)
     expected, reference = diffusers_fbc_decisions(pipe, kwargs, threshold)
     with runtime.attach(pipe, FBCACHE, threshold=threshold) as session:
         out = pipe(**kwargs, generator=tiny.generator())[0]
