@@ -49,7 +49,8 @@ def policies(draw):
         st.builds(lambda k, over: ir.PredError(order=k, over=over), st.integers(0, 2),
                   st.sampled_from(["noise", "step"])),
         st.sampled_from([ir.Signal(name="change_rate"), ir.Signal(name="curvature"),
-                         ir.Distance(fn="delta", source="output")] if kind != "model" else
+                         ir.Distance(fn="delta", source="output"),
+                         ir.MeanOverBlocks(expr=ir.Distance(fn="delta", source="output"))] if kind != "model" else
                         [ir.Signal(name="change_rate")]))
     scalar = st.sampled_from([ir.Signal(name="progress"), ir.Signal(name="noise"),
                               ir.Signal(name="since_recompute")])
