@@ -112,8 +112,10 @@ class RootHook(ModelHook):
             sample = torch.zeros_like(like)
         else:
             sample = outcome.hidden
-        template = self._templates.get(call.branch, tuple if kwargs.get("return_dict") is False else None)
-        if template is None:
+        if kwargs.get("return_dict", True) is False:
+            return (sample,)
+        template = self._templates.get(call.branch)
+        if template is None or issubclass(template, tuple):
             from diffusers.models.modeling_outputs import Transformer2DModelOutput
 
             template = Transformer2DModelOutput

@@ -278,3 +278,19 @@ def test_composes_with_layerwise_casting_and_leaves_its_hooks_alone():
     assert session.trace.actions()["cache"] > 0
     assert sorted(_hooks(pipe.transformer)) == before
     assert torch.equal(run(pipe, kwargs), baseline)
+
+
+def test_model_unit_returns_what_the_caller_asked_for():
+    pipe, kwargs = tiny.wan(cfg=False, steps=4)
+    transformer, text = pipe.transformer, kwargs["prompt_embeds"]
+    reuse = make(ir.ModelUnit(), [rule(0, None, ir.Cache())])
+    latents = torch.randn(1, 4, 2, 8, 8)
+    with runtime.attach(transformer, reuse) as session:
+        outs = []
+        for step, return_dict in enumerate([False, True, False]):
+            with transformer.cache_context("cond", step_index=step, num_inference_steps=3, sigma=1 - step / 3):
+                outs.append(transformer(hidden_states=latents, timestep=torch.tensor([1000.0 - 300 * step]),
+                                        encoder_hidden_states=text, return_dict=return_dict))
+    assert [e.action for e in session.trace] == ["recompute", "cache", "cache"]
+    assert isinstance(outs[0], tuple) and isinstance(outs[2], tuple) and hasattr(outs[1], "sample")
+    assert torch.equal(outs[1].sample, outs[0][0]) and torch.equal(outs[2][0], outs[0][0])
