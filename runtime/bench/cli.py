@@ -10,7 +10,8 @@ heavy imports happen inside the handlers. Both print to stdout and write files u
   [--out DIR] [--threads T]`` — every policy and (with ``--peers`` / ``--peer``) every peer through
   :func:`runtime.bench.harness.benchmark`. ``--sweep`` runs each peer's threshold sweep and, per
   policy, the ``--sweep-param`` values (zipped when several are given) or, by default, all its
-  ranged number params scaled together by ``SWEEP_SCALES``. Writes ``bench.json`` (the whole report)
+  ranged number params scaled together by ``SWEEP_SCALES`` (a policy with none: its first ranged
+  integer param, e.g. a refresh interval, scaled by ``INTEGER_SCALES`` and rounded). Writes ``bench.json`` (the whole report)
   and ``pareto.png``; ``--json`` prints the list of method objects (keys ``method``, ``kind``,
   ``speedup``, ``psnr``, ``ssim``, ``compute_fraction``, ``baseline_seconds``, ``policy_seconds`` +
   extras), otherwise a table. Exit 1 when a policy failed or was idle (peers may fail: reported).
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 SWEEP_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+INTEGER_SCALES = (0.4, 0.6, 1.0, 1.4)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,12 +104,19 @@ def sweep_points(compiled: Any, sweep_params: dict[str, str]) -> list[dict[str, 
             raise SystemExit("policyc: every --sweep-param needs the same number of values")
         return [dict(zip(columns, row)) for row in zip(*columns.values())]
     ranged = [p for p in compiled.ir.params if p.type == "number" and p.high is not None]
-    if not ranged:
+    if ranged:
+        scales, first = SWEEP_SCALES, ranged
+    else:  # e.g. FORA / TaylorSeer: the refresh interval (the first ranged integer) is the knob
+        first = [p for p in compiled.ir.params if p.type == "integer" and p.high is not None][:1]
+        scales = INTEGER_SCALES
+    if not first:
         return [{}]
     points = []
-    for scale in SWEEP_SCALES:
-        point = {p.name: min(max(p.value * scale, p.low if p.low is not None else p.value * scale), p.high)
-                 for p in ranged}
+    for scale in scales:
+        point = {}
+        for p in first:
+            value = min(max(p.value * scale, p.low if p.low is not None else p.value * scale), p.high)
+            point[p.name] = max(1, round(value)) if p.type == "integer" else value
         if point not in points:
             points.append(point)
     return points

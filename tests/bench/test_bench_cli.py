@@ -67,3 +67,11 @@ def test_run_writes_frames_gif_and_decision_picture(policy, model, tmp_path, cap
     for path in (out / "frames" / "video.gif", out / "baseline" / "video.gif", out / "decisions.png"):
         assert path.stat().st_size > 500
     assert json.loads((out / "trace.json").read_text())
+
+
+def test_policy_without_ranged_numbers_sweeps_its_interval():
+    from policy_lang import compile_file
+
+    root = Path(__file__).resolve().parents[2]
+    points = sweep_points(compile_file(root / "policies" / "fora.policy"), {})
+    assert [pt["interval"] for pt in points] == [1, 2, 3, 4]  # 3 x (0.4, 0.6, 1, 1.4), rounded
