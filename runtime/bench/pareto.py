@@ -64,12 +64,15 @@ def plot_pareto(results: Iterable[MethodResult], path: str | Path, *, title: str
     grouped = families(results)
     finite = [r.psnr for pts in grouped.values() for r in pts if math.isfinite(r.psnr)]
     top = (max(finite) + 5.0) if finite else 60.0
-    fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=120)
-    for (kind, name), points in sorted(grouped.items(), key=lambda kv: (kv[0][0] != "policy", kv[0][1])):
+    fig, ax = plt.subplots(figsize=(8.5, 5.6), dpi=120)
+    colors = plt.get_cmap("tab20").colors
+    for i, ((kind, name), points) in enumerate(
+            sorted(grouped.items(), key=lambda kv: (kv[0][0] != "policy", kv[0][1]))):
         xs = [r.speedup for r in points]
         ys = [r.psnr if math.isfinite(r.psnr) else top for r in points]
         style = "-" if points[0].kind == "policy" else "--"
-        (line,) = ax.plot(xs, ys, style, marker="o", label=f"{name} ({kind})",
+        (line,) = ax.plot(xs, ys, style, marker="o" if kind == "policy" else "s", label=f"{name} ({kind})",
+                          color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
                           linewidth=2.2 if points[0].kind == "policy" else 1.3)
         for x, r in zip(xs, points):
             if not math.isfinite(r.psnr):
@@ -80,14 +83,14 @@ def plot_pareto(results: Iterable[MethodResult], path: str | Path, *, title: str
                 linewidth=6, alpha=0.12, label="Pareto front")
     skipped = sorted({r.method for r in results if r.status != "ok"})
     if skipped:
-        ax.text(0.01, 0.01, "not plotted (failed / idle): " + ", ".join(skipped), transform=ax.transAxes,
-                fontsize=7, color="dimgray", va="bottom", wrap=True)
+        fig.text(0.01, 0.01, "not plotted (failed / idle): " + ", ".join(skipped), fontsize=6, color="dimgray",
+                 va="bottom", wrap=True)
     ax.set_xlabel("wall-clock speedup (median of per-seed ratios)")
     ax.set_ylabel("PSNR vs unaccelerated output (dB)")
     ax.set_title(title or "speedup vs fidelity")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout(rect=(0, 0.08 if skipped else 0, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
