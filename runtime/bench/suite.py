@@ -5,9 +5,11 @@ Contract
 ``python -m runtime.bench.suite [--out DIR] [--docs FILE] [--weights DIR] [--seeds K] [--quick]``
 runs, for each entry of ``SUITE`` (model, policies), ``policyc bench POLICY... --model M --peers
 --sweep --seeds K --threads 1 --json --out DIR/M``, records the exact command line in that run's
-``bench.json``, copies its ``pareto.png`` next to the docs page (``img/bench-M.png``) and renders the
+``bench.json``, draws its Pareto picture next to the docs page (``img/bench-M.png``) and renders the
 page with :func:`runtime.bench.report.markdown`. ``--quick`` (a smoke test: wan-tiny and
-skyreels-df-tiny, 8 steps, one seed, one policy) exercises the same path in a minute.
+skyreels-df-tiny, 8 steps, one seed, one policy) exercises the same path in a minute;
+``--render-only`` re-renders the page from the reports already in ``--out``. The sha256 of each
+trained testbed's weights goes into the page's environment line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -40,8 +41,19 @@ def bench_argv(model: str, policies: tuple[str, ...], out: Path, seeds: int, wei
     return argv
 
 
+def weights_digest(model: str, weights: str | None) -> str | None:
+    """sha256 (first 12 hex digits) of a trained testbed's weights file, to tie numbers to weights."""
+    import hashlib
+
+    path = Path(weights) if weights else ROOT / "runtime" / "testbeds" / "weights"
+    path = path / f"{model}.safetensors"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from policy_lang.cli import main as policyc
+    from runtime.bench.harness import MethodResult
+    from runtime.bench.pareto import plot_pareto
     from runtime.bench.report import markdown
 
     ap = argparse.ArgumentParser(prog="python -m runtime.bench.suite", description=__doc__.split("\n")[0])
@@ -50,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", help="folder of the trained testbeds' weights (default: the package's)")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="smoke run on the random tiny testbeds")
+    ap.add_argument("--render-only", action="store_true", help="re-render the page from the reports in --out")
     args = ap.parse_args(argv)
 
     suite, steps = (QUICK, 8) if args.quick else (SUITE, None)
@@ -59,19 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     for model, policies in suite:
         run = bench_argv(model, policies, args.out, seeds, args.weights, steps)
         command = shlex.join(["policyc", *run])
-        print(f"$ {command}", file=sys.stderr, flush=True)
-        status = policyc(run)
+        status = 0
+        if not args.render_only:
+            print(f"$ {command}", file=sys.stderr, flush=True)
+            status = policyc(run)
         path = args.out / model / "bench.json"
         report = json.loads(path.read_text(encoding="utf-8"))
         report["command"] = command
+        digest = weights_digest(model, args.weights)
+        if digest:
+            report.setdefault("environment", {})["weights sha256"] = digest
         path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         reports.append(report)
         commands.append(command)
-        png = args.out / model / "pareto.png"
+        results = [MethodResult.from_json(m) for m in report["methods"]]
         picture = None
-        if png.exists():
-            img.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(png, img / f"bench-{model}.png")
+        if any(r.status == "ok" for r in results):
+            plot_pareto(results, img / f"bench-{model}.png",
+                        title=f"{model}, {report['steps']} steps, {len(report['seeds'])} seeds")
             picture = f"img/bench-{model}.png"
         pictures.append(picture)
         if status:
