@@ -51,7 +51,7 @@ def weights_digest(model: str, weights: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from policy_lang.cli import main as policyc
+    from runtime.bench.cli import register
     from runtime.bench.harness import MethodResult
     from runtime.bench.pareto import plot_pareto
     from runtime.bench.report import markdown
@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run on the random tiny testbeds")
     ap.add_argument("--render-only", action="store_true", help="re-render the page from the reports in --out")
     args = ap.parse_args(argv)
+
+    parser = argparse.ArgumentParser(prog="policyc")  # `policyc bench`, without the compiler's CLI module
+    register(parser.add_subparsers())
+
+    def policyc(run: list[str]) -> int:
+        parsed = parser.parse_args(run)
+        return parsed.handler(parsed)
 
     suite, steps = (QUICK, 8) if args.quick else (SUITE, None)
     seeds = 1 if args.quick else args.seeds
