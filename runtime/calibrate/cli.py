@@ -48,7 +48,7 @@ def _pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from policy_lang.api import PolicyError
+    from policy_lang import PolicyError
     from runtime.calibrate import CalibrationError, calibrate
 
     if args.threads:
