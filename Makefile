@@ -28,7 +28,7 @@ test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow" -x
 
 demo: install
-	$(VENV)/bin/policyc run policies/scope.policy --out out/demo
+	$(VENV)/bin/policyc run policies/scope.policy --model testbed-df --out out/demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info out

@@ -211,6 +211,10 @@ def cmd_run(args) -> int:
     method = policy_method(compiled, name=Path(args.policy).stem)
     workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance,
                              weights=args.weights)
+    if not workload.df and any(s.unit.kind == "frames" for s in compiled.ir.sections):
+        raise SystemExit(f"policyc: error: {args.policy} decides `on frames`, which runs only in the "
+                         f"diffusion-forcing loop; model {args.model!r} is a synchronous pipeline\n"
+                         "help: pick a diffusion-forcing model, e.g. --model testbed-df")
     bar = hasattr(workload.pipe, "set_progress_bar_config") and not workload.df
     if bar:
         workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)
