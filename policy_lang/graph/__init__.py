@@ -4,7 +4,7 @@ Contract
 * ``analyze(policy, steps, source_map=None, lipschitz=1.0) -> PolicyAnalysis``: for every
   section and every branch it distinguishes (``cond`` / ``uncond`` / ``default`` when the section
   reads ``branch``, else ``any``), the state machine explored over ``steps`` calls
-  (``machine.explore``), its dead branches (``chain.dead_rules``), its error bounds
+  (``dp.explore``), its dead branches (``chain.dead_rules``), its error bounds
   (``bounds.error_bounds``) and the findings as ``Diagnostic`` values (codes P06xx) that carry
   the span of the rule that causes them, the path of states in a note, and a ``help``.
 * ``prove(compilation)`` is the compiler stage (``policy_lang.api`` runs it after lowering, at
@@ -32,7 +32,8 @@ from policy_lang.diagnostics import Diagnostic, Label, SourceMap
 from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS, ErrorBound, error_bounds
 from policy_lang.graph.chain import DeadRule, dead_rules
-from policy_lang.graph.machine import Exploration, Outcome, StaticError, explore, reads
+from policy_lang.graph.dp import explore
+from policy_lang.graph.machine import Exploration, Outcome, StaticError, reads
 
 __all__ = ["analyze", "prove", "PolicyAnalysis", "SectionReport", "DEFAULT_STEPS", "unit_text", "path_text"]
 

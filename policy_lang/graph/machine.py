@@ -16,8 +16,9 @@ The abstraction follows ``runtime.controller`` decision for decision:
   signal values select it (``abstract.satisfiable``). ``limit budget`` may always veto (an
   estimate can be arbitrarily large) and never has to (it can be 0), so it adds a possible
   recompute; non-finite signals (guard ``nan``) are faults, not paths, and are left out.
-The DP is O(N · states · rules); states stay small unless the section reads ``first_hit`` or
-``since_recompute`` without a cap (then O(N) states per step).
+The DP is O(N · states · rules); states stay small unless the section reads ``since_recompute``
+without a cap or ``first_hit`` (then O(N) states per step: ``hits.scan_hits`` vectorises the
+latter). ``scan(m, hit=k)`` keeps only the paths whose first reuse is at step k (O(N) states).
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ class Exploration:
         return self.steps / self.max_recomputes if self.max_recomputes else math.inf
 
 
-class _Machine:
+class Machine:
     def __init__(self, policy: ir.Policy, section: ir.Section, steps: int, branch: str):
         self.section, self.steps, self.branch = section, steps, branch
         self.params = policy.param_values()
@@ -239,12 +240,21 @@ class _Machine:
         # (id, kind, order, history needed) per rule: pydantic attribute access is slow in the hot loop
         self._rule_info = {r.id: (r.id, r.action.kind, getattr(r.action, "order", 0), required_history(r.action))
                            for r in section.rules}
-        # fast path (no lets): a condition over exact values only runs as a compiled closure; one that
-        # reads no exact value and no accumulator is the same formula at every state
+        # fast path (every let the same at every state): a condition over exact values only runs as a
+        # compiled closure; one that reads no exact value and no accumulator is the same formula at
+        # every state; the rest ("mixed") are evaluated abstractly. The chain then depends on the
+        # state only through the truths of the exact conditions and the exact values the mixed read.
         self._conds: list[tuple[str, Any]] | None = None
-        if not section.lets:
+        self._base = AbstractEnv(self.params, {})
+        for let in section.lets:
+            if not self._static(let.expr):
+                self._base.lets.clear()
+                break
+            self._base.lets[let.name] = evaluate(let.expr, self._base)
+        if len(self._base.lets) == len(section.lets):
             names = frozenset(self.exact_read)
             self._conds = []
+            mixed_reads: set[str] = set()
             for r in section.rules:
                 if r.cond is None:
                     self._conds.append(("const", True))
@@ -252,15 +262,26 @@ class _Machine:
                 program = compile_exact(r.cond, self.params, names)
                 if program is not None:
                     self._conds.append(("exact", program))
-                elif not (reads_of(r.cond) & set(EXACT)) and not _has_accumulate(r.cond):
-                    self._conds.append(("const", _truth(evaluate(r.cond, AbstractEnv(self.params, {})))))
+                elif self._static(r.cond):
+                    self._conds.append(("const", _truth(evaluate(r.cond, self._base))))
                 else:
                     self._conds.append(("mixed", r.cond))
+                    mixed_reads |= reads_of(r.cond)
+            self._exact_programs = [what for how, what in self._conds if how == "exact"]
+            self._mixed_index = tuple(i for i, n in enumerate(EXACT) if n in mixed_reads and n in names)
         self._has_acc = any(r.cond is not None and _has_accumulate(r.cond) for r in section.rules) or any(
             _has_accumulate(let.expr) for let in section.lets)
 
+    def _static(self, expr: Any) -> bool:
+        """True when ``expr`` has the same value at every state: no exact scalar, accumulator or varying let."""
+        return not (reads_of(expr) & set(EXACT)) and not _has_accumulate(expr) and all(
+            n.name in self._base.lets for n in _nodes(expr) if isinstance(n, ir.LetRef))
+
     def _env(self, values: dict[str, Any], acc: tuple) -> AbstractEnv:
         env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc))
+        if self._conds is not None:
+            env.lets = dict(self._base.lets)
+            return env
         for let in self.section.lets:
             env.lets[let.name] = evaluate(let.expr, env)
         return env
@@ -270,16 +291,22 @@ class _Machine:
         hist, since, kind, run, fh, acc = state
         # in EXACT order: step, steps, progress, since_recompute, run, history, first_hit, branch
         exact = (t, self.steps, t / max(self.steps - 1, 1), since, run, hist, fh, self.branch)
-        key = (tuple(exact[i] for i in self._exact_index), acc)
+        values = dict(zip(EXACT, exact))
+        truths: list[bool] = []
+        if self._conds is None:
+            key = (tuple(exact[i] for i in self._exact_index), acc)
+        else:
+            truths = [bool(program(values)) for program in self._exact_programs]
+            key = (tuple(truths), tuple(exact[i] for i in self._mixed_index), acc)
         memo = self._chain_memo.get(key)
         if memo is not None:
             return key, memo
-        values = dict(zip(EXACT, exact))
         env = None  # the abstract environment, built only for lets and conditions that need it
         if self._conds is None:
             env = self._env(values, acc)
         path: Any = True
         possible = []
+        exact_seen = 0
         for i, rule in enumerate(self.section.rules):
             if self._conds is None:
                 cond = True if rule.cond is None else _truth(evaluate(rule.cond, env))
@@ -288,7 +315,7 @@ class _Machine:
                 if how == "const":
                     cond = what
                 elif how == "exact":
-                    cond = bool(what(values))
+                    cond, exact_seen = truths[exact_seen], exact_seen + 1
                 else:
                     env = env or self._env(values, acc)
                     cond = _truth(evaluate(what, env))
@@ -376,11 +403,21 @@ class _Machine:
         return "main"
 
 
-def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "any") -> Exploration:
-    """Run the DP over ``steps`` calls of one section (see the module docstring)."""
-    m = _Machine(policy, section, steps, branch)
+#: ``scan(m, hit=ANY_HIT)``: every path; an int k (or None): only paths whose first reuse is at step k (never)
+ANY_HIT = object()
+
+
+def display_cap(m: Machine) -> int:
+    """Longest run drawn as its own node: past the declared limits (limited runs never reach it), at most 9."""
     limits = [n for _, _, n in m.limit_run] + [n for _, n in m.limit_stale]
-    display_cap = int(max(RUN_DISPLAY_CAP, min(max(limits, default=0) + 1, 9)))  # limited runs never reach it
+    return int(max(RUN_DISPLAY_CAP, min(max(limits, default=0) + 1, 9)))
+
+
+def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration:
+    """The exact state DP; ``hit`` keeps only the paths whose first reuse is at that step (None:
+    no reuse), ``stop`` ends the exploration after that many steps (for a path that ends before)."""
+    section, steps = m.section, m.steps
+    display_cap_ = display_cap(m)
     start = (0, 0, None, 0, None, ())
     # per state: [min_rec, max_rec, max_stale, stale_parent, any_parent, display_run]
     layer: dict[tuple, list] = {start: [0, 0, 0, None, None, 0]}
@@ -392,7 +429,7 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
     best_stale, best_end, hist_hit = -1, None, None
     first_free = last_free = None
     visited = 0
-    for t in range(steps):
+    for t in range(steps if stop is None else min(stop, steps)):
         nxt: dict[tuple, list] = {}
         moves = []
         for state, info in layer.items():
@@ -401,7 +438,9 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
                 ns = m.step_state(t, state, o)
                 rec = o.kind == "recompute"
                 stale = 0 if rec else info[2] + 1
-                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, display_cap)
+                if hit is not ANY_HIT and state[4] is None and ns[4] is not None and ns[4] != hit:
+                    continue  # a first reuse at another step than the one asked for
+                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, display_cap_)
                 cur = nxt.get(ns)
                 if cur is None:
                     nxt[ns] = [info[0] + rec, info[1] + rec, stale, (state, o), (state, o), run]
@@ -440,10 +479,10 @@ def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "a
     if hist_hit is not None:
         t, state, o = hist_hit
         hist_path = _any_path(history, t, state) + [(t, o)]
-    return Exploration(section, branch, steps, m.st, min(f[0] for f in finals), max(f[1] for f in finals),
+    return Exploration(section, m.branch, steps, m.st, min(f[0] for f in finals), max(f[1] for f in finals),
                        max(best_stale, 0), stale_path, unbounded, hist_path,
                        {k: sorted(v) for k, v in rule_steps.items()}, {k: sorted(v) for k, v in guard_steps.items()},
-                       edges, visited, display_cap)
+                       edges, visited, display_cap_)
 
 
 def structural_bound(st: Statics, kinds: set[str]) -> float | None:
