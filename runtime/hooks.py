@@ -16,6 +16,15 @@ compose with diffusers' offloading and layerwise casting and are removed by ``re
   FirstBlockCache bypasses blocks, so the model's head and final norm still run.
 
 A block called outside its transformer's forward (no open call) just runs.
+
+In-place blocks: a block may overwrite its ``hidden_states`` argument (``x.add_(...)``; return x).
+The input a unit keeps for its residual (``out - in``) and for ``delta(input)``, and the probe's
+input, would then be the output, and every residual 0. The first computed call of each unit (and of
+the probe) keeps a snapshot (``clone``) and reads the input's version counter after the range ran:
+a unit whose blocks do not write their input keeps plain references from then on (no copy), one
+whose blocks do keeps a snapshot at every computed call. A trusted input found overwritten later
+drops that call's result (the unit starts afresh, ``faults["inplace_input"]``). Inference-mode
+tensors have no version counter: their inputs are always snapshotted.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from diffusers.hooks import ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from runtime.adapters import BlockSpec
-from runtime.units import Outcome, UnitRunner
+from runtime.units import Outcome, UnitRunner, layout_key, version_of
 
 ROOT_HOOK = "policyc_root"
 BLOCK_HOOK = "policyc_block"
@@ -51,7 +60,30 @@ class CallState:
     probe_in: torch.Tensor | None = None
     probe: torch.Tensor | None = None
     modulated: torch.Tensor | None = None
-    ranges: dict[int, tuple[Outcome, torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+    ranges: dict[int, InFlight] = field(default_factory=dict)
+    probe_guard: tuple[Any, torch.Tensor, int | None, bool] | None = None  # head hook, input, version, snapshot
+
+
+@dataclass
+class InFlight:
+    """A unit between its first and last block: the outcome and the input its residual is taken against.
+
+    ``hidden``/``encoder`` are the reference (a snapshot, or the block's own input when the unit is
+    known not to overwrite it); ``original`` and ``versions`` let the last block see whether the
+    blocks wrote into their input (``versions`` None: nothing to check).
+    """
+
+    outcome: Outcome
+    hidden: torch.Tensor
+    encoder: torch.Tensor | None
+    original: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    versions: tuple[int | None, int | None] | None = None
+    snapshot: bool = False
+
+    def overwritten(self) -> bool:
+        assert self.original is not None and self.versions is not None
+        return any(t is not None and v is not None and version_of(t) != v
+                   for t, v in zip(self.original, self.versions))
 
 
 def _sample_of(output: Any) -> torch.Tensor:
@@ -81,17 +113,22 @@ class RootHook(ModelHook):
         self.model_runner = model_runner
         self.state_manager = StateManager(_NoState)
         self._templates: dict[str, type] = {}
-        self._shapes: dict[str, torch.Tensor] = {}  # last computed output: the template of a skip
+        # per branch: (input layout, output layout) of the last computed call, the template of a skip
+        self._shapes: dict[str, tuple[tuple, tuple]] = {}
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         context = self.state_manager._context
         call = self.session.begin_call(context, self.session.layout_arg("timestep", args, kwargs))
         try:
             if self.model_runner is None:
-                return self.fn_ref.original_forward(*args, **kwargs)
-            return self._run_model_unit(call, args, kwargs)
-        finally:
-            self.session.end_call(call)
+                output = self.fn_ref.original_forward(*args, **kwargs)
+            else:
+                output = self._run_model_unit(call, args, kwargs)
+        except BaseException:  # KeyboardInterrupt included: half-done unit state must not survive
+            self.session.end_call(call, failed=True)
+            raise
+        self.session.end_call(call)
+        return output
 
     def _run_model_unit(self, call: CallState, args: tuple, kwargs: dict) -> Any:
         sources = {}
@@ -99,17 +136,19 @@ class RootHook(ModelHook):
         if "input" in self.model_runner.sources:
             # latents can be updated in place by a scheduler; the reference must not move with them
             sources["input"] = hidden.detach().clone()
-        outcome = self.model_runner.decide(call, sources, tuple(hidden.shape))
+        layout = layout_key(hidden)
+        outcome = self.model_runner.decide(call, sources, layout)
         if outcome.compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             sample = _sample_of(output)
             self.model_runner.store(call, sample, raw=(sample, None))
             self._templates[call.branch] = type(output)
-            self._shapes[call.branch] = sample
+            self._shapes[call.branch] = (layout, layout_key(sample))
             return output
-        if outcome.skip:  # zeros shaped like the last computed output (the input before any)
-            like = self._shapes.get(call.branch, self.session.layout_arg("hidden_states", args, kwargs))
-            sample = torch.zeros_like(like)
+        if outcome.skip:  # zeros shaped like the last computed output of this layout (the input before any)
+            known = self._shapes.get(call.branch)
+            shape, dtype, device = known[1] if known is not None and known[0] == layout else layout
+            sample = torch.zeros(shape, dtype=dtype, device=device)
         else:
             sample = outcome.hidden
         if kwargs.get("return_dict", True) is False:
@@ -138,6 +177,7 @@ class BlockHook(ModelHook):
         self.head = self.tail = False
         self.probe_head = self.probe_tail = False
         self.modulated_source = False
+        self.probe_overwrites: bool | None = None  # learned: does the probe's first block write its input?
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         call: CallState | None = self.session.current
@@ -146,32 +186,79 @@ class BlockHook(ModelHook):
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)
         if self.probe_head:
-            call.probe_in = hidden
+            self._keep_probe_input(call, hidden)
         if self.modulated_source and self.session.wants_modulated:
             call.modulated = self.session.layout.adapter.modulated_input(spec, args, kwargs)
         runner = self.runner
         if runner is not None and self.head:
             sources = {"input": hidden, "probe": call.probe, "modulated_input": call.modulated}
-            outcome = runner.decide(call, sources, tuple(hidden.shape))
-            call.ranges[id(runner)] = (outcome, hidden, encoder)
+            outcome = runner.decide(call, sources, layout_key(hidden))
+            call.ranges[id(runner)] = self._in_flight(runner, call, outcome, hidden, encoder)
         entry = call.ranges.get(id(runner)) if runner is not None else None
-        if entry is not None and not entry[0].compute:
-            output = self._bypass(entry[0], hidden, encoder)
+        if entry is not None and not entry.outcome.compute:
+            output = self._bypass(entry.outcome, hidden, encoder)
         else:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if entry is not None:
                 out_hidden, out_encoder = spec.split(output)
                 runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
-                if self.tail and (runner.needs_history or runner.keeps_outputs):
-                    _, in_hidden, in_encoder = entry
-                    runner.store(call, out_hidden - in_hidden,
-                                 None if out_encoder is None or in_encoder is None else out_encoder - in_encoder,
+                if self.tail and (runner.needs_history or runner.keeps_outputs) and self._input_intact(runner, call,
+                                                                                                      entry):
+                    runner.store(call, out_hidden - entry.hidden,
+                                 None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,
                                  raw=(out_hidden, out_encoder))
         if self.probe_tail:
-            call.probe = spec.split(output)[0] - call.probe_in
+            call.probe = self._probe_residual(call, spec.split(output)[0])
         if entry is not None and self.tail:
             del call.ranges[id(runner)]
         return output
+
+    # ------------------------------------------------------------------ in-place blocks
+    def _in_flight(self, runner: UnitRunner, call: CallState, outcome: Outcome, hidden: torch.Tensor,
+                   encoder: torch.Tensor | None) -> InFlight:
+        """The reference a computed unit keeps while its blocks run (see the module docstring)."""
+        if not outcome.compute or not (runner.needs_history or runner.keeps_outputs or "input" in runner.sources):
+            return InFlight(outcome, hidden, encoder)
+        versions = (version_of(hidden), version_of(encoder))
+        if runner.overwrites_input is False and versions[0] is not None:
+            return InFlight(outcome, hidden, encoder, (hidden, encoder), versions)
+        snap = hidden.clone()
+        snap_encoder = encoder.clone() if encoder is not None and runner.needs_history else encoder
+        runner.rebind(call.branch, "input", hidden, snap)
+        return InFlight(outcome, snap, snap_encoder, (hidden, encoder), versions, snapshot=True)
+
+    def _input_intact(self, runner: UnitRunner, call: CallState, entry: InFlight) -> bool:
+        """Learn whether the unit's blocks write their input; False: this call's reference was lost."""
+        if entry.versions is None or entry.versions[0] is None:
+            return True
+        overwritten = entry.overwritten()
+        if entry.snapshot:
+            runner.overwrites_input = overwritten
+            return True
+        if overwritten:
+            runner.overwrites_input = True
+            runner.discard(call.branch)
+            self.session.count_fault("inplace_input")
+            return False
+        return True
+
+    def _keep_probe_input(self, call: CallState, hidden: torch.Tensor) -> None:
+        version = version_of(hidden)
+        snapshot = self.probe_overwrites is not False or version is None
+        call.probe_in = hidden.clone() if snapshot else hidden
+        call.probe_guard = (self, hidden, version, snapshot)
+
+    def _probe_residual(self, call: CallState, out_hidden: torch.Tensor) -> torch.Tensor | None:
+        head, original, version, snapshot = call.probe_guard
+        overwritten = version is not None and version_of(original) != version
+        if snapshot:
+            if version is not None:
+                head.probe_overwrites = overwritten
+        elif overwritten:
+            head.probe_overwrites = True
+            self.session.count_fault("inplace_input")
+            return None  # unknown this call: the signal reads as unavailable, the unit recomputes
+        return out_hidden - call.probe_in
 
     def _bypass(self, outcome: Outcome, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
         if not self.head or outcome.skip:

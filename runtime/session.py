@@ -5,10 +5,25 @@ Input: ``attach(target, policy, **params)`` — ``target`` a diffusers pipeline 
 text, a ``CompiledPolicy`` or an ``ir.Policy``; ``params`` override the policy's params
 (``ir.Policy.with_params``, so they are typed and range-checked).
 Output: a ``Session`` (a context manager): ``trace`` (every decision, ``runtime.trace.Trace``),
-``units`` (names), ``memory_bytes()``, ``new_trajectory(steps=None)``, ``detach()``.
+``units`` (names), ``memory_bytes()``, ``held_bytes()``, ``faults`` (a ``Counter`` of the faults the
+session met and handled), ``new_trajectory(steps=None)``, ``detach()``.
 Errors: ``AttachError`` when a diffusers cache technique (or another policy) is already enabled,
 ``UnitError``/``AdapterError`` when the policy cannot run on this model, ``ParamError`` for a bad
-override, the compiler's ``PolicyError`` for a policy that does not compile.
+override, the compiler's ``PolicyError`` for a policy that does not compile; ``SessionBusyError``
+when a call enters a session that is already running one (another thread, or re-entry): a session
+is not thread-safe, and refuses rather than mixing two calls' state. ``NonFiniteWarning`` (once per
+trajectory) when a NaN or infinity forced a recompute.
+
+Faults (``faults`` keys): ``nonfinite_signal``, ``nonfinite_result`` (the unit's computed result,
+i.e. the model's own output, was not finite), ``nonfinite_prediction`` — each forced a recompute;
+``layout_reset`` (shape, dtype or device of a unit's input changed: the unit started afresh);
+``inplace_input`` (a block overwrote the input a unit saved, after the runtime had learned that it
+does not: that call's result was dropped and the unit snapshots from then on); ``aborted_call``
+(an exception or KeyboardInterrupt inside the transformer's forward: every unit starts afresh).
+
+A bare transformer called without a step index also starts a new trajectory when the noise level
+rises back to the trajectory's first level after going down (a new denoising pass after an
+interrupted one, whose end no pipeline announced).
 
 Step context, per denoiser call: the branch is the name of diffusers' ``cache_context`` (``"default"``
 when the pipeline sets none); the step is the context's ``step_index`` or else the number of earlier
@@ -30,6 +45,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +68,14 @@ _DIFFUSERS_CACHE_MODULES = tuple(f"diffusers.hooks.{m}" for m in (
 
 class AttachError(RuntimeError):
     """The target already runs a cache technique or a policy."""
+
+
+class SessionBusyError(RuntimeError):
+    """A call entered a session that is running another call (a second thread, or re-entry)."""
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """A NaN or infinity in a signal, a stored result or a prediction forced a recompute."""
 
 
 def load_policy(policy: Any) -> ir.Policy:
@@ -115,6 +141,11 @@ class Session:
         self._steps_hint: int | None = None
         self._attached: list[tuple[torch.nn.Module, str, bool, bool]] = []
         self._pipeline_class: type | None = None
+        self.faults: Counter = Counter()
+        self._warned = -1  # the last trajectory that warned about non-finite values
+        self._call_lock = threading.Lock()  # held during a denoiser call
+        self._pipeline_lock = threading.Lock()  # held during a pipeline call, by `_pipeline_thread`
+        self._pipeline_thread: int | None = None
         self.new_trajectory()
         self._install(probe)
 
@@ -165,8 +196,15 @@ class Session:
 
         @functools.wraps(original.__call__)
         def __call__(pipe: Any, *args: Any, **kwargs: Any) -> Any:
-            session.new_trajectory()
-            return original.__call__(pipe, *args, **kwargs)
+            if not session._pipeline_lock.acquire(blocking=False):
+                raise session._busy("the pipeline is already running a call")
+            session._pipeline_thread = threading.get_ident()
+            try:
+                session.new_trajectory()
+                return original.__call__(pipe, *args, **kwargs)
+            finally:
+                session._pipeline_thread = None
+                session._pipeline_lock.release()
 
         wrapped = type(original.__name__, (original,), {"__call__": __call__, "__module__": original.__module__,
                                                         "__qualname__": original.__qualname__,
@@ -209,6 +247,7 @@ class Session:
         for runner in self.runners:
             runner.reset()
         self._counts = {}
+        self._noise_span: dict[str, tuple[float, float]] = {}  # per branch: first and last noise level
 
     def new_trajectory(self, steps: int | None = None) -> None:
         """Forget all unit state; the next denoiser call is step 0 of a new trajectory."""
@@ -236,25 +275,74 @@ class Session:
             return len(timesteps)
         return self._steps_hint or 0
 
+    def _busy(self, what: str) -> SessionBusyError:
+        return SessionBusyError(f"{what} with policy `{self.policy.name}` attached; a policyc session is not "
+                                "thread-safe: run one call at a time per pipeline, or give each thread its "
+                                "own pipeline and session")
+
     def begin_call(self, context: Any, timestep: Any) -> CallState:
+        owner = self._pipeline_thread
+        if owner is not None and owner != threading.get_ident():
+            raise self._busy("another thread is running the pipeline")
+        if not self._call_lock.acquire(blocking=False):
+            raise self._busy("the transformer is already running a call")
+        try:
+            return self._open(context, timestep)
+        except BaseException:
+            self._call_lock.release()
+            raise
+
+    def _open(self, context: Any, timestep: Any) -> CallState:
         branch = context.name if context is not None else "default"
         step_index = context.step_index if context is not None else None
-        if self.pipeline is None and step_index == 0 and self._counts.get(branch, 0) > 0:
-            self.new_trajectory(self._steps_hint)
-        step = step_index if step_index is not None else self._counts.get(branch, 0)
-        self._counts[branch] = step + 1
         if context is not None and context.sigma is not None:
             noise = min(max(float(context.sigma), 0.0), 1.0)
         elif timestep is not None:
             noise = float(self.layout.noise(timestep))
         else:
             noise = 0.0
+        if self.pipeline is None and self._counts.get(branch, 0) > 0 and (
+                step_index == 0 if step_index is not None else self._noise_restarted(branch, noise)):
+            self.new_trajectory(self._steps_hint)
+        step = step_index if step_index is not None else self._counts.get(branch, 0)
+        self._counts[branch] = step + 1
+        first = self._noise_span.get(branch, (noise, noise))[0]
+        self._noise_span[branch] = (first, noise)
         self._fresh = False
         self.current = CallState(self._index, branch, step, self._steps(context), noise)
         return self.current
 
-    def end_call(self, call: CallState) -> None:
+    def _noise_restarted(self, branch: str, noise: float) -> bool:
+        """A bare transformer with no step index: the noise level rose back to where the trajectory
+        began after going down — a new denoising pass (the step counter must not go on counting)."""
+        first, last = self._noise_span[branch]
+        return last < first and noise >= first
+
+    def end_call(self, call: CallState, failed: bool = False) -> None:
+        """Close ``call``; a call that raised (``failed``) leaves every unit to start afresh."""
         self.current = None
+        if failed:
+            for runner in self.runners:
+                runner.reset()
+            self.count_fault("aborted_call")
+        self._call_lock.release()
+
+    # ------------------------------------------------------------------ faults
+    def count_fault(self, kind: str) -> None:
+        self.faults[kind] += 1
+
+    def report_nonfinite(self, entry: Any) -> None:
+        """Count a decision that met a NaN/inf and warn once per trajectory."""
+        for key in entry.nonfinite:
+            kind = "result" if key == "result" else "prediction" if key.startswith("predict(") else "signal"
+            self.count_fault(f"nonfinite_{kind}")
+        if entry.call == self._warned:
+            return
+        self._warned = entry.call
+        origin = (" (the model's own output was not finite)" if "result" in entry.nonfinite else "")
+        warnings.warn(f"policyc: non-finite {', '.join(entry.nonfinite)} at step {entry.step} of call "
+                      f"{entry.call}, {entry.unit} ({entry.branch}){origin}; the unit was recomputed "
+                      "(trace guard `nan`, session.faults)", NonFiniteWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ reporting
     @property
@@ -264,6 +352,16 @@ class Session:
     def memory_bytes(self) -> dict[str, int]:
         """Peak bytes of stored results per unit (all branches together) over the session."""
         return {r.plan.name: r.peak_bytes for r in self.runners}
+
+    def held_bytes(self) -> int:
+        """Bytes of every tensor the session holds now (histories, kept references, stored outputs),
+        each storage counted once."""
+        storages: dict[Any, int] = {}
+        for runner in self.runners:
+            for tensor in runner.held_tensors():
+                storage = tensor.untyped_storage()
+                storages[(storage.data_ptr(), tensor.device)] = storage.nbytes()
+        return sum(storages.values())
 
 
 def attach(target: Any, policy: Any, **params: Any) -> Session:

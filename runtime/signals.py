@@ -170,6 +170,10 @@ class SignalBatch:
         terms = (self._mean_abs_diff(current, reference), self._mean_abs(reference))
         return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
 
+    def finite(self, key: str, t: torch.Tensor) -> str:
+        """``mean|t|`` under ``key``: listed in ``nonfinite`` exactly when ``t`` holds a NaN or an infinity."""
+        return self._add(key, (self._mean_abs(t),), lambda v: v[0])
+
     def cos_dist(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
         """``1 - cos(current, reference)`` on the flattened tensors, under ``key``."""
         if reference is None:

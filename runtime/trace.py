@@ -13,7 +13,9 @@ Fields of an entry: ``call`` (index of the pipeline call / trajectory in this se
 (the controller's action kind before a runtime override), ``rule_id``, ``guard`` and ``guard_id``
 (the guard that fired: ``warmup``, ``limit_run``, ... or the runtime's own ``"nan"`` when a reused or
 predicted tensor was not finite), ``values`` (signals the decision read, accumulators included),
-``signals`` (every tensor signal computed at this point), ``time_s`` (wall time of the decision
+``signals`` (every tensor signal computed at this point), ``nonfinite`` (the keys that were NaN or
+infinite: signal keys, ``"result"`` for the unit's last computed result — the model's own output —
+and ``"predict(method,order,axis)"`` for a prediction), ``time_s`` (wall time of the decision
 itself, host side). No tensors are kept.
 """
 
@@ -46,6 +48,7 @@ class TraceEntry:
     guard_id: str | None
     values: dict[str, float] = field(default_factory=dict)
     signals: dict[str, float] = field(default_factory=dict)
+    nonfinite: tuple[str, ...] = ()
     time_s: float = 0.0
 
     @property
@@ -62,11 +65,19 @@ class TraceEntry:
 class Trace:
     """All decisions of one session, in execution order."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_calls: int | None = None) -> None:
         self.entries: list[TraceEntry] = []
+        #: keep only the entries of the last ``keep_calls`` trajectories (None: all). A long-lived
+        #: service sets it so that the trace does not grow with every call.
+        self.keep_calls = keep_calls
 
     def add(self, entry: TraceEntry) -> None:
-        self.entries.append(entry)
+        entries = self.entries
+        if self.keep_calls is not None and entries and entries[-1].call != entry.call:
+            oldest = entry.call - self.keep_calls + 1
+            if entries[0].call < oldest:
+                self.entries = entries = [e for e in entries if e.call >= oldest]
+        entries.append(entry)
 
     def clear(self) -> None:
         self.entries.clear()

@@ -12,7 +12,17 @@ one range per block) and a ``ProbePlan``; ``UnitRunner`` executes one plan for e
 * ``store(call, ...)`` — after a computed call, appends the result (residual ``out - in`` of a block
   range, the output of ``model``) to the unit's ``History`` at the call's (noise, step) node.
 
-State lives per (unit, branch) in ``UnitState`` and is dropped by ``reset`` (a new trajectory).
+State lives per (unit, branch) in ``UnitState`` and is dropped by ``reset`` (a new trajectory), by
+``discard(branch)`` (a call whose result is unknown: it raised, or a block overwrote the unit's saved
+input), and when the unit's input layout (shape, dtype, device: ``layout_key``) changes.
+
+Faults are never hidden: a non-finite signal, stored result or prediction forces ``recompute`` and the
+trace entry names the non-finite keys (``TraceEntry.nonfinite``; ``"result"`` is the unit's last
+computed result, i.e. what the model itself produced); the session counts them and warns
+(``Session.faults``, ``NonFiniteWarning``). A signal source kept between calls (the previous input)
+carries the tensor's version counter: one modified in place since it was kept reads as unavailable,
+never compared with itself. Outputs a unit keeps (``cache output``, per-block outputs) are copies,
+and ``cache output`` hands out a copy, because the next block may write into its input.
 Errors: ``UnitError`` for a policy this model cannot run (a range outside the block list, a signal
 source that does not exist at the unit's decision point, a ``frames`` section, which only the
 diffusion-forcing loop drives).
@@ -38,6 +48,39 @@ _PRED = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
 _MEAN = re.compile(r"^mean_blocks\((delta|drift|cos_dist)\(output\)\)$")
 _RECOMPUTE = ir.Recompute()
 _NO_SIGNALS = SignalValues({})
+
+
+def _predict_name(method: str, order: int, over: str) -> str:
+    return f"predict({method},{order},{over})"
+
+
+def layout_key(t: torch.Tensor) -> tuple:
+    """What makes a stored tensor of a unit usable with a new input: shape, dtype and device."""
+    return (tuple(t.shape), t.dtype, t.device)
+
+
+def version_of(t: torch.Tensor | None) -> int | None:
+    """``t``'s in-place version counter (None for an inference-mode tensor, which has none)."""
+    if t is None or t.is_inference():
+        return None
+    return t._version
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reference kept between calls with the version it had when it was kept."""
+
+    tensor: torch.Tensor
+    version: int | None
+
+    @classmethod
+    def of(cls, t: torch.Tensor) -> Held:
+        return cls(t, version_of(t))
+
+    @property
+    def intact(self) -> bool:
+        """False when the tensor was modified in place after it was kept (unknowable: True)."""
+        return self.version is None or version_of(self.tensor) == self.version
 
 
 class UnitError(ValueError):
@@ -121,11 +164,11 @@ class UnitState:
     hidden: History
     encoder: History
     last_output: tuple[torch.Tensor, torch.Tensor | None] | None = None
-    previous: dict[str, torch.Tensor] = field(default_factory=dict)
-    at_recompute: dict[str, torch.Tensor] = field(default_factory=dict)
+    previous: dict[str, Held] = field(default_factory=dict)
+    at_recompute: dict[str, Held] = field(default_factory=dict)
     block_outputs: list[list[torch.Tensor]] = field(default_factory=list)
-    finite: dict[int, bool] = field(default_factory=dict)
-    shape: tuple[int, ...] | None = None
+    checked: tuple[torch.Tensor, bool] | None = None  # the cache candidate whose finiteness is known
+    layout: tuple | None = None
 
 
 @dataclass
@@ -176,9 +219,24 @@ class UnitRunner:
             _PRED.match(k) or k in ("change_rate", "curvature", "delta(output)") for k in self.keys)
         self.tracks_blocks = any(_MEAN.match(k) for k in self.keys)
         self.sources = frozenset(m.group(2) for k in self.keys if (m := _DIST.match(k)))
+        # learned from the model by the hooks (kept across trajectories): do the unit's blocks write
+        # their input? None: not known yet
+        self.overwrites_input: bool | None = None
 
     def reset(self) -> None:
         self.states.clear()
+
+    def discard(self, branch: str) -> None:
+        """Forget ``branch``: this call's result is unknown, so the unit starts afresh."""
+        self.states.pop(branch, None)
+
+    def rebind(self, branch: str, source: str, old: torch.Tensor, new: torch.Tensor) -> None:
+        """Keep ``new`` (a snapshot taken before the block ran) instead of ``old`` as ``source``."""
+        st = self.states.get(branch)
+        for kept in (st.previous, st.at_recompute) if st is not None else ():
+            held = kept.get(source)
+            if held is not None and held.tensor is old:
+                kept[source] = Held.of(new)
 
     def state(self, branch: str) -> UnitState:
         st = self.states.get(branch)
@@ -192,16 +250,29 @@ class UnitRunner:
         """Bytes of stored results now held by this unit (all branches)."""
         return sum(s.hidden.nbytes + s.encoder.nbytes for s in self.states.values())
 
+    def held_tensors(self) -> list[torch.Tensor]:
+        """Every tensor this unit keeps alive between calls (for memory accounting)."""
+        out: list[torch.Tensor] = []
+        for st in self.states.values():
+            out += [e.value for h in (st.hidden, st.encoder) for e in h.entries]
+            out += [held.tensor for kept in (st.previous, st.at_recompute) for held in kept.values()]
+            out += [t for t in st.last_output or () if t is not None]
+            out += [t for outs in st.block_outputs for t in outs]
+            if st.checked is not None:
+                out.append(st.checked[0])
+        return out
+
     # ------------------------------------------------------------------ the decision point
     @torch.compiler.disable
-    def decide(self, call: Any, sources: dict[str, torch.Tensor | None], shape: tuple[int, ...] = ()) -> Outcome:
+    def decide(self, call: Any, sources: dict[str, torch.Tensor | None], layout: tuple = ()) -> Outcome:
         started = time.perf_counter()
         st = self.state(call.branch)
-        if st.shape != shape:  # another token set (a resized latent, a moved frame window): a new unit
-            if st.shape is not None:
+        if st.layout != layout:  # a resized latent, another batch or dtype, a moved frame window: a new unit
+            if st.layout is not None:
                 del self.states[call.branch]
                 st = self.state(call.branch)
-            st.shape = shape
+                self.session.count_fault("layout_reset")
+            st.layout = layout
         ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
         candidates: dict[Any, tuple] = {}
         values = _NO_SIGNALS
@@ -217,23 +288,39 @@ class UnitRunner:
         outcome = Outcome(compute=True)
         if not isinstance(action, ir.Recompute):
             outcome = self._outcome(action, st, candidates, values)
-            if outcome is None:  # the tensor to reuse or predict is not finite
+            if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
                 decision = Decision(_RECOMPUTE, None, "nan", None, decision.values)
                 outcome = Outcome(compute=True)
         st.controller.record(decision, computed=outcome.compute)
         for source in self.sources:
             tensor = sources.get(source)
             if tensor is not None:
-                st.previous[source] = tensor
+                held = Held.of(tensor)
+                st.previous[source] = held
                 if outcome.compute:
-                    st.at_recompute[source] = tensor
-        self.session.trace.add(TraceEntry(
+                    st.at_recompute[source] = held
+        nonfinite = self._nonfinite(values, signals)
+        entry = TraceEntry(
             call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
             unit=self.plan.name, section=self.plan.section.id, unit_index=ctx.unit_index, units=ctx.units,
             action="recompute" if outcome.compute else action.kind, decided=action.kind,
             rule_id=decision.rule_id, guard=decision.guard, guard_id=decision.guard_id,
-            values=dict(decision.values), signals=signals, time_s=time.perf_counter() - started))
+            values=dict(decision.values), signals=signals, nonfinite=nonfinite, time_s=time.perf_counter() - started)
+        self.session.trace.add(entry)
+        if nonfinite:
+            self.session.report_nonfinite(entry)
         return outcome
+
+    def _nonfinite(self, values: SignalValues, signals: dict[str, float]) -> tuple[str, ...]:
+        """The non-finite keys of this decision: signals (unavailable ones excepted) and candidates."""
+        if not values.nonfinite:
+            return ()
+        bad = [k for k in self.keys if k in values.nonfinite]
+        for key in sorted(values.nonfinite):  # "finite:result:0", "finite:predict(taylor,1,noise):1"
+            name = key.split(":")[1] if key.startswith("finite:") else None
+            if name is not None and name not in bad:
+                bad.append(name)
+        return tuple(bad)
 
     def _register(self, batch: SignalBatch, key: str, st: UnitState, sources: dict, ctx: StepContext) -> None:
         if key == "delta(output)":
@@ -241,10 +328,12 @@ class UnitRunner:
         elif m := _DIST.match(key):
             fn, source = m.groups()
             current = sources.get(source)
-            if current is None:
-                raise UnitError(f"signal source `{source}` is not available at {self.plan.name}")
-            reference = (st.at_recompute if fn == "drift" else st.previous).get(source)
-            batch.distance(fn, source, current, reference)
+            held = (st.at_recompute if fn == "drift" else st.previous).get(source)
+            reference = held.tensor if held is not None and held.intact else None
+            if current is None:  # the probe's input was overwritten in place this call: unknown
+                batch.rel_l1(key, torch.zeros(()), None)
+            else:
+                batch.distance(fn, source, current, reference)
         elif m := _PRED.match(key):
             order, over = int(m.group(1)), m.group(2)
             batch.pred_error(st.hidden, order, over, ctx.noise if over == "noise" else float(ctx.step))
@@ -268,32 +357,34 @@ class UnitRunner:
                 pair = tuple(h.predict(method, order, over, ctx.noise, ctx.step) if len(h) else None
                              for h in (st.hidden, st.encoder))
                 out[("predict", method, order, over)] = pair
-                self._finite_check(batch, ("predict", method, order, over), pair)
+                self._finite_check(batch, _predict_name(method, order, over), pair)
         last = (st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None)
         out["cache"] = last
-        if self.caches and id(last[0]) not in st.finite:
-            self._finite_check(batch, "cache", last)
+        if self.caches and (st.checked is None or st.checked[0] is not last[0]):
+            self._finite_check(batch, "result", last)
         return out
 
     @staticmethod
-    def _finite_check(batch: SignalBatch, tag: Any, pair: tuple) -> None:
+    def _finite_check(batch: SignalBatch, name: str, pair: tuple) -> None:
         for i, t in enumerate(pair):
             if t is not None:
-                batch.rel_l1(f"finite:{tag}:{i}", t, t)  # nan/inf in t -> the key is reported non-finite
+                batch.finite(f"finite:{name}:{i}", t)
 
     def _outcome(self, action: Any, st: UnitState, candidates: dict, values: Any) -> Outcome | None:
         if isinstance(action, ir.Skip):
             return Outcome(compute=False, skip=True)
         if isinstance(action, ir.Cache):
             if action.output and st.last_output is not None:
-                return Outcome(False, st.last_output[0], st.last_output[1], as_output=True)
+                # the next block receives it and may write into it: hand out a copy, keep the original
+                hidden, encoder = st.last_output
+                return Outcome(False, hidden.clone(), None if encoder is None else encoder.clone(), as_output=True)
             pair = candidates["cache"]
-            key = id(pair[0])
-            if key not in st.finite:
-                st.finite = {key: not any(k.startswith("finite:cache:") for k in values.nonfinite)}
-            return Outcome(False, *pair) if st.finite[key] else None
+            if st.checked is None or st.checked[0] is not pair[0]:  # holding the tensor: no id reuse
+                st.checked = (pair[0], not any(k.startswith("finite:result:") for k in values.nonfinite))
+            return Outcome(False, *pair) if st.checked[1] else None
         tag = ("predict", action.method, action.order, action.over)
-        if any(k.startswith(f"finite:{tag}:") for k in values.nonfinite):
+        name = _predict_name(action.method, action.order, action.over)
+        if any(k.startswith(f"finite:{name}:") for k in values.nonfinite):
             return None
         return Outcome(False, *candidates[tag])
 
@@ -307,7 +398,8 @@ class UnitRunner:
                 st.encoder.push(encoder, noise=call.noise, step=call.step)
             self.peak_bytes = max(self.peak_bytes, self.memory_bytes())
         if self.keeps_outputs and raw is not None:
-            st.last_output = raw
+            # copies: the next block (outside the unit) receives this output and may write into it
+            st.last_output = (raw[0].clone(), None if raw[1] is None else raw[1].clone())
 
     def store_block_output(self, call: Any, offset: int, output: torch.Tensor) -> None:
         if not self.tracks_blocks:
@@ -316,5 +408,5 @@ class UnitRunner:
         while len(st.block_outputs) <= offset:
             st.block_outputs.append([])
         outs = st.block_outputs[offset]
-        outs.append(output.detach())
+        outs.append(output.detach().clone())  # the next block may write into its input
         del outs[:-2]
