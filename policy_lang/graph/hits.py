@@ -3,8 +3,9 @@
 Contract: ``scan_hits(m)`` returns the ``Exploration`` that ``machine.scan(m)`` (the exact state
 DP) returns — the same min/max recomputes, staleness bound and path, unbounded verdict, history
 finding and path, steps of every rule and guard — in O(N · keys) numpy operations on arrays of
-length N + 1 instead of O(N²) visited states. Only the drawn machine differs: a node's run length
-is the longest over the values of ``first_hit`` that share it (the exact DP keeps one per state).
+length N + 1 instead of O(N²) visited states. Only the drawn machine can differ: the display run
+lengths a key is reached with are kept for the key, not for each value of ``first_hit``, so an
+edge is drawn from each of them (the exact DP keeps them per state).
 
 Why it is exact: ``first_hit`` is set once (at the first call that is not a recompute) and never
 changes, and nothing but the conditions that read it depends on it. A layer therefore maps a *key*
@@ -30,7 +31,9 @@ from policy_lang.graph.machine import (
     ANY_HIT,
     Exploration,
     Machine,
+    _node,
     _outcome_kinds,
+    add_edge,
     display_cap,
     reads_of,
     scan,
@@ -121,8 +124,7 @@ def scan_hits(m: Machine) -> Exploration:
     start_key = (0, 0, None, 0, False, ())
     first = np.full((3, n + 1), DEAD, dtype=np.int64)
     first[:, n] = 0
-    layer: dict[tuple, list] = {start_key: [first, 0]}   # key -> [values (3, N+1), display run]
-    node_of: dict[tuple, Any] = {start_key: "start"}
+    layer: dict[tuple, list] = {start_key: [first, {0}]}   # key -> [values (3, N+1), display runs]
     edges: dict[tuple, list] = {}
     rule_steps: dict[str, set[int]] = {}
     guard_steps: dict[str, set[int]] = {}
@@ -132,8 +134,7 @@ def scan_hits(m: Machine) -> Exploration:
     visited = 0
     for t in range(n):
         nxt: dict[tuple, list] = {}
-        moves = []
-        for key, (values, disp) in layer.items():
+        for key, (values, shown) in layer.items():
             visited += int(np.count_nonzero(values[1] >= 0))
             hist, since, kind, run, is_set, acc = key
             for mask, rep in _groups(classes, t, key, values):
@@ -150,13 +151,13 @@ def scan_hits(m: Machine) -> Exploration:
                     else:  # the first reuse: first_hit becomes t
                         cand = np.full((3, n + 1), DEAD, dtype=np.int64)
                         cand[:, t] = own[:, n] + _FREE[:, 0]
-                    shown = 1 if rec or kind != o.kind else min(disp + 1, cap)
+                    runs = {(d, 1 if rec or kind != o.kind else min(d + 1, cap)) for d in shown}
                     cur = nxt.get(new_key)
                     if cur is None:
-                        nxt[new_key] = [cand, shown]
+                        nxt[new_key] = [cand, {r for _, r in runs}]
                     else:
                         np.maximum(cur[0], cand, out=cur[0])
-                        cur[1] = max(cur[1], shown)
+                        cur[1].update(r for _, r in runs)
                     if not rec:
                         first_free = t if first_free is None else first_free
                         last_free = t
@@ -166,16 +167,9 @@ def scan_hits(m: Machine) -> Exploration:
                     if o.guard == "history" and o.order and hist_hit is None:
                         hist_hit = (t, rep)
                     (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
-                    moves.append((key, o, new_key))
-        new_nodes = {k: (m.phase(t), k[2], v[1]) for k, v in nxt.items()}
-        for key, o, new_key in moves:
-            e = edges.get((node_of[key], new_nodes[new_key], o))
-            if e is None:
-                edges[(node_of[key], new_nodes[new_key], o)] = [t, t, 1]
-            else:
-                e[1] = t
-                e[2] += 1
-        layer, node_of = nxt, new_nodes
+                    for d, r in runs:
+                        add_edge(edges, t, _node(m, t - 1, kind, d), (m.phase(t), o.kind, r), o)
+        layer = nxt
     finals = [v[0] for v in layer.values()]
     min_rec = -max(int(v[0].max()) for v in finals)
     max_rec = max(int(v[1].max()) for v in finals)

@@ -419,11 +419,10 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
     section, steps = m.section, m.steps
     display_cap_ = display_cap(m)
     start = (0, 0, None, 0, None, ())
-    # per state: [min_rec, max_rec, max_stale, stale_parent, any_parent, display_run]
-    layer: dict[tuple, list] = {start: [0, 0, 0, None, None, 0]}
+    # per state: [min_rec, max_rec, max_stale, stale_parent, any_parent, display runs it is reached with]
+    layer: dict[tuple, list] = {start: [0, 0, 0, None, None, {0}]}
     history: list[dict[tuple, list]] = []
     edges: dict[tuple, list] = {}
-    node_of: dict[tuple, Any] = {start: "start"}
     rule_steps: dict[str, set[int]] = {}
     guard_steps: dict[str, set[int]] = {}
     best_stale, best_end, hist_hit = -1, None, None
@@ -431,7 +430,6 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
     visited = 0
     for t in range(steps if stop is None else min(stop, steps)):
         nxt: dict[tuple, list] = {}
-        moves = []
         for state, info in layer.items():
             visited += 1
             for o in m.outcomes(t, state):
@@ -440,16 +438,16 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                 stale = 0 if rec else info[2] + 1
                 if hit is not ANY_HIT and state[4] is None and ns[4] is not None and ns[4] != hit:
                     continue  # a first reuse at another step than the one asked for
-                run = 1 if rec or state[2] != o.kind else min(info[5] + 1, display_cap_)
+                runs = {(d, 1 if rec or state[2] != o.kind else min(d + 1, display_cap_)) for d in info[5]}
                 cur = nxt.get(ns)
                 if cur is None:
-                    nxt[ns] = [info[0] + rec, info[1] + rec, stale, (state, o), (state, o), run]
+                    nxt[ns] = [info[0] + rec, info[1] + rec, stale, (state, o), (state, o), {r for _, r in runs}]
                 else:
                     cur[0] = min(cur[0], info[0] + rec)
                     cur[1] = max(cur[1], info[1] + rec)
                     if stale > cur[2]:
                         cur[2], cur[3] = stale, (state, o)
-                    cur[5] = max(cur[5], run)
+                    cur[5].update(r for _, r in runs)
                 if not rec:
                     first_free = t if first_free is None else first_free
                     last_free = t
@@ -458,17 +456,10 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                 if o.guard == "history" and o.order and hist_hit is None:
                     hist_hit = (t, state, o)
                 (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
-                moves.append((state, o, ns))
-        new_nodes = {ns: (m.phase(t), ns[2], info[5]) for ns, info in nxt.items()}
-        for state, o, ns in moves:
-            e = edges.get((node_of[state], new_nodes[ns], o))
-            if e is None:
-                edges[(node_of[state], new_nodes[ns], o)] = [t, t, 1]
-            else:
-                e[1] = t
-                e[2] += 1
+                for d, r in runs:
+                    add_edge(edges, t, _node(m, t - 1, state[2], d), (m.phase(t), o.kind, r), o)
         history.append(layer)
-        layer, node_of = nxt, new_nodes
+        layer = nxt
     history.append(layer)
     finals = list(layer.values())
     stale_path = _stale_path(history, best_end) if best_end else []
@@ -483,6 +474,21 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                        max(best_stale, 0), stale_path, unbounded, hist_path,
                        {k: sorted(v) for k, v in rule_steps.items()}, {k: sorted(v) for k, v in guard_steps.items()},
                        edges, visited, display_cap_)
+
+
+def _node(m: Machine, t: int, kind: str | None, run: int) -> Any:
+    """The drawn node of a state reached at step t with this display run (``"start"`` before step 0)."""
+    return "start" if t < 0 else (m.phase(t), kind, run)
+
+
+def add_edge(edges: dict[tuple, list], t: int, src: Any, dst: Any, o: Outcome) -> None:
+    """Count one move src -> dst by ``o`` at step t: [first step, last step, count] per (src, dst, outcome)."""
+    e = edges.get((src, dst, o))
+    if e is None:
+        edges[(src, dst, o)] = [t, t, 1]
+    else:
+        e[1] = t
+        e[2] += 1
 
 
 def structural_bound(st: Statics, kinds: set[str]) -> float | None:
