@@ -403,10 +403,39 @@ def _call(e: ir.Call, args: list[Any]) -> Any:
 _EXACT_OPS = {"+", "-", "*", "/", "**"}
 
 
-def compile_exact(e: Any, params: dict[str, Any], exact_names: frozenset[str]) -> Any:
+class ScalarOps:
+    """The concrete operations ``compile_exact`` builds closures from (``vector.VectorOps`` swaps them)."""
+
+    @staticmethod
+    def logic(op: str, a: Any, b: Any) -> bool:
+        return bool(a) and bool(b) if op == "and" else bool(a) or bool(b)
+
+    @staticmethod
+    def not_(v: Any) -> bool:
+        return not v
+
+    @staticmethod
+    def neg(v: Any) -> Any:
+        return None if v is None else -v
+
+    @staticmethod
+    def compare(a: Any, op: str, b: Any) -> Any:
+        return _compare(a, op, b)
+
+    @staticmethod
+    def arith(op: str, a: Any, b: Any) -> Any:
+        return None if a is None or b is None else _arith(op, a, b)
+
+    @staticmethod
+    def call(e: ir.Call, args: list[Any]) -> Any:
+        return _call(e, args)
+
+
+def compile_exact(e: Any, params: dict[str, Any], exact_names: frozenset[str], ops: Any = ScalarOps) -> Any:
     """A closure ``values -> value`` for an expression that reads only params, constants and the
     scalars in ``exact_names``; ``None`` when ``e`` reads anything symbolic. Same results as
-    ``evaluate`` on those inputs (it shares its arithmetic), an order of magnitude faster."""
+    ``evaluate`` on those inputs (it shares its arithmetic), an order of magnitude faster. ``ops``
+    supplies the operations (``vector.VectorOps``: the values may be numpy arrays)."""
     if isinstance(e, ir.Const):
         v = e.value
         return lambda values: v
@@ -419,34 +448,26 @@ def compile_exact(e: Any, params: dict[str, Any], exact_names: frozenset[str]) -
         name = e.name
         return lambda values: values[name]
     if isinstance(e, ir.Unary):
-        inner = compile_exact(e.operand, params, exact_names)
+        inner = compile_exact(e.operand, params, exact_names, ops)
         if inner is None:
             return None
         if e.op == "not":
-            return lambda values: not inner(values)
-        return lambda values: None if (v := inner(values)) is None else -v
+            return lambda values: ops.not_(inner(values))
+        return lambda values: ops.neg(inner(values))
     if isinstance(e, ir.Call):
-        args = [compile_exact(a, params, exact_names) for a in e.args]
+        args = [compile_exact(a, params, exact_names, ops) for a in e.args]
         if any(a is None for a in args):
             return None
-        return lambda values: _call(e, [a(values) for a in args])
+        return lambda values: ops.call(e, [a(values) for a in args])
     if isinstance(e, ir.Binary):
-        left = compile_exact(e.left, params, exact_names)
-        right = compile_exact(e.right, params, exact_names)
+        left = compile_exact(e.left, params, exact_names, ops)
+        right = compile_exact(e.right, params, exact_names, ops)
         if left is None or right is None:
             return None
         op = e.op
-        if op == "and":
-            return lambda values: bool(left(values)) and bool(right(values))
-        if op == "or":
-            return lambda values: bool(left(values)) or bool(right(values))
+        if op in ("and", "or"):
+            return lambda values: ops.logic(op, left(values), right(values))
         if op in _ORDER:
-            return lambda values: _compare(left(values), op, right(values))
-
-        def arith(values: dict[str, Any]) -> Any:
-            a, b = left(values), right(values)
-            return None if a is None or b is None else _arith(op, a, b)
-
-        return arith
+            return lambda values: ops.compare(left(values), op, right(values))
+        return lambda values: ops.arith(op, left(values), right(values))
     return None
-
