@@ -31,9 +31,8 @@ from policy_lang.graph.machine import (
     ANY_HIT,
     Exploration,
     Machine,
-    _node,
     _outcome_kinds,
-    add_edge,
+    add_edges,
     display_cap,
     reads_of,
     scan,
@@ -134,6 +133,7 @@ def scan_hits(m: Machine) -> Exploration:
     visited = 0
     for t in range(n):
         nxt: dict[tuple, list] = {}
+        step_edges: set[tuple] = set()
         for key, (values, shown) in layer.items():
             visited += int(np.count_nonzero(values[1] >= 0))
             hist, since, kind, run, is_set, acc = key
@@ -167,8 +167,8 @@ def scan_hits(m: Machine) -> Exploration:
                     if o.guard == "history" and o.order and hist_hit is None:
                         hist_hit = (t, rep)
                     (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
-                    for d, r in runs:
-                        add_edge(edges, t, _node(m, t - 1, kind, d), (m.phase(t), o.kind, r), o)
+                    step_edges.update((kind, d, o, r) for d, r in runs)
+        add_edges(m, edges, t, step_edges)
         layer = nxt
     finals = [v[0] for v in layer.values()]
     min_rec = -max(int(v[0].max()) for v in finals)

@@ -430,6 +430,7 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
     visited = 0
     for t in range(steps if stop is None else min(stop, steps)):
         nxt: dict[tuple, list] = {}
+        step_edges: set[tuple] = set()
         for state, info in layer.items():
             visited += 1
             for o in m.outcomes(t, state):
@@ -456,8 +457,8 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                 if o.guard == "history" and o.order and hist_hit is None:
                     hist_hit = (t, state, o)
                 (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
-                for d, r in runs:
-                    add_edge(edges, t, _node(m, t - 1, state[2], d), (m.phase(t), o.kind, r), o)
+                step_edges.update((state[2], d, o, r) for d, r in runs)
+        add_edges(m, edges, t, step_edges)
         history.append(layer)
         layer = nxt
     history.append(layer)
@@ -476,19 +477,18 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                        edges, visited, display_cap_)
 
 
-def _node(m: Machine, t: int, kind: str | None, run: int) -> Any:
-    """The drawn node of a state reached at step t with this display run (``"start"`` before step 0)."""
-    return "start" if t < 0 else (m.phase(t), kind, run)
-
-
-def add_edge(edges: dict[tuple, list], t: int, src: Any, dst: Any, o: Outcome) -> None:
-    """Count one move src -> dst by ``o`` at step t: [first step, last step, count] per (src, dst, outcome)."""
-    e = edges.get((src, dst, o))
-    if e is None:
-        edges[(src, dst, o)] = [t, t, 1]
-    else:
-        e[1] = t
-        e[2] += 1
+def add_edges(m: Machine, edges: dict[tuple, list], t: int, moves: set[tuple]) -> None:
+    """Record the moves (kind, display run) -> (kind, display run) by an outcome at step t: per drawn
+    edge [first step, last step, number of steps it can be taken at]."""
+    before, now = m.phase(t - 1) if t > 0 else None, m.phase(t)
+    for kind, d, o, r in moves:
+        key = ("start" if before is None else (before, kind, d), (now, o.kind, r), o)
+        e = edges.get(key)
+        if e is None:
+            edges[key] = [t, t, 1]
+        else:
+            e[1] = t
+            e[2] += 1
 
 
 def structural_bound(st: Statics, kinds: set[str]) -> float | None:
