@@ -8,6 +8,12 @@ The compiler is the ordered tuple ``STAGES``: ``parse``, the checking passes, ``
 analyses. Later layers add a stage by appending to ``ANALYSES`` (e.g. the state-machine proofs of
 ``policy_lang.graph``); a stage with ``needs_clean`` runs only if no error was reported before it.
 ``run_stages(..., until=NAME)`` stops after a named stage (``policyc compile --dump-after NAME``).
+
+Text: ``normalize_source`` drops a leading UTF-8 BOM and turns CRLF and lone CR into LF before
+anything else sees the text, so every span (offsets, 1-based line and column, both counted in
+characters of the normalised text; a tab is one column) matches what an editor shows.
+``decode_source`` turns bytes into such text, or raises ``PolicyError`` P0703 pointing at the
+first byte that is not UTF-8; ``read_source`` does the same for a file.
 """
 
 from __future__ import annotations
@@ -18,18 +24,20 @@ from typing import Any
 
 from policy_lang import ir
 from policy_lang.codes import diagnostic
-from policy_lang.diagnostics import Diagnostic, SourceMap
+from policy_lang.diagnostics import Diagnostic, SourceMap, Span
 from policy_lang.passes import LOWER, PASSES, Compilation, Stage
 
-#: Largest source accepted (characters).
-MAX_SOURCE = 1_000_000
+#: Largest source accepted (characters): 50 times the largest library policy, and parsed in about 1 s.
+MAX_SOURCE = 100_000
 
 
 def _parse(c: Compilation) -> None:
     from policy_lang.parser import parse
 
     if len(c.source) > MAX_SOURCE:
-        c.emit("P0705", f"the policy is {len(c.source)} characters long; the limit is {MAX_SOURCE}")
+        c.emit("P0705", f"the policy is {len(c.source)} characters long; the limit is {MAX_SOURCE}",
+               help="a policy is a few lines of decisions: move generated tables into a list param, or "
+                    "split the file into several policies")
         return
     c.ast, diags = parse(c.source)
     for d in diags:
@@ -104,12 +112,13 @@ class CompiledPolicy:
 def run_stages(source: str, filename: str = "<string>", params: dict[str, Any] | None = None,
                until: str | None = None) -> Compilation:
     """Run the pipeline and return the ``Compilation`` (never raises for any source text)."""
-    c = Compilation(source=source, filename=filename, overrides=dict(params or {}))
+    c = Compilation(source=normalize_source(source), filename=filename, overrides=dict(params or {}))
     for stage in stages():
         if stage.name != "parse" and c.ast is None:
             break
         if stage.needs_clean and c.has_errors:
             break
+        errors = len(c.errors)
         try:
             stage.run(c)
         except RecursionError:
@@ -121,33 +130,62 @@ def run_stages(source: str, filename: str = "<string>", params: dict[str, Any] |
                                          f"{type(exc).__name__}: {exc}",
                                 help="please report this with the policy that caused it"))
             break
-        if stage.name == until:
+        if stage.name == until or (stage.halts and len(c.errors) > errors):
             break
     return c
 
 
-def compile_source(text: str, filename: str = "<string>", params: dict[str, Any] | None = None) -> CompiledPolicy:
-    """Compile policy text; raise ``PolicyError`` if it has errors."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolicyError([diagnostic("P0703", f"the policy is not UTF-8 text ({exc.reason} at byte "
-                                                   f"{exc.start})")], "", filename) from None
+def normalize_source(text: str) -> str:
+    """Drop a leading BOM; CRLF and lone CR become LF (the only line ends the compiler counts)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def decode_source(data: bytes, filename: str = "<bytes>") -> str:
+    """UTF-8 bytes (a BOM allowed) -> normalised text; ``PolicyError`` P0703 at the first bad byte."""
+    try:
+        return normalize_source(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        # show the file with the bad bytes replaced, and point at the first one
+        shown = normalize_source(data.decode("utf-8", errors="replace"))
+        pos = len(normalize_source(data[:exc.start].decode("utf-8")))
+        line = shown.count("\n", 0, pos) + 1
+        col = pos - (shown.rfind("\n", 0, pos) + 1) + 1
+        span = Span(start=pos, end=pos + 1, line=line, col=col, end_line=line, end_col=col + 1)
+        bad = data[exc.start:exc.end].hex(" ")
+        raise PolicyError([diagnostic(
+            "P0703", f"the policy is not UTF-8 text: byte {exc.start} (0x{bad}) at line {line}, column {col} "
+                     f"cannot be decoded ({exc.reason})", span=span,
+            help="re-save the file as UTF-8 (in most editors: Save with Encoding -> UTF-8)")],
+            shown, filename) from None
+
+
+def read_source(path: str | Path) -> str:
+    """The normalised text of a policy file; ``PolicyError`` P0703 if unreadable or not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PolicyError([diagnostic("P0703", f"cannot read `{path}`: {exc.strerror or exc}",
+                                      help="check the path and its permissions")], "", str(path)) from None
+    return decode_source(data, str(path))
+
+
+def compile_source(text: str | bytes, filename: str = "<string>",
+                   params: dict[str, Any] | None = None) -> CompiledPolicy:
+    """Compile policy text (or UTF-8 bytes); raise ``PolicyError`` if it has errors."""
+    if isinstance(text, (bytes, bytearray)):
+        text = decode_source(bytes(text), filename)
     c = run_stages(text, filename, params)
     if c.has_errors or c.ir is None:
-        raise PolicyError(c.diagnostics, text, filename)
+        raise PolicyError(c.diagnostics, c.source, filename)
     spans = {k: v for k, v in c.spans.items() if v is not None}
-    return CompiledPolicy(ir=c.ir, source_map=SourceMap(filename=filename, spans=spans), source=text,
+    return CompiledPolicy(ir=c.ir, source_map=SourceMap(filename=filename, spans=spans), source=c.source,
                           warnings=tuple(c.diagnostics), artifacts=dict(c.extras))
 
 
 def compile_file(path: str | Path, params: dict[str, Any] | None = None) -> CompiledPolicy:
-    """Read and compile a ``.policy`` file; unreadable files are a ``PolicyError`` (P0703)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PolicyError([diagnostic("P0703", f"cannot read `{path}`: {exc.strerror or exc}")], "",
-                          str(path)) from None
-    return compile_source(data, filename=str(path), params=params)
+    """Read and compile a ``.policy`` file; unreadable or non-UTF-8 files are a ``PolicyError`` (P0703)."""
+    return compile_source(read_source(path), filename=str(path), params=params)

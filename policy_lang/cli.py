@@ -57,15 +57,15 @@ def _overrides(pairs: list[str], parser: argparse.ArgumentParser) -> dict[str, s
     return out
 
 
-def _read(path: str) -> tuple[str | None, list]:
-    from policy_lang.codes import diagnostic
+def _read(path: str) -> tuple[str | None, list, str]:
+    """(normalised text, [], text) or (None, [P0703], the text to show the diagnostic against)."""
+    from policy_lang.api import PolicyError, read_source
 
     try:
-        return Path(path).read_bytes().decode("utf-8"), []
-    except OSError as exc:
-        return None, [diagnostic("P0703", f"cannot read `{path}`: {exc.strerror or exc}")]
-    except UnicodeDecodeError as exc:
-        return None, [diagnostic("P0703", f"`{path}` is not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        text = read_source(path)
+    except PolicyError as err:
+        return None, list(err.diagnostics), err.source
+    return text, [], text
 
 
 def _write(text: str, out: str | None) -> None:
@@ -78,9 +78,9 @@ def _write(text: str, out: str | None) -> None:
 def cmd_compile(args) -> int:
     from policy_lang.api import compile_source, run_stages, stages
 
-    source, problems = _read(args.file)
+    source, problems, shown = _read(args.file)
     if source is None:
-        _report(problems, "", args.file, args.error_format)
+        _report(problems, shown, args.file, args.error_format)
         return 1
     params = _overrides(args.set, args.parser)
     if args.dump_after:
@@ -148,9 +148,9 @@ def cmd_check(args) -> int:
     failed = 0
     params = _overrides(args.set, args.parser)
     for path in args.files:
-        source, problems = _read(path)
+        source, problems, shown = _read(path)
         if source is None:
-            _report(problems, "", path, args.error_format)
+            _report(problems, shown, path, args.error_format)
             failed += 1
             continue
         try:
@@ -171,22 +171,24 @@ def cmd_fmt(args) -> int:
 
     status = 0
     for path in args.files:
-        source, problems = _read(path)
+        source, problems, shown = _read(path)
         tree = None
         if source is not None:
             tree, problems = parse(source)
         if tree is None:
-            _report(problems, source or "", path, args.error_format)
+            _report(problems, shown, path, args.error_format)
             status = 1
             continue
         text = format_tree(tree, source)
+        # the canonical file is UTF-8 without a BOM, with LF line ends: compare bytes, not normalised text
+        changed = text.encode("utf-8") != Path(path).read_bytes()
         if args.check:
-            if text != source:
+            if changed:
                 print(f"would reformat {path}")
                 status = 1
         elif args.write:
-            if text != source:
-                Path(path).write_text(text, encoding="utf-8")
+            if changed:
+                Path(path).write_text(text, encoding="utf-8", newline="\n")
         else:
             sys.stdout.write(text)
     return status

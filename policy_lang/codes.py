@@ -89,6 +89,12 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0703": ("error", "cannot read the policy file"),
     "P0704": ("error", "number literal too large or not finite"),
     "P0705": ("error", "policy file too large"),
+    "P0706": ("error", "too many arms in a decision chain"),
+    "P0707": ("error", "too many sections"),
+    "P0708": ("error", "too many params"),
+    "P0709": ("error", "too many let bindings in a section"),
+    "P0710": ("error", "list literal too long"),
+    "P0711": ("error", "expression too large once its let bindings are substituted"),
     "P0799": ("error", "internal compiler error"),
 }
 

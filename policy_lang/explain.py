@@ -194,9 +194,9 @@ def cmd_explain(args) -> int:
     from policy_lang.cli import _overrides, _read, _report, _write
     from policy_lang.diagnostics import SourceMap
 
-    source, problems = _read(args.file)
+    source, problems, shown = _read(args.file)
     if source is None:
-        _report(problems, "", args.file, args.error_format)
+        _report(problems, shown, args.file, args.error_format)
         return 1
     if args.steps < 1:
         args.parser.error("--steps must be at least 1")

@@ -3,7 +3,8 @@
 Contract: ``render_human(diagnostics, source, filename, color)`` returns the text; every
 diagnostic shows ``severity[CODE]: message``, `` --> file:line:col``, the user's own line with
 carets under the whole span (a span that runs over several lines is underlined to the end of
-its first line), secondary labels, ``= note:`` lines, ``= help:``, and a final count line.
+its first line; tabs are shown as stops of 4 and the carets stay under the text), secondary
+labels, ``= note:`` lines, ``= help:``, and a final count line.
 ``render_json`` returns a JSON document with the same facts. Colour only when asked (the CLI asks
 when stderr is a TTY).
 """
@@ -14,6 +15,8 @@ import json
 
 from policy_lang.diagnostics import Diagnostic, Span
 
+#: tab stops of the shown source line (diagnostic columns count a tab as one character)
+TAB = 4
 _COLORS = {"error": "\x1b[1;31m", "warning": "\x1b[1;33m", "note": "\x1b[1;36m", "blue": "\x1b[1;34m",
            "bold": "\x1b[1m", "reset": "\x1b[0m"}
 
@@ -56,14 +59,17 @@ def render_human(diagnostics, source: str, filename: str, color: bool = False) -
 
 
 def _underline(lines: list[str], span: Span, mark: str) -> tuple[str, str]:
-    """The span's first line (tabs expanded) and the caret line under the span's part of it."""
-    raw = lines[span.line - 1] if 0 < span.line <= len(lines) else ""
+    """The span's first line (tabs expanded) and the caret line under the span's part of it.
+
+    Columns count characters (a tab is one column); the shown line expands tabs to stops of 4,
+    so the carets are placed by the expanded width of the text before and within the span.
+    """
+    raw = lines[span.line - 1].rstrip("\r") if 0 < span.line <= len(lines) else ""
     start = span.col - 1
     end = span.end_col - 1 if span.end_line == span.line else len(raw)
-    prefix = raw[:start].expandtabs(4)
-    body = raw[start:end].expandtabs(4)
-    width = max(1, len(body))
-    return raw.expandtabs(4).rstrip(), " " * len(prefix) + mark * width
+    prefix = len(raw[:start].expandtabs(TAB))
+    width = max(1, len(raw[:max(end, start)].expandtabs(TAB)) - prefix)
+    return raw.expandtabs(TAB).rstrip(), " " * prefix + mark * width
 
 
 def summary(diagnostics, filename: str) -> str:

@@ -8,6 +8,7 @@ mistake. ``LOWER`` turns the checked AST into IR and runs only when no pass foun
 from __future__ import annotations
 
 from policy_lang.passes.base import Binding, Compilation, Stage
+from policy_lang.passes.limits import check_limits
 from policy_lang.passes.lower import lower
 from policy_lang.passes.names import resolve_names
 from policy_lang.passes.params import check_params
@@ -16,6 +17,8 @@ from policy_lang.passes.types import check_types
 from policy_lang.passes.units import check_units
 
 PASSES: tuple[Stage, ...] = (
+    Stage("check_limits", check_limits, halts=True,
+          doc="size limits: arms, sections, params, lets, lists (P07xx); an error ends the compilation"),
     Stage("resolve_names", resolve_names, doc="bind names to signals, params, lets and tensor sources"),
     Stage("check_params", check_params, doc="type params, check ranges, apply --set overrides"),
     Stage("check_types", check_types, doc="infer expression types; conditions are booleans"),

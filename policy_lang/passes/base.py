@@ -3,7 +3,8 @@
 Contract: a ``Compilation`` starts with the source text (and ``--set`` overrides); each stage
 reads what earlier stages left (``ast``, ``bindings``, ``types``, ``ir``, ``spans``) and appends
 ``Diagnostic`` values to ``diagnostics`` instead of raising. A stage with ``needs_clean=True``
-(lowering, the graph analyses) runs only if no error was reported before it. ``report`` enforces
+(lowering, the graph analyses) runs only if no error was reported before it; an error from a
+stage with ``halts=True`` (``check_limits``) ends the compilation. ``report`` enforces
 the error cap (P0701) so a pathological file cannot flood the output.
 """
 
@@ -79,3 +80,5 @@ class Stage:
     run: Callable[[Compilation], None]
     needs_clean: bool = False
     doc: str = ""
+    #: stop the pipeline when this stage reports an error (resource limits: nothing after it may run)
+    halts: bool = False

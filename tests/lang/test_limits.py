@@ -1,4 +1,8 @@
-"""Resource limits and the codes that golden files cannot show (P0701, P0703, P0705, P0799)."""
+"""Resource limits and the codes that golden files cannot show (P0701, P0703, P0705, P0799).
+
+The limits themselves (P0706-P0711) have golden cases; here: they end the compilation quickly, the
+forms just under them compile, and deep nesting just under P0702 never reaches Python's recursion
+limit in any tool (parser, passes, proofs, printer and fmt, summary, explain, dot, IR JSON)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from policy_lang.passes.base import MAX_ERRORS
 
 
 def test_error_cap_reports_p0701_once_and_stops():
-    arms = "\n".join(f"        elif unknown_{i} < 1: cache" for i in range(MAX_ERRORS + 20))
+    arms = "\n".join(f"        elif unknown_{i} < other_{i}: cache" for i in range(MAX_ERRORS // 2 + 10))
     src = f"policy many {{\n    on model {{\n        if noise < 0.5: cache\n{arms}\n        else: recompute\n    }}\n}}\n"
     with pytest.raises(PolicyError) as err:
         compile_source(src)
@@ -53,8 +57,8 @@ def test_stages_are_ordered_and_named():
     from policy_lang.api import stages
 
     names = [s.name for s in stages()]
-    assert names[:7] == ["parse", "resolve_names", "check_params", "check_types", "check_totality", "check_units",
-                         "lower"]
+    assert names[:8] == ["parse", "check_limits", "resolve_names", "check_params", "check_types", "check_totality",
+                         "check_units", "lower"]
     c = run_stages("policy p { param t = 0.2\n on model { if delta(input) < t: cache else: recompute } }",
                    until="check_params")
     assert c.ir is None and c.param_types == {"t": "number"}
@@ -70,3 +74,114 @@ def test_nesting_just_under_the_limit_compiles_and_round_trips_json():
     with pytest.raises(PolicyError) as err:
         compile_source(f"policy d {{ on model {{ if -{cond}: cache else: recompute }} }}")
     assert err.value.codes == ("P0702",)
+
+
+def _deep_conditions(depth: int) -> dict[str, str]:
+    """Conditions nested ``depth`` levels in every way the grammar allows."""
+    half = depth // 2
+    return {
+        "parentheses": "(" * depth + "noise" + ")" * depth + " < 0.1",
+        "not": "not " * depth + "noise < 0.1",
+        "unary minus": "-" * depth + "noise < 0.1",
+        "and chain": " and ".join(["noise < 0.1"] * half),
+        "or chain": " or ".join(["noise < 0.1"] * half),
+        "sum chain": " + ".join(["noise"] * depth) + " < 1",
+        "power chain": " ** ".join(["noise"] * depth) + " < 1",
+        "nested calls": "min(" * half + "noise" + ", 1)" * half + " < 1",
+        "mean over": "mean over blocks " * (depth - 4) + "delta(input) < 1",
+    }
+
+
+@pytest.mark.parametrize("form", list(_deep_conditions(4)))
+def test_deep_nesting_just_under_the_limit_passes_every_tool(form):
+    from policy_lang import ir
+    from policy_lang.explain import explain_text
+    from policy_lang.graph.dot import emit as emit_dot
+    from policy_lang.parser import MAX_DEPTH, parse
+    from policy_lang.printer import format_tree, print_policy
+    from policy_lang.summary import emit as emit_summary
+
+    cond = _deep_conditions(MAX_DEPTH - 4)[form]
+    src = f"policy d {{ on blocks {{ if {cond}: cache\n else: recompute\n limit stale 3 }} }}"
+    compiled = compile_source(src)  # parse, passes, lowering and the proofs
+    tree, _ = parse(src)
+    assert parse(print_policy(tree))[0] == tree
+    assert parse(format_tree(tree, src))[0] == tree
+    assert "cache" in emit_summary(compiled) and "d" in explain_text(compiled.graph) and emit_dot(compiled)
+    assert ir.load_ir(compiled.to_json()) == compiled.ir
+
+    too_deep = _deep_conditions(2 * MAX_DEPTH + 10)[form]
+    src = f"policy d {{ on blocks {{ if {too_deep}: cache\n else: recompute\n limit stale 3 }} }}"
+    if form == "parentheses":  # parentheses build no node: any number of them is fine
+        assert compile_source(src).ir
+        return
+    with pytest.raises(PolicyError) as err:
+        compile_source(src)
+    assert err.value.codes == ("P0702",) and err.value.diagnostics[0].span is not None
+
+
+def test_limit_errors_end_the_compilation_quickly():
+    import time
+
+    from policy_lang.passes.limits import MAX_ARMS
+
+    arms = "\n".join(f"elif noise < {i}: cache" for i in range(20 * MAX_ARMS))
+    start = time.process_time()
+    with pytest.raises(PolicyError) as err:
+        compile_source(f"policy p {{ param unused = 1\n on model {{ if noise < 0: cache\n{arms}\n else: recompute }} }}")
+    assert err.value.codes == ("P0706",)  # no P0508 for `unused`, no proofs: the limit ended it
+    assert time.process_time() - start < 2.0
+
+
+def test_policies_at_every_limit_compile():
+    from policy_lang.passes.limits import MAX_ARMS, MAX_LETS, MAX_LIST, MAX_PARAMS, MAX_SECTIONS
+
+    params = "\n".join(f"param p{i} = {i}" for i in range(MAX_PARAMS - 1))
+    lets = "\n".join(f"let v{i} = delta(input) * p{i}" for i in range(MAX_LETS))
+    arms = "\n".join(f"elif v{i} < 0.5: cache" for i in range(MAX_ARMS - 2))
+    table = ", ".join(["0.5"] * MAX_LIST)
+    head = f"""policy big {{
+    {params}
+    param c = [{table}]
+    on blocks[0:1] {{
+        {lets}
+        if poly(c, noise) < 0.1: cache
+        {arms}
+        else: recompute
+        limit stale 2
+    }}
+"""
+    others = "\n".join(f"on blocks[{i}:{i + 1}] {{ else: recompute }}" for i in range(1, MAX_SECTIONS))
+    compiled = compile_source(head + others + "\n}")
+    assert len(compiled.ir.sections) == MAX_SECTIONS and len(compiled.ir.sections[0].rules) == MAX_ARMS
+    assert len(compiled.ir.params) == MAX_PARAMS and len(compiled.ir.sections[0].lets) == MAX_LETS
+
+
+def test_doubling_lets_under_the_expansion_limit_compile_fast():
+    import time
+
+    # 9 doublings of each (about 2^11 nodes each) pass; before P0711, 25 took seconds and 30 never finished
+    lets = "\n".join(f"let a{i} = a{i - 1} + a{i - 1}" for i in range(1, 10))
+    bools = "\n".join(f"let b{i} = b{i - 1} and b{i - 1}" for i in range(1, 10))
+    start = time.process_time()
+    compile_source(f"""policy p {{ on model {{
+        let a0 = delta(input)
+        {lets}
+        let b0 = noise < 0.5
+        {bools}
+        if a9 < 0.1 and b9: cache
+        else: recompute
+        limit stale 2 }} }}""")
+    assert time.process_time() - start < 1.0
+
+
+def test_predictor_order_bounds_the_history_length():
+    # the history a unit keeps is max order + 1: the order limit (P0411) is the history limit
+    from policy_lang.graph.machine import history_capacity
+
+    compiled = compile_source("policy p { on model { warmup 5\n if noise < 1: predict taylor(order: 4, over: noise)\n"
+                              " else: recompute\n limit stale 3 } }")
+    assert history_capacity(compiled.ir.sections[0]) == 5
+    with pytest.raises(PolicyError) as err:
+        compile_source("policy p { on model { if pred_error(order: 40) < 1: cache\n else: recompute } }")
+    assert err.value.codes == ("P0411",)
