@@ -15,7 +15,13 @@ FILES = sorted([*(ROOT / "policies").glob("*.policy"), *(ROOT / "tests" / "golde
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_fmt_keeps_the_tree_and_every_comment(path):
-    source = path.read_text(encoding="utf-8")
+    from policy_lang import PolicyError
+    from policy_lang.api import read_source
+
+    try:
+        source = read_source(path)  # the encoding cases: BOM and CRLF dropped, Latin-1 refused
+    except PolicyError:
+        pytest.skip("a golden case that is not UTF-8")
     tree, diags = parse(source)
     if tree is None:
         pytest.skip("a golden case that does not parse")
