@@ -413,22 +413,97 @@ def coerce_param(param: Param, raw: Any) -> float | int | bool | tuple[float, ..
     return value
 
 
+#: deepest JSON nesting ``load_ir`` accepts: a 200-level expression (the compiler's limit) nests
+#: about 400 levels; deeper documents are refused before anything recurses over them
+MAX_JSON_DEPTH = 600
+
+
 def load_ir(data: str | bytes | dict) -> Policy:
-    """Validate IR JSON (text or parsed) and return the ``Policy``; raise ``IRError`` on anything else."""
+    """Validate IR JSON (text, UTF-8 bytes or parsed) and return the ``Policy``; ``IRError`` otherwise.
+
+    Checks, in order: UTF-8 and JSON syntax (``NaN``/``Infinity`` refused), nesting depth, an
+    integer ``ir_version`` equal to ``IR_VERSION``, the schema (pydantic, ``extra="forbid"``), then
+    what the schema cannot say: every signal, param and let a section reads exists (lets defined
+    before use), and every decision chain is non-empty and ends with an unconditional rule.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = bytes(data).decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise IRError(f"IR JSON is not UTF-8 text: byte {exc.start} cannot be decoded ({exc.reason})") from None
     try:
-        obj = json.loads(data) if isinstance(data, (str, bytes)) else data
+        obj = json.loads(data, parse_constant=_refuse_constant) if isinstance(data, str) else data
     except json.JSONDecodeError as exc:
         raise IRError(f"not JSON: {exc}") from None
+    except ValueError as exc:  # NaN / Infinity
+        raise IRError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise IRError(f"IR JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
     if not isinstance(obj, dict):
-        raise IRError("IR JSON must be an object")
-    version = obj.get("ir_version")
-    if version != IR_VERSION:
-        raise IRError(f"unsupported ir_version {version!r}; this policyc reads ir_version {IR_VERSION}")
+        raise IRError(f"IR JSON must be an object, not {type(obj).__name__}")
+    if _depth(obj) > MAX_JSON_DEPTH:
+        raise IRError(f"IR JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    if "ir_version" not in obj:
+        raise IRError(f"IR JSON has no `ir_version`; this policyc reads ir_version {IR_VERSION}")
+    version = obj["ir_version"]
+    if type(version) is not int or version != IR_VERSION:
+        raise IRError(f"unsupported ir_version {version!r}; this policyc reads ir_version {IR_VERSION}: "
+                      "compile the .policy file again with this policyc")
     try:
-        return Policy.model_validate(obj)
+        policy = Policy.model_validate(obj)
     except ValidationError as exc:
-        raise IRError(f"invalid IR: {exc.error_count()} error(s); first: {exc.errors()[0]['msg']} at "
-                      f"{'.'.join(str(p) for p in exc.errors()[0]['loc'])}") from None
+        first = exc.errors()[0]
+        raise IRError(f"invalid IR: {exc.error_count()} error(s); first: {first['msg']} at "
+                      f"{'.'.join(str(p) for p in first['loc']) or 'the top level'}") from None
+    _check_references(policy)
+    return policy
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a valid IR number")
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
+
+
+def _check_references(policy: Policy) -> None:
+    params = {p.name for p in policy.params}
+    for section in policy.sections:
+        if not section.rules or section.rules[-1].cond is not None:
+            raise IRError(f"invalid IR: section {section.id} must end its rules with an unconditional rule (else)")
+        lets: set[str] = set()
+        exprs = [(f"{let.id}", let.expr, let.name) for let in section.lets]
+        exprs += [(g.id, getattr(g, f), None) for g in section.guards for f in type(g).model_fields
+                  if isinstance(getattr(g, f), _Node)]
+        exprs += [(r.id, r.cond, None) for r in section.rules if r.cond is not None]
+        for where, expr, defines in exprs:
+            stack = [expr]
+            while stack:
+                node = stack.pop()
+                if isinstance(node, Signal) and node.name not in SCALAR_SIGNALS:
+                    raise IRError(f"invalid IR: {where} reads the unknown signal {node.name!r}")
+                if isinstance(node, ParamRef) and node.name not in params:
+                    raise IRError(f"invalid IR: {where} reads the undeclared param {node.name!r}")
+                if isinstance(node, LetRef) and node.name not in lets:
+                    raise IRError(f"invalid IR: {where} reads the let {node.name!r} before it is defined")
+                for name in type(node).model_fields:
+                    value = getattr(node, name)
+                    if isinstance(value, _Node):
+                        stack.append(value)
+                    elif isinstance(value, tuple):
+                        stack.extend(v for v in value if isinstance(v, _Node))
+            if defines is not None:
+                lets.add(defines)
 
 
 def ir_json_schema() -> dict:

@@ -79,15 +79,23 @@ class NonFiniteWarning(RuntimeWarning):
 
 
 def load_policy(policy: Any) -> ir.Policy:
-    """An ``ir.Policy`` from a path, source text, IR JSON, a ``CompiledPolicy`` or an ``ir.Policy``."""
+    """An ``ir.Policy`` from a path, source text, IR JSON (text or parsed), a ``CompiledPolicy`` or an
+    ``ir.Policy``. IR JSON always goes through ``ir.load_ir`` (schema, version and references checked:
+    ``ir.IRError``); policy text through the compiler (``PolicyError``)."""
     if isinstance(policy, ir.Policy):
         return policy
     if hasattr(policy, "ir") and isinstance(policy.ir, ir.Policy):
         return policy.ir
+    if isinstance(policy, dict):
+        return ir.load_ir(policy)
     if isinstance(policy, Path) or (isinstance(policy, str) and "\n" not in policy and "{" not in policy):
         path = Path(policy)
         if path.suffix == ".json":
-            return ir.load_ir(path.read_text(encoding="utf-8"))
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ir.IRError(f"cannot read `{path}`: {exc.strerror or exc}") from None
+            return ir.load_ir(data)
         from policy_lang import compile_file
 
         return compile_file(str(path)).ir
