@@ -92,6 +92,10 @@ def _section_text(r: SectionReport) -> list[str]:
     elif predicts:
         lines.append("  history:    every prediction has the order + 1 computed results it needs")
     for b in r.bounds:
+        if math.isinf(b.eta):
+            lines.append(f"  error:      {b.rule_id} {b.action}: not bounded - its condition bounds no error "
+                         f"estimate and no `limit budget` caps one (local error O(dsigma^{b.order}))")
+            continue
         lines.append(f"  error:      {b.rule_id} {b.action}: one call <= {_num(b.eta)}, one run "
                      f"(<= {b.max_run} calls) <= {_num(b.run_error)}, propagated to the output "
                      f"<= {_num(b.propagated)} ||v|| (local error O(dsigma^{b.order}), L = {b.lipschitz:g})")
