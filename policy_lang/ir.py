@@ -451,6 +451,8 @@ def load_ir(data: str | bytes | dict) -> Policy:
                       "compile the .policy file again with this policyc")
     try:
         policy = Policy.model_validate(obj)
+    except RecursionError:
+        raise IRError(f"IR JSON nested too deeply to validate (limit {MAX_JSON_DEPTH} levels)") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         raise IRError(f"invalid IR: {exc.error_count()} error(s); first: {first['msg']} at "

@@ -185,3 +185,34 @@ def test_predictor_order_bounds_the_history_length():
     with pytest.raises(PolicyError) as err:
         compile_source("policy p { on model { if pred_error(order: 40) < 1: cache\n else: recompute } }")
     assert err.value.codes == ("P0411",)
+
+
+def test_every_tool_stays_within_650_frames_at_the_depth_limit():
+    """At the nesting limit each tool recurses at most ~610 frames (measured; `load_ir` is the
+    deepest, through `json`), so policyc works when called from a stack up to ~350 frames deep under
+    Python's default limit of 1000. This guards against a change that recurses more per level."""
+    import sys
+
+    from policy_lang import ir
+    from policy_lang.explain import explain_text
+    from policy_lang.parser import MAX_DEPTH, parse
+    from policy_lang.printer import format_tree
+    from policy_lang.summary import emit as emit_summary
+
+    def depth() -> int:
+        frame, n = sys._getframe(), 0
+        while frame is not None:
+            frame, n = frame.f_back, n + 1
+        return n
+
+    for form in ("unary minus", "sum chain", "not", "mean over"):
+        cond = _deep_conditions(MAX_DEPTH - 4)[form]
+        src = f"policy d {{ on blocks {{ if {cond}: cache\n else: recompute\n limit stale 3 }} }}"
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(depth() + 650)
+        try:
+            compiled = compile_source(src)
+            assert format_tree(parse(src)[0], src) and emit_summary(compiled) and explain_text(compiled.graph)
+            assert ir.load_ir(compiled.to_json()) == compiled.ir
+        finally:
+            sys.setrecursionlimit(old)
