@@ -118,3 +118,12 @@ def test_cli_entry(data, command):
     assert "Traceback" not in err.getvalue()
     report = json.loads(err.getvalue().splitlines()[0]) if err.getvalue() else {"diagnostics": []}
     assert all(d["code"] != "P0799" for d in report["diagnostics"])
+
+
+def test_regression_thousands_of_repeated_arms_are_refused_fast():
+    # found by scripts/fuzz_compiler.py (seed 1, input 91359): a `repeat` op pasted 5000 arms into
+    # a golden case; 90 kB parsed for 1.2 s of CPU before the token limit (P0705) refused it unparsed
+    text = "policy p {\n    on model {  " + "elif x < 1: cache\n" * 5000 + "        else: recompute\n    }\n}\n"
+    verdict = run_one(text)
+    check(verdict)
+    assert verdict.codes == ("P0705",) and verdict.seconds < 0.2

@@ -29,6 +29,25 @@ def test_huge_source_is_refused_without_parsing():
     assert err.value.codes == ("P0705",)
 
 
+def test_token_count_is_limited_and_comments_are_free():
+    import time
+
+    from policy_lang.api import MAX_TOKENS
+
+    start = time.process_time()
+    with pytest.raises(PolicyError) as err:
+        compile_source("policy p { param c = [" + ",".join(["1"] * MAX_TOKENS) + "] on model { else: recompute } }")
+    assert err.value.codes == ("P0705",) and f"the limit is {MAX_TOKENS}" in err.value.diagnostics[0].message
+    assert time.process_time() - start < 0.5  # refused before parsing
+    # the slowest shape just under the limit still parses in well under a second
+    start = time.process_time()
+    with pytest.raises(PolicyError) as err:
+        compile_source("policy p { on model { if " + "+".join(["1"] * (MAX_TOKENS // 2 - 20)) + " < 1: cache } }")
+    assert err.value.codes == ("P0702",) and time.process_time() - start < 1.0
+    commented = "# " + "x " * 40_000 + "\npolicy p { on model { else: recompute } }"
+    assert compile_source(commented).ir.name == "p"
+
+
 def test_unreadable_and_non_utf8_files(tmp_path):
     with pytest.raises(PolicyError) as err:
         compile_file(tmp_path / "absent.policy")
