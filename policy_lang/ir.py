@@ -343,6 +343,10 @@ class ParamError(ValueError):
     """An override names an unknown param, has the wrong type, or lies outside the declared range."""
 
 
+class ParamLimitError(ParamError):
+    """A param value longer than ``MAX_LIST``."""
+
+
 class IRError(ValueError):
     """JSON that is not valid policyc IR of this version."""
 
@@ -379,6 +383,10 @@ class Policy(_Node):
         return self.model_copy(update={"params": tuple(new[p.name] for p in self.params)})
 
 
+#: longest list a policy or an override may hold (code P0710 in the compiler)
+MAX_LIST = 1024
+
+
 def coerce_param(param: Param, raw: Any) -> float | int | bool | tuple[float, ...]:
     """Convert ``raw`` (a Python value or the text of ``--set``) to the param's type and check its range."""
     value: Any = raw
@@ -403,8 +411,10 @@ def coerce_param(param: Param, raw: Any) -> float | int | bool | tuple[float, ..
         else:
             items = json.loads(raw) if isinstance(raw, str) else raw
             value = tuple(float(x) for x in items)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise ParamError(f"param `{param.name}` expects {param.type}, got {raw!r}") from None
+    if param.type == "list" and len(value) > MAX_LIST:
+        raise ParamLimitError(f"param `{param.name}` is given {len(value)} elements; the limit is {MAX_LIST}")
     if param.type in ("number", "integer"):
         if value != value:  # NaN
             raise ParamError(f"param `{param.name}` must be a finite number, got {raw!r}")

@@ -20,6 +20,7 @@ unit keeps (P0411, ``check_types``).
 
 from __future__ import annotations
 
+from policy_lang import ir
 from policy_lang import syntax as s
 from policy_lang.diagnostics import Label
 from policy_lang.passes.base import Compilation
@@ -28,7 +29,7 @@ MAX_ARMS = 64
 MAX_SECTIONS = 32
 MAX_PARAMS = 128
 MAX_LETS = 64
-MAX_LIST = 1024
+MAX_LIST = ir.MAX_LIST
 MAX_EXPANDED = 4096
 
 

@@ -95,8 +95,12 @@ def _apply_overrides(c: Compilation, decls: dict[str, s.Param]) -> None:
         untyped = ir.Param(id=f"p.{name}", name=name, type=kind, value=c.param_values[name])
         try:
             value = ir.coerce_param(untyped, raw)
+        except ir.ParamLimitError as exc:
+            c.emit("P0710", f"`--set {name}=...`: {exc}", labels=label,
+                   help="a list param holds at most that many numbers (a polynomial needs a handful)")
+            continue
         except ir.ParamError:
-            c.emit("P0504", f"`--set {name}={raw}`: `{name}` is {'an' if kind == 'integer' else 'a'} {kind}",
+            c.emit("P0504", f"`--set {name}={_short(raw)}`: `{name}` is {'an' if kind == 'integer' else 'a'} {kind}",
                    labels=label, help=_example(kind, name))
             continue
         if kind in ("number", "integer") and not math.isfinite(value):
@@ -110,6 +114,11 @@ def _apply_overrides(c: Compilation, decls: dict[str, s.Param]) -> None:
                    labels=label, help="choose a value inside the declared range")
             continue
         c.param_values[name] = value
+
+
+def _short(raw: object) -> str:
+    text = str(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _example(kind: str, name: str) -> str:

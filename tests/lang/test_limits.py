@@ -235,3 +235,25 @@ def test_every_tool_stays_within_650_frames_at_the_depth_limit():
             assert ir.load_ir(compiled.to_json()) == compiled.ir
         finally:
             sys.setrecursionlimit(old)
+
+
+def test_a_list_override_obeys_the_list_limit(capsys):
+    from policy_lang.cli import main
+    from policy_lang.ir import MAX_LIST
+
+    policy = "policies/calibrated/testbed/magcache.policy"
+    name = next(line.split()[1] for line in open(policy) if line.strip().startswith("param") and "[" in line)
+    code = main(["compile", policy, "--set", f"{name}={[1.0] * (MAX_LIST + 1)}"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"{MAX_LIST + 1} elements; the limit is {MAX_LIST}" in err
+
+
+@pytest.mark.parametrize("steps", ["0", "10001"])
+def test_explain_refuses_a_step_count_outside_its_range(capsys, steps):
+    from policy_lang.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["explain", "policies/scope.policy", "--steps", steps])
+    assert exit_.value.code == 2
+    assert "--steps must be between 1 and 10000" in capsys.readouterr().err
