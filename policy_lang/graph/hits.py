@@ -28,15 +28,13 @@ from typing import Any
 import numpy as np
 
 from policy_lang.graph.machine import (
-    ANY_HIT,
     Exploration,
     Machine,
-    _outcome_kinds,
     add_edges,
     display_cap,
+    is_unbounded,
     reads_of,
     scan,
-    structural_bound,
 )
 from policy_lang.graph.vector import compile_vector
 
@@ -46,20 +44,12 @@ _REC = np.array([[-1], [1], [0]], dtype=np.int64)   # a recompute: min += 1, max
 _FREE = np.array([[0], [0], [1]], dtype=np.int64)   # a reuse: stale += 1
 
 
-def _classifiers(m: Machine) -> list[Any] | None:
+def _classifiers(m: Machine, conds: list[Any]) -> list[Any] | None:
     """Vector closures of the conditions that read ``first_hit``; None when one cannot be vectorised."""
     if any("first_hit" in reads_of(let.expr) for let in m.section.lets):
         return None
-    names = frozenset(m.exact_read)
-    out = []
-    for rule in m.section.rules:
-        if rule.cond is None or "first_hit" not in reads_of(rule.cond):
-            continue
-        program = compile_vector(rule.cond, m.params, names)
-        if program is None:
-            return None
-        out.append(program)
-    return out
+    programs = [compile_vector(cond, m.params, frozenset(m.exact_read)) for cond in conds]
+    return None if any(p is None for p in programs) else programs
 
 
 class _Classes:
@@ -67,9 +57,9 @@ class _Classes:
 
     def __init__(self, m: Machine):
         self.m, self.n = m, m.steps
-        self.programs = _classifiers(m)
-        read = set().union(*(reads_of(r.cond) for r in m.section.rules
-                             if r.cond is not None and "first_hit" in reads_of(r.cond)))
+        conds = [r.cond for r in m.section.rules if r.cond is not None and "first_hit" in reads_of(r.cond)]
+        self.programs = _classifiers(m, conds)
+        read = set().union(*(reads_of(cond) for cond in conds))
         # which of (step, history, since_recompute, run) the classifiers read: the rest cannot split a class
         self.uses = tuple(name in read or (name == "step" and "progress" in read)
                           for name in ("step", "history", "since_recompute", "run"))
@@ -127,7 +117,7 @@ def scan_hits(m: Machine) -> Exploration:
     edges: dict[tuple, list] = {}
     rule_steps: dict[str, set[int]] = {}
     guard_steps: dict[str, set[int]] = {}
-    best_stale, best_value = -1, None     # longest stale run and the first_hit value of its witness
+    best_stale, best_at = -1, None        # longest stale run: (its last step, first_hit value of its witness)
     hist_hit = None                       # (step, first_hit value of the witness)
     first_free = last_free = None
     visited = 0
@@ -163,7 +153,7 @@ def scan_hits(m: Machine) -> Exploration:
                         last_free = t
                         longest = int(cand[2].max())
                         if longest > best_stale:
-                            best_stale, best_value = longest, int(cand[2].argmax())
+                            best_stale, best_at = longest, (t, int(cand[2].argmax()))
                     if o.guard == "history" and o.order and hist_hit is None:
                         hist_hit = (t, rep)
                     (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
@@ -174,12 +164,11 @@ def scan_hits(m: Machine) -> Exploration:
     min_rec = -max(int(v[0].max()) for v in finals)
     max_rec = max(int(v[1].max()) for v in finals)
     stale_path, hist_path = [], None
-    if best_value is not None:
-        stale_path = scan(m, hit=_hit(best_value, n)).stale_path
+    if best_at is not None:  # the exact DP, one first_hit value, up to the run's last step
+        stale_path = scan(m, hit=_hit(best_at[1], n), stop=best_at[0] + 1).stale_path
     if hist_hit is not None:
         hist_path = scan(m, hit=_hit(hist_hit[1], n), stop=hist_hit[0] + 1).history_path
-    unbounded = bool(stale_path) and best_stale == last_free - first_free + 1 and \
-        structural_bound(m.st, {o.kind for o in _outcome_kinds(rule_steps, m.section)}) is None
+    unbounded = is_unbounded(m, stale_path, best_stale, first_free, last_free, rule_steps)
     return Exploration(m.section, m.branch, n, m.st, min_rec, max_rec, max(best_stale, 0), stale_path, unbounded,
                        hist_path, {k: sorted(v) for k, v in rule_steps.items()},
                        {k: sorted(v) for k, v in guard_steps.items()}, edges, visited, cap)
@@ -189,5 +178,3 @@ def _hit(index: int, n: int) -> int | None:
     """The ``hit`` argument of ``machine.scan`` for an array index (index n: no reuse before)."""
     return None if index == n else index
 
-
-__all__ = ["scan_hits", "ANY_HIT"]

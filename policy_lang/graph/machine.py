@@ -465,8 +465,7 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
     finals = list(layer.values())
     stale_path = _stale_path(history, best_end) if best_end else []
     # unbounded: some run spans every step at which reuse is possible, and no limit caps it
-    unbounded = bool(stale_path) and best_stale == last_free - first_free + 1 and \
-        structural_bound(m.st, {o.kind for o in _outcome_kinds(rule_steps, section)}) is None
+    unbounded = is_unbounded(m, stale_path, best_stale, first_free, last_free, rule_steps)
     hist_path = None
     if hist_hit is not None:
         t, state, o = hist_hit
@@ -499,8 +498,13 @@ def structural_bound(st: Statics, kinds: set[str]) -> float | None:
     return min(caps) if caps else None
 
 
-def _outcome_kinds(rule_steps: dict[str, set[int]], section: ir.Section) -> list[Outcome]:
-    return [Outcome(r.action.kind) for r in section.rules if r.id in rule_steps and r.action.kind != "recompute"]
+def is_unbounded(m: Machine, stale_path: list, longest: int, first_free: int | None, last_free: int | None,
+                 rule_steps: dict[str, set[int]]) -> bool:
+    """Some run spans every step at which reuse is possible, and no limit caps it."""
+    if not stale_path or longest != last_free - first_free + 1:
+        return False
+    kinds = {r.action.kind for r in m.section.rules if r.id in rule_steps and r.action.kind != "recompute"}
+    return structural_bound(m.st, kinds) is None
 
 
 def _graph(edges: dict[tuple, list]) -> Any:
