@@ -18,6 +18,7 @@ Rules of this module:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -383,6 +384,30 @@ class Policy(_Node):
         return self.model_copy(update={"params": tuple(new[p.name] for p in self.params)})
 
 
+def children(node: Any) -> tuple[Any, ...]:
+    """The direct sub-expressions of an expression node."""
+    if isinstance(node, (Accumulate, MeanOverBlocks)):
+        return (node.expr,)
+    if isinstance(node, Poly):
+        return (node.coeffs, node.expr)
+    if isinstance(node, Call):
+        return tuple(node.args)
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    return ()
+
+
+def walk(expr: Any) -> Iterator[Any]:
+    """Every node of an expression, the root first (iterative: no recursion limit)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(children(node)))
+
+
 #: longest list a policy or an override may hold (code P0710 in the compiler)
 MAX_LIST = 1024
 
@@ -499,21 +524,13 @@ def _check_references(policy: Policy) -> None:
                   if isinstance(getattr(g, f), _Node)]
         exprs += [(r.id, r.cond, None) for r in section.rules if r.cond is not None]
         for where, expr, defines in exprs:
-            stack = [expr]
-            while stack:
-                node = stack.pop()
+            for node in walk(expr):
                 if isinstance(node, Signal) and node.name not in SCALAR_SIGNALS:
                     raise IRError(f"invalid IR: {where} reads the unknown signal {node.name!r}")
                 if isinstance(node, ParamRef) and node.name not in params:
                     raise IRError(f"invalid IR: {where} reads the undeclared param {node.name!r}")
                 if isinstance(node, LetRef) and node.name not in lets:
                     raise IRError(f"invalid IR: {where} reads the let {node.name!r} before it is defined")
-                for name in type(node).model_fields:
-                    value = getattr(node, name)
-                    if isinstance(value, _Node):
-                        stack.append(value)
-                    elif isinstance(value, tuple):
-                        stack.extend(v for v in value if isinstance(v, _Node))
             if defines is not None:
                 lets.add(defines)
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from policy_lang import ir
+from policy_lang.ir import children
 
 Value = Any  # float | int | bool | str | None | tuple[float, ...]
 
@@ -95,21 +96,6 @@ def signal_key(node: Any) -> str:
     if isinstance(node, ir.Binary):
         return f"({signal_key(node.left)} {node.op} {signal_key(node.right)})"
     raise EvalError(f"no signal key for {type(node).__name__}")
-
-
-def children(node: Any) -> tuple[Any, ...]:
-    """The direct sub-expressions of an expression node."""
-    if isinstance(node, (ir.Accumulate, ir.MeanOverBlocks)):
-        return (node.expr,)
-    if isinstance(node, ir.Poly):
-        return (node.coeffs, node.expr)
-    if isinstance(node, ir.Call):
-        return tuple(node.args)
-    if isinstance(node, ir.Unary):
-        return (node.operand,)
-    if isinstance(node, ir.Binary):
-        return (node.left, node.right)
-    return ()
 
 
 def tensor_keys(expr: Any) -> list[str]:

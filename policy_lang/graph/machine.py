@@ -119,23 +119,13 @@ def statics(section: ir.Section, params: dict[str, Any], steps: int) -> Statics:
     return st
 
 
-def _nodes(node: Any):
-    yield node
-    for name in ("expr", "coeffs", "operand", "left", "right"):
-        child = getattr(node, name, None)
-        if child is not None:
-            yield from _nodes(child)
-    for child in getattr(node, "args", ()) or ():
-        yield from _nodes(child)
-
-
 def reads_of(expr: Any) -> set[str]:
     """Scalar signal names that ``expr`` reads."""
-    return {n.name for n in _nodes(expr) if isinstance(n, ir.Signal)}
+    return {n.name for n in ir.walk(expr) if isinstance(n, ir.Signal)}
 
 
 def _has_accumulate(expr: Any) -> bool:
-    return any(isinstance(n, ir.Accumulate) for n in _nodes(expr))
+    return any(isinstance(n, ir.Accumulate) for n in ir.walk(expr))
 
 
 def reads(section: ir.Section) -> set[str]:
@@ -275,7 +265,7 @@ class Machine:
     def _static(self, expr: Any) -> bool:
         """True when ``expr`` has the same value at every state: no exact scalar, accumulator or varying let."""
         return not (reads_of(expr) & set(EXACT)) and not _has_accumulate(expr) and all(
-            n.name in self._base.lets for n in _nodes(expr) if isinstance(n, ir.LetRef))
+            n.name in self._base.lets for n in ir.walk(expr) if isinstance(n, ir.LetRef))
 
     def _env(self, values: dict[str, Any], acc: tuple) -> AbstractEnv:
         env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc))

@@ -30,7 +30,6 @@ import numpy as np
 
 from policy_lang import ir
 from runtime.calibrate.record import Recording
-from runtime.evaluate import children
 
 DEFAULT_DEGREE = 4
 
@@ -63,12 +62,6 @@ class TableFit:
                 f"R^2 = {self.r2:.4f}, max |error| = {self.max_error:.3g} over {self.samples} samples")
 
 
-def _walk(node):
-    yield node
-    for child in children(node):
-        yield from _walk(child)
-
-
 def find_tables(policy: ir.Policy) -> list[TableSpec]:
     """Every list param used as ``poly`` coefficients over a distance or over ``progress``."""
     found: dict[str, TableSpec] = {}
@@ -76,7 +69,7 @@ def find_tables(policy: ir.Policy) -> list[TableSpec]:
     for section in policy.sections:
         roots = [let.expr for let in section.lets] + [r.cond for r in section.rules if r.cond is not None]
         for root in roots:
-            for node in _walk(root):
+            for node in ir.walk(root):
                 if not (isinstance(node, ir.Poly) and isinstance(node.coeffs, ir.ParamRef)):
                     continue
                 name = node.coeffs.name
