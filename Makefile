@@ -11,9 +11,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # torch is pinned first: the CPU wheel that lies on this machine; an unpinned torch pulls a CUDA build.
+# The peers extra (cache-dit) is installed too, so that the peer paths are tested at all.
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,peers]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,6 +17,7 @@ until one provides the command asked for, so the core commands (``compile``, ``c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -68,11 +69,11 @@ def _read(path: str) -> tuple[str | None, list, str]:
     return text, [], text
 
 
-def _write(text: str, out: str | None) -> None:
+def _write(text: str, out: str | None, stream=None) -> None:
     if out:
         Path(out).write_text(text, encoding="utf-8")
     else:
-        sys.stdout.write(text)
+        (stream or sys.stdout).write(text)
 
 
 def cmd_compile(args) -> int:
@@ -259,10 +260,44 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command=next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     args.parser = parser
+    args.stdout = sys.stdout
     try:
+        if getattr(args, "json", False):
+            with json_only_stdout():
+                return args.handler(args)
         return args.handler(args)
     except BrokenPipeError:
         return 0
+
+
+@contextlib.contextmanager
+def json_only_stdout():
+    """While a ``--json`` command runs, its stdout carries one JSON document and nothing else.
+
+    The handler writes the document to ``args.stdout`` (the stdout of the call); everything else that
+    would reach stdout goes to stderr: ``print`` (``sys.stdout`` is stderr meanwhile) and third-party
+    console log handlers, e.g. cache-dit's, which bind ``sys.stdout`` when they are created (every
+    ``logging.StreamHandler`` that is not a file and not already on stderr is pointed at stderr).
+    """
+    import logging
+
+    saved = sys.stdout
+    moved = []
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if (type(handler) is logging.StreamHandler and handler.stream is not sys.stderr
+                    and handler.stream is not sys.__stderr__):
+                moved.append((handler, handler.stream))
+                handler.stream = sys.stderr  # not setStream: it flushes the old stream, maybe closed
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+        for handler, stream in moved:
+            handler.stream = stream
 
 
 if __name__ == "__main__":

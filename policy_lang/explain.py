@@ -223,7 +223,7 @@ def cmd_explain(args) -> int:
     elif emit == "dot":
         _write(to_dot(analysis), args.output)
     elif emit == "json":
-        _write(explain_json(analysis), args.output)
+        _write(explain_json(analysis), args.output, args.stdout)
     else:
         _write(explain_text(analysis), args.output)
     return 1 if any(d.is_error for d in analysis.diagnostics) else 0

@@ -185,7 +185,7 @@ def cmd_bench(args) -> int:
         plot_pareto(report.results, out / "pareto.png",
                     title=f"{workload.name}, {workload.steps} steps, {len(report.seeds)} seeds")
     if args.json:
-        print(json.dumps([r.to_json() for r in report.results], indent=2))
+        print(json.dumps([r.to_json() for r in report.results], indent=2), file=args.stdout)
     else:
         print(HEADER)
         for r in report.results:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_lang.cli import main
+from policy_lang.cli import json_only_stdout, main
 from runtime.bench import models
 from runtime.bench.cli import sweep_points
 from runtime.bench.harness import JSON_KEYS
@@ -75,3 +75,32 @@ def test_policy_without_ranged_numbers_sweeps_its_interval():
     root = Path(__file__).resolve().parents[2]
     points = sweep_points(compile_file(root / "policies" / "fora.policy"), {})
     assert [pt["interval"] for pt in points] == [1, 2, 3, 4]  # 3 x (0.4, 0.6, 1, 1.4), rounded
+
+
+def test_json_stdout_is_one_document_even_when_cache_dit_logs(tiny_model, tmp_path, capsys):
+    # the `peers` extra is installed by `make install`; its console logger writes to stdout by default
+    pytest.importorskip("cache_dit", reason="the peers extra (pip install '.[peers]')")
+    import logging
+    import sys
+
+    # a console handler bound to stdout before the command, as cache-dit's is once imported
+    stray = logging.StreamHandler(sys.stdout)
+    logger = logging.getLogger("policyc-test-stray")
+    logger.addHandler(stray)
+    logger.propagate = False
+    try:
+        status = main(["bench", "--model", tiny_model, "--peer", "dbcache", "--seeds", "1", "--json",
+                       "--out", str(tmp_path)])
+        with json_only_stdout():
+            logger.warning("stray log line")
+            print("stray print")
+        logger.warning("after the command: stdout again")
+    finally:
+        logger.removeHandler(stray)
+    captured = capsys.readouterr()
+    assert status == 0
+    doc, _, rest = captured.out.partition("\n]\n")
+    assert [o["method"] for o in json.loads(doc + "\n]")] == ["dbcache"]
+    assert rest == "after the command: stdout again\n"  # the handler is given back its stream
+    assert "[Cache-DiT]" in captured.err  # the library did log: to stderr
+    assert "stray log line\nstray print\n" in captured.err
