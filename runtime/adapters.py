@@ -3,29 +3,29 @@
 Input: a diffusers transformer (``torch.nn.Module``) and, optionally, the pipeline that drives it.
 Output: ``ModelLayout`` — the ordered transformer blocks (``BlockSpec``: where ``hidden_states`` and
 ``encoder_hidden_states`` sit in its arguments and in its output) plus the model's ``ModelAdapter``
-(how to turn the ``timestep`` argument into a noise level in 0..1, and how to build the
-timestep-modulated input of block 0, the signal source ``modulated_input`` of TeaCache).
+(how to build the timestep-modulated input of block 0, the signal source ``modulated_input`` of
+TeaCache).
 Errors: ``AdapterError`` when a model has no block list or a block's output layout is unknown.
 
 The adapter table (``ADAPTERS``) is the project's own, so that models diffusers'
 ``TransformerBlockRegistry`` does not know (SkyReels-V2) work too:
 
-=================  ============================================  ==============  ==========================
-model class        block lists (definition order)                noise from t    ``modulated_input``
-=================  ============================================  ==============  ==========================
-Wan                ``blocks``                                    t / 1000        block-0 ``temb`` (the
-                                                                                 timestep projection e0,
-                                                                                 as TeaCache4Wan)
-SkyReels-V2        ``blocks``                                    t / 1000        block-0 ``temb`` (e0)
-Flux               ``transformer_blocks``,                       t (the pipeline block-0 ``norm1(h, temb)``
-                   ``single_transformer_blocks``                 passes t/1000)  (as TeaCache4Flux)
-PixArt / DiT       ``transformer_blocks``                        t / 1000        block-0 adaLN-single
-                                                                                 ``norm1(h)*(1+scale)+shift``
-=================  ============================================  ==============  ==========================
+=================  ============================================  ==========================
+model class        block lists (definition order)                ``modulated_input``
+=================  ============================================  ==========================
+Wan                ``blocks``                                    block-0 ``temb`` (the
+                                                                 timestep projection e0,
+                                                                 as TeaCache4Wan)
+SkyReels-V2        ``blocks``                                    block-0 ``temb`` (e0)
+Flux               ``transformer_blocks``,                       block-0 ``norm1(h, temb)``
+                   ``single_transformer_blocks``                 (as TeaCache4Flux)
+PixArt / DiT       ``transformer_blocks``                        block-0 adaLN-single
+                                                                 ``norm1(h)*(1+scale)+shift``
+=================  ============================================  ==========================
 
 Any other transformer falls back to diffusers' own discovery (the identifiers of
-``diffusers.hooks._common``) with noise ``t / 1000`` and no ``modulated_input``. ``1000`` is the
-scheduler's ``num_train_timesteps`` when a pipeline is known.
+``diffusers.hooks._common``) and no ``modulated_input``. The noise level of a call is not the
+adapter's business: ``runtime.sampler`` reads it from the sampler.
 """
 
 from __future__ import annotations
@@ -128,7 +128,6 @@ class ModelAdapter:
     name: str
     classes: tuple[str, ...]
     block_lists: tuple[str, ...]
-    timestep_is_sigma: bool = False
     modulated_input: ModulatedInput | None = None
 
 
@@ -137,7 +136,7 @@ ADAPTERS: tuple[ModelAdapter, ...] = (
                  modulated_input=_temb_projection),
     ModelAdapter("skyreels-v2", ("SkyReelsV2Transformer3DModel",), ("blocks",), modulated_input=_temb_projection),
     ModelAdapter("flux", ("FluxTransformer2DModel",), ("transformer_blocks", "single_transformer_blocks"),
-                 timestep_is_sigma=True, modulated_input=_flux_norm1),
+                 modulated_input=_flux_norm1),
     ModelAdapter("pixart", ("PixArtTransformer2DModel", "DiTTransformer2DModel"), ("transformer_blocks",),
                  modulated_input=_adaln_single),
 )
@@ -179,17 +178,6 @@ class ModelLayout:
     adapter: ModelAdapter
     blocks: list[BlockSpec] = field(default_factory=list)
     num_train_timesteps: int = 1000
-
-    def noise(self, timestep: torch.Tensor | float) -> torch.Tensor:
-        """The noise level in 0..1 as a 0-dim float32 tensor on the timestep's device (no host sync).
-
-        A per-token or per-frame timestep (diffusion forcing) is averaged.
-        """
-        t = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(float(timestep))
-        sigma = t.detach().float().mean()
-        if not self.adapter.timestep_is_sigma:
-            sigma = sigma / self.num_train_timesteps
-        return sigma.clamp(0.0, 1.0)
 
 
 def discover(model: torch.nn.Module, scheduler: Any = None) -> ModelLayout:

@@ -21,20 +21,26 @@ i.e. the model's own output, was not finite), ``nonfinite_prediction`` — each 
 does not: that call's result was dropped and the unit snapshots from then on); ``aborted_call``
 (an exception or KeyboardInterrupt inside the transformer's forward: every unit starts afresh).
 
-A bare transformer called without a step index also starts a new trajectory when the noise level
-rises back to the trajectory's first level after going down (a new denoising pass after an
-interrupted one, whose end no pipeline announced).
-
-Step context, per denoiser call: the branch is the name of diffusers' ``cache_context`` (``"default"``
-when the pipeline sets none); the step is the context's ``step_index`` or else the number of earlier
-calls of that branch in this trajectory; ``steps`` the context's ``num_inference_steps``, else the
-pipeline's ``_num_timesteps``, else ``len(scheduler.timesteps)``, else the ``steps`` hint of
-``new_trajectory``; the noise level the context's ``sigma``, else the ``timestep`` argument mapped by
-the model adapter (one host read per denoiser call when that tensor lives on an accelerator).
+Step context, per denoiser call (``runtime.sampler``): the noise level is the flow-matching σ in [0, 1]
+of the sampler — the context's ``sigma``, else the scheduler that drives the loop (the pipeline's
+``scheduler`` during a pipeline call, or ``attach(transformer, policy, noise=scheduler)`` in the user's
+own loop) at its current step index, read on the host (no device sync); without one, ``noise=`` as a
+callable of the ``timestep`` argument or as a per-step schedule, else the model family's timestep
+convention (one host read per call). The step is the context's ``step_index``, else the scheduler's
+step index (less ``begin_index``), else the number of earlier calls of that branch in this trajectory;
+``steps`` the context's ``num_inference_steps``, else the pipeline's ``_num_timesteps``, else the
+scheduler's number of timesteps, else the ``steps`` hint of ``new_trajectory``. Second-order samplers
+(Heun) evaluate twice per step: each evaluation is a call with its own step index, and the corrector's
+level repeats the next step's (``runtime.predict.History`` keeps the later result at a repeated node).
+The branch is the name of diffusers' ``cache_context`` (``"default"`` when the pipeline sets none); a
+second call of the same name at the same sampler step (cond and uncond as two calls without contexts:
+Lumina2, Chroma, Flux Kontext, img2img pipelines) is another branch, ``"default.1"``, with its own state.
 A new trajectory (all unit state dropped) starts at every call of the pipeline — the pipeline
 object's class is swapped for a subclass whose ``__call__`` resets first, restored by ``detach`` — and,
-for a bare transformer, when a context says ``step_index == 0``, when diffusers resets stateful hooks
-(``maybe_free_model_hooks`` does at the end of every pipeline call), or on ``new_trajectory()``.
+for a bare transformer, when the step index goes back (a context's ``step_index``, the user's
+scheduler after ``set_timesteps``), when, with no step index, a branch's noise level rises, when a
+``noise=`` schedule is used up, when diffusers resets stateful hooks (``maybe_free_model_hooks`` does
+at the end of every pipeline call), or on ``new_trajectory()``.
 
 ``detach`` removes every hook, restores the pipeline's class and deletes the attributes the attach
 created (hook registries it made, the instance ``forward`` diffusers leaves behind), so the model is
@@ -55,8 +61,9 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from policy_lang import ir
-from runtime.adapters import ModelLayout, discover
+from runtime.adapters import AdapterError, ModelLayout, adapter_for, discover
 from runtime.hooks import BLOCK_HOOK, ROOT_HOOK, BlockHook, CallState, RootHook
+from runtime.sampler import SchedulerClock, TimestepNoise
 from runtime.trace import Trace
 from runtime.units import UnitRunner, plan_units
 
@@ -125,14 +132,37 @@ def _check_free(transformer: torch.nn.Module) -> None:
                                   f"({type(hook).__name__}); remove it before attaching a policy")
 
 
+def _layout(transformer: torch.nn.Module, policy: ir.Policy, scheduler: Any) -> ModelLayout:
+    """The model's blocks; a policy whose every section is ``on model`` needs none (any transformer runs it)."""
+    try:
+        return discover(transformer, scheduler)
+    except AdapterError:
+        if policy.probe is not None or not all(isinstance(s.unit, ir.ModelUnit) for s in policy.sections):
+            raise
+    layout = ModelLayout(model=transformer, adapter=adapter_for(transformer))
+    if scheduler is not None:
+        layout.num_train_timesteps = int(getattr(scheduler.config, "num_train_timesteps", 1000) or 1000)
+    return layout
+
+
 class Session:
     """A policy attached to one transformer (and its pipeline)."""
 
-    def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None):
+    def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None, noise: Any = None):
         _check_free(transformer)
         self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
         self.scheduler = getattr(pipeline, "scheduler", None)
-        self.layout: ModelLayout = discover(transformer, self.scheduler)
+        self.layout: ModelLayout = _layout(transformer, policy, self.scheduler)
+        num_train = self.layout.num_train_timesteps
+        if _is_scheduler(noise):  # the user's own loop steps this scheduler: it tells the noise level
+            self._own_clock: SchedulerClock | None = SchedulerClock(noise)
+            self._timestep_noise = TimestepNoise(transformer, None, num_train)
+            num_train = int(getattr(noise.config, "num_train_timesteps", num_train) or num_train)
+        else:
+            self._own_clock = None
+            self._timestep_noise = TimestepNoise(transformer, noise, num_train)
+        self._timestep_noise.num_train = num_train
+        self.clock: SchedulerClock | None = None  # the clock of the loop running now
         plans, probe = plan_units(policy, len(self.layout.blocks))
         self.trace = Trace()
         self.reduce = None  # cross-rank reduction of the stacked signals (context parallelism)
@@ -194,6 +224,9 @@ class Session:
             HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
             if self.pipeline is not None:
                 self._wrap_pipeline()
+            if self._own_clock is not None:
+                self._own_clock.install()
+                self.clock = self._own_clock
         except Exception:
             self.detach()
             raise
@@ -207,10 +240,18 @@ class Session:
             if not session._pipeline_lock.acquire(blocking=False):
                 raise session._busy("the pipeline is already running a call")
             session._pipeline_thread = threading.get_ident()
+            scheduler = getattr(pipe, "scheduler", None)
+            clock = SchedulerClock(scheduler) if _is_scheduler(scheduler) else None
             try:
                 session.new_trajectory()
+                if clock is not None:
+                    clock.install()
+                    session.clock = clock
                 return original.__call__(pipe, *args, **kwargs)
             finally:
+                if clock is not None:
+                    clock.remove()
+                    session.clock = None
                 session._pipeline_thread = None
                 session._pipeline_lock.release()
 
@@ -238,6 +279,9 @@ class Session:
         if self._pipeline_class is not None and getattr(type(self.pipeline), "_policyc_wrapper", False):
             object.__setattr__(self.pipeline, "__class__", self._pipeline_class)
         self._pipeline_class = None
+        if self._own_clock is not None:
+            self._own_clock.remove()
+        self.clock = None
         self.current = None
 
     @property
@@ -255,7 +299,9 @@ class Session:
         for runner in self.runners:
             runner.reset()
         self._counts = {}
-        self._noise_span: dict[str, tuple[float, float]] = {}  # per branch: first and last noise level
+        self._last_noise: dict[str, float] = {}  # per branch
+        self._last_index = -1  # the last sampler step index seen
+        self._seen: dict[tuple[str, int], int] = {}  # calls per (context name, sampler step)
 
     def new_trajectory(self, steps: int | None = None) -> None:
         """Forget all unit state; the next denoiser call is step 0 of a new trajectory."""
@@ -272,12 +318,17 @@ class Session:
         position = self._model_params.index(name) if name in self._model_params else len(args)
         return args[position] if position < len(args) else None
 
-    def _steps(self, context: Any) -> int:
+    def _steps(self, context: Any, position: Any) -> int:
         if context is not None and context.num_inference_steps:
             return int(context.num_inference_steps)
         num = getattr(self.pipeline, "_num_timesteps", None) if self.pipeline is not None else None
         if isinstance(num, int) and num > 0:
             return num
+        total = self.clock.num_steps() if self.clock is not None else None
+        if total:
+            return total - (position.begin if position is not None else 0)
+        if self._timestep_noise.schedule is not None:
+            return len(self._timestep_noise.schedule)
         timesteps = getattr(self.scheduler, "timesteps", None)
         if timesteps is not None and len(timesteps) > 0:
             return len(timesteps)
@@ -301,30 +352,43 @@ class Session:
             raise
 
     def _open(self, context: Any, timestep: Any) -> CallState:
-        branch = context.name if context is not None else "default"
-        step_index = context.step_index if context is not None else None
+        base = context.name if context is not None else "default"
+        position = self.clock.position() if self.clock is not None else None
+        index = context.step_index if context is not None and context.step_index is not None else (
+            position.step if position is not None else None)
         if context is not None and context.sigma is not None:
             noise = min(max(float(context.sigma), 0.0), 1.0)
-        elif timestep is not None:
-            noise = float(self.layout.noise(timestep))
+        elif position is not None:
+            noise = position.noise
         else:
-            noise = 0.0
-        if self.pipeline is None and self._counts.get(branch, 0) > 0 and (
-                step_index == 0 if step_index is not None else self._noise_restarted(branch, noise)):
+            noise = self._timestep_noise.level(timestep, self._counts.get(base, 0))
+        if self.pipeline is None and self._counts and self._restarted(base, index, noise):
             self.new_trajectory(self._steps_hint)
-        step = step_index if step_index is not None else self._counts.get(branch, 0)
+            if self._timestep_noise.schedule is not None:
+                noise = self._timestep_noise.level(timestep, 0)
+        branch = base
+        if index is not None:  # a second call at the same sampler step is another branch (CFG without contexts)
+            seen = self._seen.get((base, index), 0)
+            self._seen[(base, index)] = seen + 1
+            branch = base if seen == 0 else f"{base}.{seen}"
+            self._last_index = index
+        step = index if index is not None else self._counts.get(branch, 0)
         self._counts[branch] = step + 1
-        first = self._noise_span.get(branch, (noise, noise))[0]
-        self._noise_span[branch] = (first, noise)
+        self._last_noise[branch] = noise
         self._fresh = False
-        self.current = CallState(self._index, branch, step, self._steps(context), noise)
+        self.current = CallState(self._index, branch, step, self._steps(context, position), noise)
         return self.current
 
-    def _noise_restarted(self, branch: str, noise: float) -> bool:
-        """A bare transformer with no step index: the noise level rose back to where the trajectory
-        began after going down — a new denoising pass (the step counter must not go on counting)."""
-        first, last = self._noise_span[branch]
-        return last < first and noise >= first
+    def _restarted(self, base: str, index: int | None, noise: float) -> bool:
+        """A bare transformer: a new denoising pass starts when the sampler's step index goes back (to 0),
+        or, with no step index, when the branch's noise level rises (Heun's repeated level does not)."""
+        if index is not None:
+            return index < self._last_index
+        schedule = self._timestep_noise.schedule
+        if schedule is not None:
+            return self._counts.get(base, 0) >= len(schedule)
+        last = self._last_noise.get(base)
+        return last is not None and noise > last + 1e-6
 
     def end_call(self, call: CallState, failed: bool = False) -> None:
         """Close ``call``; a call that raised (``failed``) leaves every unit to start afresh."""
@@ -372,11 +436,18 @@ class Session:
         return sum(storages.values())
 
 
-def attach(target: Any, policy: Any, **params: Any) -> Session:
+def _is_scheduler(obj: Any) -> bool:
+    return obj is not None and callable(getattr(obj, "set_timesteps", None)) and callable(getattr(obj, "step", None))
+
+
+def attach(target: Any, policy: Any, *, noise: Any = None, **params: Any) -> Session:
     """Attach ``policy`` to a diffusers pipeline or transformer; see the module docstring."""
     compiled = load_policy(policy).with_params(params)
     if isinstance(target, torch.nn.Module):
-        return Session(target, compiled)
+        return Session(target, compiled, noise=noise)
+    if noise is not None:
+        raise TypeError("noise= is for a bare transformer in your own loop; a pipeline's own scheduler tells "
+                        "the noise level of every call")
     transformer = getattr(target, "transformer", None)
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(f"cannot attach to {type(target).__name__}: pass a diffusers pipeline with a "

@@ -286,6 +286,10 @@ class UnitRunner:
         decision = st.controller.decide(ctx, signals)
         action = decision.action
         outcome = Outcome(compute=True)
+        if isinstance(action, ir.Predict) and ("predict", action.method, action.order, action.over) not in candidates:
+            # a repeated noise level replaced a stored result (see History): fewer distinct nodes than results
+            decision = Decision(_RECOMPUTE, None, "history", None, decision.values)
+            action = decision.action
         if not isinstance(action, ir.Recompute):
             outcome = self._outcome(action, st, candidates, values)
             if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)

@@ -108,3 +108,25 @@ def pixart(cfg: bool = True, steps: int = 6, layers: int = 3, seed: int = 0):
         kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g),
                       negative_prompt_attention_mask=torch.ones(1, 6))
     return pipe, kwargs
+
+
+def lumina2(cfg: bool = True, steps: int = 6, layers: int = 2, seed: int = 0):
+    """Lumina2 runs cond and uncond as two calls with no `cache_context`, and passes `1 - t/1000`."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = Lumina2Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, hidden_size=32, num_layers=layers, num_refiner_layers=1,
+        num_attention_heads=2, num_kv_heads=1, multiple_of=16, axes_dim_rope=(4, 6, 6), axes_lens=(32, 32, 32),
+        cap_feat_dim=16,
+    ).eval()
+    pipe = Lumina2Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=None,
+                           text_encoder=None, tokenizer=None)
+    pipe.set_progress_bar_config(disable=True)
+    g = _gen(seed + 1)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    kwargs = dict(prompt_embeds=torch.randn(1, 6, 16, generator=g), prompt_attention_mask=mask, height=32, width=32,
+                  num_inference_steps=steps, output_type="latent", guidance_scale=4.0 if cfg else 1.0)
+    if cfg:
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 16, generator=g), negative_prompt_attention_mask=mask)
+    return pipe, kwargs
