@@ -69,6 +69,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0415": ("error", "`limit run` on an action that cannot run stale"),
     "P0416": ("error", "a signal not defined for this unit"),
     "P0417": ("warning", "a probe that no section reads"),
+    "P0418": ("warning", "`limit run` on an action that no arm chooses"),
     # P05xx — params and overrides
     "P0501": ("error", "param value outside its range"),
     "P0502": ("error", "empty param range"),
@@ -78,11 +79,16 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0506": ("error", "param type annotation does not match its value"),
     "P0507": ("error", "a range on a param that is not a number"),
     "P0508": ("warning", "unused param"),
+    "P0509": ("error", "a param range that does not fit the param's type"),
     # P06xx — state-machine proofs (policy_lang.graph: staleness, history, dead branches)
     "P0601": ("error", "unbounded staleness: a run of reused or predicted calls that nothing ends"),
     "P0602": ("warning", "a prediction reachable after the warm-up but before it has enough computed results"),
     "P0603": ("warning", "a branch that is never taken (dead or shadowed)"),
-    "P0604": ("error", "a guard argument that is not a number at the analysed step count"),
+    "P0604": ("error", "a guard argument that divides by zero or is not a finite number at the analysed step count"),
+    "P0605": ("error", "`refresh every` with an interval below 1: it never refreshes"),
+    "P0606": ("error", "a limit that forbids every reuse (`limit stale`/`limit run` below 1, `limit budget` below 0)"),
+    "P0607": ("error", "a negative `warmup` or `tail`"),
+    "P0608": ("warning", "`warmup` and `tail` cover every call: the decision chain never runs"),
     # P07xx — limits and resources
     "P0701": ("error", "too many errors"),
     "P0702": ("error", "expression nested too deeply"),

@@ -27,6 +27,7 @@ from policy_lang.graph import PolicyAnalysis, SectionReport, analyze, path_text,
 from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS
 from policy_lang.graph.dot import COLORS, edge_label, node_label, to_dot
+from policy_lang.graph.guards import chain_runs
 
 _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group decides on its own",
                "each_block": "each block decides on its own", "blocks": "the block range as one unit"}
@@ -51,7 +52,7 @@ def _steps(s: list[int]) -> str:
     return f"step {s[0]}" if len(s) == 1 else f"steps {s[0]}..{s[-1]}"
 
 
-def _section_text(r: SectionReport) -> list[str]:
+def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
     ex, sec = r.exploration, r.section
     st = ex.statics
     head = f"section {sec.id}: on {unit_text(sec.unit)} ({_UNIT_WORDS.get(sec.unit.kind, sec.unit.kind)})"
@@ -69,10 +70,12 @@ def _section_text(r: SectionReport) -> list[str]:
         always.append("nothing is forced by a guard")
     lines.append("  always:     " + "; ".join(always))
     lines.append("  may:")
+    runs = chain_runs(sec, ex.steps, policy)
     for rule in sec.rules:
         cond = "otherwise" if rule.cond is None else f"if {expr_text(rule.cond)}"
         taken = ex.rule_steps.get(rule.id)
-        when = f"possible at {_steps(taken)}" if taken else f"never taken at {ex.steps} steps"
+        when = f"possible at {_steps(taken)}" if taken else f"never taken at {ex.steps} steps" + (
+            "" if runs else ": the guards recompute every call")
         lines.append(f"    {rule.id}  {_action_text(rule.action):<40} {cond}   [{when}]")
     for guard, steps in ex.guard_steps.items():
         if guard not in ("warmup", "tail", "refresh_every"):
@@ -115,7 +118,7 @@ def explain_text(a: PolicyAnalysis) -> str:
     out = [f"policy {a.policy.name}{doc}", f"analysed for {a.steps} calls per unit and branch "
            f"in {a.seconds * 1000:.0f} ms ({a.cpu_seconds * 1000:.0f} ms CPU)", ""]
     for r in a.sections:
-        out += _section_text(r) + [""]
+        out += _section_text(r, a.policy) + [""]
     if any(r.bounds for r in a.sections):
         out.append("error bounds assume: " + "; ".join(ASSUMPTIONS))
     if a.diagnostics:

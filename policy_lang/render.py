@@ -1,8 +1,8 @@
 """The one renderer of diagnostics: rustc-style text for people, JSON for editors and CI.
 
 Contract: ``render_human(diagnostics, source, filename, color)`` returns the text; every
-diagnostic shows ``severity[CODE]: message``, `` --> file:line:col``, the user's own line with
-carets under the whole span (a span that runs over several lines is underlined to the end of
+diagnostic shows ``severity[CODE]: message``, `` --> file:line:col``, the user's own line (once, however
+many marks it carries) with carets under the whole span (a span that runs over several lines is underlined to the end of
 its first line; tabs are shown as stops of 4 and the carets stay under the text), secondary
 labels, ``= note:`` lines, ``= help:``, and a final count line.
 ``render_json`` returns a JSON document with the same facts. Colour only when asked (the CLI asks
@@ -43,9 +43,12 @@ def render_human(diagnostics, source: str, filename: str, color: bool = False) -
             out.append(f"{gutter}{paint('-->', 'blue')} {filename}")
         if marks:
             out.append(f"{gutter} {paint('|', 'blue')}")
+            shown = None  # each source line is shown once, with one underline row per mark on it
             for span, message, tone in sorted(marks, key=lambda m: (m[0].line, m[0].col)):
                 text, carets = _underline(lines, span, "^" if tone != "blue" else "-")
-                out.append(paint(f"{span.line:>{width}} |", "blue") + (f" {text}" if text else ""))
+                if span.line != shown:
+                    out.append(paint(f"{span.line:>{width}} |", "blue") + (f" {text}" if text else ""))
+                    shown = span.line
                 out.append(f"{gutter} {paint('|', 'blue')} " + paint(carets + (f" {message}" if message else ""),
                                                                      tone))
             out.append(f"{gutter} {paint('|', 'blue')}")

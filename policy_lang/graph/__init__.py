@@ -16,7 +16,9 @@ Contract
 Findings: P0601 unbounded staleness (error unless ``limit stale none``), P0602 a prediction
 reachable after the warm-up but before order + 1 computed results (warning: the runtime recomputes
 instead; a section without ``warmup`` leaves the cold start to that guard and gets no finding), P0603 a dead or shadowed branch (warning),
-P0604 a guard argument that is not a number at the analysed step count (error).
+P0604 a guard argument that is not a number at the analysed step count (error); the guard lints
+of ``guards.guard_findings`` (P0604–P0608: a section with an error there is not explored) and
+``guards.unreached_findings`` (P0603 for an arm no explored branch takes).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS, ErrorBound, error_bounds
 from policy_lang.graph.chain import DeadRule, dead_rules
 from policy_lang.graph.dp import explore
+from policy_lang.graph.guards import chain_runs, guard_findings, unreached_findings
 from policy_lang.graph.machine import Exploration, Outcome, StaticError, reads
 
 __all__ = ["analyze", "prove", "PolicyAnalysis", "SectionReport", "DEFAULT_STEPS", "unit_text", "path_text"]
@@ -148,9 +151,14 @@ def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap
     started, cpu_started = time.perf_counter(), time.process_time()
     out = PolicyAnalysis(policy, steps)
     for section in policy.sections:
+        lints = guard_findings(policy, section, steps, spans)
+        out.diagnostics += lints
+        if any(d.is_error for d in lints):
+            continue  # a guard that means nothing at this step count: no machine to prove things about
         dead = dead_rules(policy, section)
         for d in dead:
             out.diagnostics.append(_dead_diagnostic(section, d, spans))
+        explored = []
         for branch in branches_of(section):
             try:
                 ex = explore(policy, section, steps, branch)
@@ -158,8 +166,12 @@ def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap
                 out.diagnostics.append(diagnostic("P0604", str(exc), span=spans.get(exc.guard_id),
                                                   help="a guard argument must be a number for every step count"))
                 break
+            explored.append(ex)
             out.sections.append(SectionReport(section, branch, ex, dead, error_bounds(policy, ex, lipschitz)))
             out.diagnostics += _findings(section, ex, spans)
+        else:
+            if chain_runs(section, steps, policy):
+                out.diagnostics += unreached_findings(section, explored, {d.rule.id for d in dead}, spans)
     out.diagnostics = list(dict.fromkeys(out.diagnostics))
     out.seconds = time.perf_counter() - started
     out.cpu_seconds = time.process_time() - cpu_started

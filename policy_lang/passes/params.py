@@ -6,7 +6,8 @@ applied and coerced). The type is the annotation if given (``param k: integer = 
 inferred from the value: an integer literal gives ``integer``, a decimal ``number``,
 ``true``/``false`` ``bool``, a list ``list``. Diagnostics: P0501 value outside its range,
 P0502 empty range, P0503–P0505 overrides (unknown, mistyped, out of range), P0506 annotation
-mismatch, P0507 range on a non-number, P0704 a literal too large.
+mismatch, P0507 range on a non-number, P0509 non-integer bounds on an integer param, P0704 a literal
+too large.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def check_params(c: Compilation) -> None:
                 kind, value = "number", float(value)
             elif declared != kind:
                 c.emit("P0506", f"param `{name}` is declared {declared} but its value is {kind}",
-                       span=p.value.span, labels=(Label(span=p.type_name.span, message="declared here"),))
+                       span=p.value.span, labels=(Label(span=p.type_name.span, message="declared here"),),
+                       help=f"write {_example_value(declared)}, or declare the param `{kind}`")
                 c.param_types[name] = "error"
                 continue
         c.param_types[name] = kind
@@ -73,6 +75,14 @@ def check_params(c: Compilation) -> None:
         elif low is not None and high is not None and low > high:
             c.emit("P0502", f"the range {_num(low)}..{_num(high)} of `{name}` is empty",
                    span=_join(p.low.span, p.high.span), help=f"write `{_num(high)}..{_num(low)}`")
+        elif kind == "integer" and low is not None and not (low.is_integer() and high.is_integer()):
+            fit = f"{_num(math.ceil(low))}..{_num(math.floor(high))}"
+            c.emit("P0509", f"the integer param `{name}` has the range {_num(low)}..{_num(high)}, whose bounds "
+                            "are not integers", span=_join(p.low.span, p.high.span),
+                   labels=(Label(span=p.value.span, message="an integer value makes the param an integer"),)
+                   if p.type_name is None else (Label(span=p.type_name.span, message="declared here"),),
+                   help=f"write integer bounds (`{fit}`)" + (f", or a decimal value (`{_num(value)}.0`) to make "
+                                                             "the param a number" if p.type_name is None else ""))
         elif low is not None and not low <= value <= high:
             c.emit("P0501", f"param `{name}` = {_num(value)} lies outside its range {_num(low)}..{_num(high)}",
                    span=p.value.span, labels=(Label(span=_join(p.low.span, p.high.span), message="range"),),
@@ -126,6 +136,11 @@ def _example(kind: str, name: str) -> str:
             "integer": f"write an integer, e.g. `--set {name}=3`",
             "bool": f"write `--set {name}=true` or `--set {name}=false`",
             "list": f"write a JSON list, e.g. `--set {name}=[1.0,2.0]`"}[kind]
+
+
+def _example_value(kind: str) -> str:
+    return {"number": "a number (`0.5`)", "integer": "an integer (`2`)", "bool": "`true` or `false`",
+            "list": "a list of numbers (`[0.5, 1.0]`)"}[kind]
 
 
 def _num(x) -> str:

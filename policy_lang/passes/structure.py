@@ -5,7 +5,8 @@ of ``elif`` and exactly one ``else`` (first match wins, ``else`` makes it total)
 ``else: ACTION`` is the chain "always ACTION". Reported: P0401 no ``else``, P0402 ``elif`` with
 no ``if`` before it, P0403 an arm after ``else``,
 P0404 a second chain, P0405 a section with no chain, P0410 a guard or ``restrict`` written twice,
-P0412 a policy with no section, P0413 more than one probe, P0415 ``limit run recompute``.
+P0412 a policy with no section, P0413 more than one probe, P0415 ``limit run recompute``,
+P0418 (warning) ``limit run ACTION`` when no arm chooses ACTION.
 """
 
 from __future__ import annotations
@@ -71,14 +72,26 @@ def _missing_else(c: Compilation, last: s.Arm) -> None:
            help="add `else: recompute` after this arm")
 
 
+_ACTION_WORDS = {s.Recompute: "recompute", s.Cache: "cache", s.Predict: "predict", s.Skip: "skip"}
+
+
 def _once(c: Compilation, section: s.Section) -> None:
     seen: dict[tuple, s.SectionItem] = {}
+    chosen = {_ACTION_WORDS[type(i.action)]: i for i in section.items if isinstance(i, s.Arm)}
     for item in section.items:
         if isinstance(item, s.Guard):
             if item.kind == "limit_run" and item.action == "recompute":
                 c.emit("P0415", "`limit run recompute` limits nothing", span=item.span,
                        notes=("guards force `recompute`; a run of recomputes is always allowed",),
                        help="limit `cache`, `predict` or `skip` instead")
+            elif item.kind == "limit_run" and item.action not in chosen:
+                reused = [a for a in ("cache", "predict", "skip") if a in chosen]
+                c.emit("P0418", f"`limit run {item.action}` limits an action that no arm chooses", span=item.span,
+                       labels=tuple(Label(span=chosen[a].action.span, message=f"this arm chooses `{a}`")
+                                    for a in reused if chosen[a].action.span is not None),
+                       notes=("the guard never fires, so it bounds nothing",),
+                       help=f"limit the action the chain chooses (`limit run {reused[0]} …`)" if reused
+                       else "remove the guard: every arm recomputes")
             key = (item.kind, item.action)
         elif isinstance(item, s.Restrict):
             key = ("restrict", item.name.text)
