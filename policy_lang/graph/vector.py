@@ -11,7 +11,6 @@ checks. Results may be Python scalars, ``None`` or arrays (broadcastable to the 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,8 @@ from policy_lang.graph import abstract
 _CMP = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal,
         "==": np.equal, "!=": np.not_equal}
 _ARITH = {"+": np.add, "-": np.subtract, "*": np.multiply, "/": np.true_divide}
+#: ``**`` element by element with the scalar semantics (``abstract._arith``: math.pow, nan on a domain error)
+_POW = np.vectorize(lambda x, y: abstract._arith("**", float(x), float(y)), otypes=[np.float64])
 
 
 def _truth(v: Any) -> Any:
@@ -86,12 +87,9 @@ class VectorOps(abstract.ScalarOps):
         with np.errstate(all="ignore"):
             if op in _ARITH:  # IEEE: x/0 = ±inf by the signs, 0/0 = nan (as the scalar fallback)
                 return _ARITH[op](a, b)
-            out = np.power(a, b)
-            # math.pow: 0 ** negative and a negative base with a fractional power are domain errors (nan);
-            # an overflow gives +inf whatever the sign
-            domain = ((a == 0) & (b < 0)) | ((a < 0) & np.isfinite(b) & (b != np.floor(b)))
-            overflow = np.isinf(out) & np.isfinite(a) & np.isfinite(b) & ~domain
-            return np.where(domain, math.nan, np.where(overflow, math.inf, out))
+            # element by element through the scalar path: np.power can differ from math.pow in the last
+            # bit (a comparison must decide the same way in both), and the domain errors are the same
+            return _POW(a, b)
 
     @staticmethod
     def call(e: ir.Call, args: list[Any]) -> Any:
