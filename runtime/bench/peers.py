@@ -23,7 +23,8 @@ Every peer is configured so that it *acts* on the models of this project (diffus
 * ``magcache`` — diffusers ``MagCacheConfig``; the magnitude ratios are model-specific, so
   ``enable`` first runs diffusers' own calibration mode (``calibrate=True``) on the workload at seed
   0, parses the ratios diffusers prints (one list per cache context; averaged over ``cond`` /
-  ``uncond``) and memoises them per workload.
+  ``uncond``) and memoises them per workload; a ``mag_ratios`` list given as a parameter is used
+  instead (no calibration run: e.g. all 1.0, so that only ``max_skip_steps`` limits reuse).
 * ``pab`` — diffusers ``PyramidAttentionBroadcastConfig`` (spatial + cross attention broadcast),
   driven by the timestep the transformer is called with (not ``pipe.current_timestep``, which loops
   that call the transformer directly never set). Under diffusion forcing that is one timestep per
@@ -199,7 +200,7 @@ def calibrate_mag_ratios(workload: Workload, seed: int = 0) -> list[float]:
 def _magcache(workload: Workload, p: dict[str, Any]) -> Handle:
     from diffusers import MagCacheConfig
 
-    ratios = calibrate_mag_ratios(workload)
+    ratios = list(p["mag_ratios"]) if p.get("mag_ratios") else calibrate_mag_ratios(workload)
     config = MagCacheConfig(
         threshold=p["threshold"],
         max_skip_steps=p["max_skip_steps"],
@@ -355,7 +356,7 @@ PEERS: dict[str, Peer] = {
              tuple({"cache_interval": n} for n in (2, 3, 4, 6))),
         Peer("magcache", "diffusers", "MagCache: skip while the accumulated magnitude-ratio error is small "
              "(ratios calibrated on the workload)", _magcache,
-             {"threshold": 0.06, "max_skip_steps": 3, "retention_ratio": 0.2},
+             {"threshold": 0.06, "max_skip_steps": 3, "retention_ratio": 0.2, "mag_ratios": None},
              tuple({"threshold": t} for t in (0.02, 0.06, 0.12, 0.24, 0.5))),
         Peer("pab", "diffusers", "Pyramid Attention Broadcast: reuse attention outputs inside a timestep "
              "window", _pab, {"spatial_skip": 2, "cross_skip": 4, "timestep_range": (100, 800)},
