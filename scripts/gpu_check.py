@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/gpu_check.py                 # on a CUDA machine: real size, ~7 minutes (--budget 420)
+    python scripts/gpu_check.py                 # on a CUDA machine: real size, ~6 minutes (--budget 360)
     python scripts/gpu_check.py --tiny          # anywhere: tiny models, a few seconds (the smoke test)
     python scripts/gpu_check.py --sections exactness,wan --budget 200 --out out/gpu
 
@@ -59,7 +59,7 @@ class Check:
         self.dtype = getattr(torch, args.dtype)
         self.budget = Budget(args.budget)
         self.rounds = args.rounds or self.size["rounds"]
-        self.backend = "inductor" if self.device.type == "cuda" else "eager"
+        self.backend = args.backend or ("inductor" if self.device.type == "cuda" else "eager")
         self.report: dict[str, Any] = {"meta": {
             "command": " ".join([Path(sys.executable).name, *sys.argv]), "tiny": args.tiny,
             "device": str(self.device), "dtype": args.dtype, "budget_s": args.budget, "rounds": self.rounds,
@@ -127,7 +127,7 @@ def exactness(check: Check, entry: dict[str, Any]) -> None:
             _exact_row(check, entry, model, dtype, workload, methods)
         loop = gm.df_workload(dict(gm.SIZES["tiny"], df_steps=12), check.device, dtype)
         _exact_row(check, entry, "skyreels-df runtime.df loop", dtype, loop,
-                   [sbs.NONE, gm._policy("recompute"), gm._policy("scope", **gm.FORCED["scope"][0])])
+                   [sbs.NONE, *gm.df_methods(0.1)[:3]])
 
 
 def _exact_row(check: Check, entry: dict[str, Any], model: str, dtype: torch.dtype, workload: Workload,
@@ -149,7 +149,7 @@ def _exact_row(check: Check, entry: dict[str, Any], model: str, dtype: torch.dty
 
 
 def speed(check: Check, entry: dict[str, Any], workload: Workload, methods: list, steps: int, *,
-          meter: bool = True, rounds: int | None = None) -> list[sbs.Row]:
+          meter: bool = True, rounds: int | None = None, after_first: Any = None) -> list[sbs.Row]:
     """First runs + interleaved timed rounds; rows land in ``entry`` as they come."""
     live: list[sbs.Row] = []
 
@@ -162,6 +162,8 @@ def speed(check: Check, entry: dict[str, Any], workload: Workload, methods: list
         publish()
 
     sbs.first_runs(workload, methods, check.device, meter=meter, budget=check.budget, on_row=on_row)
+    if after_first is not None:
+        after_first()
     entry["setup"]["rounds_done"] = sbs.timed_rounds(workload, live, check.device, rounds or check.rounds,
                                                      check.budget, on_round=publish)
     publish()
@@ -221,8 +223,11 @@ def compiled(mode: str | None):
         try:
             before = compile_counters()
             entry["setup"]["compile_s"] = timed(check.device, lambda: workload.call(0))[1]
-            rows = speed(check, entry, workload, methods, check.size["steps"], meter=False)
-            entry["setup"]["graphs"] = {"before": before, "after": compile_counters()}
+            counts = {"first compile": compile_counters()}
+            rows = speed(check, entry, workload, methods, check.size["steps"], meter=False,
+                         after_first=lambda: counts.update({"first runs": compile_counters()}))
+            counts["timed rounds"] = compile_counters()
+            entry["setup"]["graphs_compiled"] = _graph_deltas(before, counts)
             for row, obj in zip(rows, entry["rows"]):
                 ref = eager.get(row.method)
                 obj["compute_fraction"] = ref.compute_fraction if ref is not None else None
@@ -237,6 +242,15 @@ def compiled(mode: str | None):
             torch._dynamo.reset()
 
     return section
+
+
+def _graph_deltas(before: dict[str, int], counts: dict[str, dict[str, int]]) -> dict[str, int | None]:
+    """New dynamo graphs per phase (the timed rounds should add none: a recompile there is a bug)."""
+    out, last = {}, before
+    for phase, now in counts.items():
+        out[phase] = now["unique_graphs"] - last["unique_graphs"] if now and last else None
+        last = now
+    return out
 
 
 def wan_long(check: Check, entry: dict[str, Any]) -> None:
@@ -267,11 +281,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "out" / "gpu_check"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    ap.add_argument("--budget", type=float, default=None, help="seconds (default 420 at full size, 120 tiny)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds (default 360 at full size, 120 tiny)")
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per section (default 3, tiny 2)")
+    ap.add_argument("--backend", default=None, choices=["inductor", "aot_eager", "eager"],
+                    help="torch.compile back end of the compile sections (default: inductor on CUDA, eager on CPU)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     args = ap.parse_args(argv)
-    args.budget = args.budget or (120.0 if args.tiny else 420.0)
+    args.budget = args.budget or (120.0 if args.tiny else 360.0)
     unknown = set(args.sections.split(",")) - set(SECTIONS)
     if unknown:
         ap.error(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")

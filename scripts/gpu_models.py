@@ -55,7 +55,8 @@ FORCED: dict[str, tuple[dict[str, Any], str]] = {
                  "a flat ratio curve (no error accumulates), at most 2 skips in a row"),
     "taylorseer": (dict(interval=3, warmup_steps=3), "a full step every 3rd step, order-2 Taylor between"),
     "predit": (dict(tau=100.0, dynamics=1000.0, j_max=3), "the horizon is always j_max = 3"),
-    "scope": (dict(tau_cache=1.0, tau_predict=1.0), "cache / predict whenever the runs and the error budget allow"),
+    "scope": (dict(tau_cache=1.0, tau_predict=1.0), "cache / predict whenever the runs and the error budget allow; "
+              "the budget is a literal 0.15, so `scope@budget=1.0` (the file with `limit budget 1.0`) runs beside it"),
 }
 FB_TUNING = "threshold tuned on the run's own first-block drift (tune_threshold) to recompute ~40 % of calls"
 
@@ -110,21 +111,24 @@ def _policy(name: str, **params: Any) -> Method:
     return policy_method(POLICIES / f"{name}.policy", **params)
 
 
-def _regranulated(name: str, unit: str, label: str, **params: Any) -> Method:
-    """The library policy ``name`` with its ``on blocks`` section moved to another unit (memory study)."""
+def _variant(name: str, old: str, new: str, label: str, **params: Any) -> Method:
+    """The library policy ``name`` with the text ``old`` replaced by ``new``, named ``name@label``.
+
+    Used where params cannot reach: moving a section to another unit (the memory study) and the
+    SCOPE error budget (a literal 0.15 that random weights always exceed, so nothing would be reused).
+    """
     source = (POLICIES / f"{name}.policy").read_text(encoding="utf-8")
-    if "on blocks {" not in source:
-        raise ValueError(f"{name}.policy has no `on blocks` section to move")
-    compiled = compile_source(source.replace("on blocks {", f"on {unit} {{"))
-    return policy_method(compiled, name=f"{name}@{label}", **params)
+    if source.count(old) != 1:
+        raise ValueError(f"{name}.policy does not contain `{old}` exactly once")
+    return policy_method(compile_source(source.replace(old, new)), name=f"{name}@{label}", **params)
 
 
 def library_methods(fb_threshold: float, *, memory_variants: bool = True) -> list[Method]:
     methods = [_policy("recompute"), _policy("fbcache", threshold=fb_threshold)]
     methods += [_policy(name, **FORCED[name][0]) for name in ("teacache", "magcache", "taylorseer", "predit")]
     if memory_variants:  # order-2 Taylor histories: per block and per model, against the block stack above
-        methods.append(_regranulated("taylorseer", "each block", "each-block", **FORCED["taylorseer"][0]))
-        methods.append(_regranulated("taylorseer", "model", "model", **FORCED["taylorseer"][0]))
+        for unit, label in (("each block", "each-block"), ("model", "model")):
+            methods.append(_variant("taylorseer", "on blocks {", f"on {unit} {{", label, **FORCED["taylorseer"][0]))
     return methods
 
 
@@ -148,6 +152,7 @@ def peer_methods_matched(steps: int, fb_threshold: float) -> list[Method]:
 
 def df_methods(fb_threshold: float) -> list[Method]:
     return [_policy("recompute"), _policy("scope", **FORCED["scope"][0]),
+            _variant("scope", "limit budget 0.15", "limit budget 1.0", "budget=1.0", **FORCED["scope"][0]),
             _policy("fbcache", threshold=fb_threshold), _peer("fbcache", f"threshold={fb_threshold}",
                                                               threshold=fb_threshold)]
 

@@ -11,7 +11,8 @@ a reader, or a run killed mid-write, never sees half a file. Non-finite floats a
 * ``exactness`` -- model | dtype | baseline repeatable | ``recompute.policy`` identical | simulator
   mismatches per policy (with the actions taken, so that agreement is not vacuous);
 * speed sections -- the setup line, then method | kind | ms/step | rounds | speedup [min..max] |
-  compute fraction | 1/f | efficiency | overhead | identical | simulator | peak extra MiB | held MiB
+  compute fraction | 1/f | efficiency | time vs none (the overhead, for ``recompute.policy``) | identical |
+  simulator | peak extra MiB | held MiB
   (| decision flips vs eager, under compile).
 """
 
@@ -76,6 +77,12 @@ def section_text(name: str, entry: dict[str, Any]) -> str:
         lines += ["setup: " + ", ".join(f"{k}={setup[k]}" for k in keys if k in setup), ""]
         if "weights_bytes" in setup:
             lines += [f"weights: {_mib(setup['weights_bytes'])} MiB", ""]
+        if "graphs_compiled" in setup:
+            lines += [f"new dynamo graphs per phase: {setup['graphs_compiled']}", ""]
+        if "fbcache_tuning" in setup:
+            tuning = setup["fbcache_tuning"]
+            lines += [f"fbcache threshold {tuning.get('threshold')} (tried {tuning.get('tried')}; step drift median "
+                      f"{_num(tuning.get('step_drift_median'), '{:.4f}')}){' error: ' + tuning['error'] if 'error' in tuning else ''}", ""]
         lines += _speed(entry["rows"])
     return "\n".join(lines) + "\n"
 
@@ -96,7 +103,7 @@ def _actions(actions: dict[str, int] | None) -> str:
 
 def _speed(rows: list[dict[str, Any]]) -> list[str]:
     compiled = any("decision_flips_vs_eager" in r for r in rows)
-    head = ("| method | kind | ms/step | rounds | speedup [min..max] | compute f | 1/f | efficiency | overhead | "
+    head = ("| method | kind | ms/step | rounds | speedup [min..max] | compute f | 1/f | efficiency | time vs none | "
             "identical | simulator | peak extra MiB | held MiB |")
     out = [head + (" flips vs eager |" if compiled else ""), "|---" * (13 + compiled) + "|"]
     for r in rows:
