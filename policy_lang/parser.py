@@ -10,6 +10,7 @@ transformer only builds nodes; it does not check anything.
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -262,18 +263,78 @@ def describe_terminal(name: str) -> str:
     return name.lower().lstrip("_")
 
 
+#: terminals described as one phrase when several of them are possible at once, in this order
+_GROUPS = (
+    ("an operator", ("ADD_OP", "SUB", "MUL_OP", "POW", "COMP_OP", "AND", "OR")),
+    ("a section item", ("IF", "ELIF", "ELSE", "LET", "WARMUP", "TAIL", "LIMIT", "REFRESH", "RESTRICT")),
+    ("a policy item", ("PARAM", "PROBE", "ON")),
+)
+_GROUP_WORDS = {"ADD_OP": "`+`", "SUB": "`-`", "MUL_OP": "`*`, `/`", "POW": "`**`", "COMP_OP": "a comparison",
+                "LIMIT": "`limit …`", "REFRESH": "`refresh every`"}
+
+
 def _expected(names) -> str:
-    # closing brackets first: at the end of a truncated file they are what is missing
+    """What the parser could take next, as a sentence: "`:` or an operator (`+`, `-`, …, `and`, `or`)".
+
+    Closing brackets come first (at the end of a truncated file they are what is missing); a
+    separator `;` is left out unless nothing else fits; several operators, section items or
+    policy items are one phrase that lists them.
+    """
     names = set(names) - {"COMMENT"}
+    if len(names) > 1:
+        names.discard("_SEMI")
     if _EXPRESSION_START <= names:
-        names = (names - _EXPRESSION_START) | {"$EXPR"}
-    shown = sorted({describe_terminal(n) for n in names},
-                   key=lambda t: (t not in ("`}`", "`)`", "`]`"), t))
-    if len(shown) > 8:
-        return ", ".join(shown[:8]) + ", …"
+        names = (names - _EXPRESSION_START - {"STRING", "TRUE", "FALSE", "NONE", "LSQB", "MEAN"}) | {"$EXPR"}
+    phrases = []
+    for words, members in _GROUPS:
+        present = [m for m in members if m in names]
+        if len(present) >= 2:
+            names -= set(present)
+            phrases.append(f"{words} ({', '.join(_GROUP_WORDS.get(m) or describe_terminal(m) for m in present)})")
+    shown = sorted({describe_terminal(n) for n in names}, key=lambda t: (t not in ("`}`", "`)`", "`]`"), t))
+    shown += phrases
     if len(shown) > 1:
         return ", ".join(shown[:-1]) + " or " + shown[-1]
     return shown[0] if shown else "nothing"
+
+
+#: characters people write for an operator of another language: what to write instead
+_INSTEAD = {"≤": "write `<=`", "≥": "write `>=`", "≠": "write `!=`", "−": "write `-` (ASCII minus)",
+            "×": "write `*`", "÷": "write `/`", "&": "write `and` (`&&` and `&` are not operators here)",
+            "|": "write `or` (`||` and `|` are not operators here)", "!": "write `not` (`!` only appears in `!=`)",
+            "%": "there is no modulo operator: `refresh every N` recomputes the steps that are multiples of N; "
+                 "otherwise write `x - N * floor(x / N)`",
+            "“": 'write a straight quote `"`', "”": 'write a straight quote `"`', "'": 'strings use `"`',
+            "‘": 'strings use `"`', "’": 'strings use `"`'}
+
+
+def _character(source: str, pos: int, accepts: set[str]) -> Diagnostic:
+    """P0101 for the character at ``pos``: named by code point when it is not ASCII or invisible."""
+    char = source[pos]
+    span = point_span(source, pos, 1)
+    expected = (f"expected {_expected(accepts)}",) if accepts else ()
+    code = f"U+{ord(char):04X} {unicodedata.name(char, 'UNNAMED')}"
+    if not char.isprintable() or unicodedata.category(char) in ("Cf", "Zs", "Zl", "Zp", "Mn"):
+        return diagnostic("P0101", f"unexpected invisible character U+{ord(char):04X} "
+                                   f"({unicodedata.name(char, 'unnamed')})", span=span, notes=expected,
+                          help="delete it: most editors do not show it (it often comes with text pasted "
+                               "from a web page or a chat)")
+    shown = f"`{char}`" if char.isascii() else f"`{char}` ({code})"
+    help = _INSTEAD.get(char)
+    if help is None and not char.isascii():
+        help = "policies use ASCII operators: `< <= > >= == != + - * / **`, `and`, `or`, `not`"
+    return diagnostic("P0101", f"unexpected character {shown}", span=span, notes=expected, help=help)
+
+
+def _accepts(exc: UnexpectedInput, fallback) -> set[str]:
+    """The terminals the parser really accepts at the error (LALR's expected set is a superset)."""
+    parser = getattr(exc, "interactive_parser", None)
+    if parser is not None:
+        try:
+            return set(parser.accepts())
+        except Exception:  # the set is only used to word the message
+            pass
+    return set(fallback or ())
 
 
 def _translate(exc: UnexpectedInput, source: str) -> Diagnostic:
@@ -284,19 +345,16 @@ def _translate(exc: UnexpectedInput, source: str) -> Diagnostic:
             eol = len(source) if eol < 0 else eol
             return diagnostic("P0102", "unterminated string", span=point_span(source, pos, eol - pos),
                               help='close the string with `"` on the same line')
-        char = source[pos]
-        shown = repr(char)[1:-1] if not char.isprintable() else char
-        return diagnostic("P0101", f"unexpected character `{shown}`", span=point_span(source, pos, 1),
-                          notes=(f"expected {_expected(exc.allowed)}",) if exc.allowed else ())
+        return _character(source, pos, _accepts(exc, exc.allowed))
     if isinstance(exc, UnexpectedEOF):
-        return _at_end(source, set(exc.expected))
+        return _at_end(source, _accepts(exc, exc.expected))
     assert isinstance(exc, UnexpectedToken)
     token: Token = exc.token
-    expected = set(exc.expected)
+    expected = _accepts(exc, exc.expected)
     if token.type == "$END":
         return _at_end(source, expected)
     span = span_of(token)
-    if token.type == "EQUAL" and ({"COMP_OP", "COLON"} & expected):
+    if token.type == "EQUAL" and ({"COMP_OP", "COLON"} & set(exc.expected)):
         return diagnostic("P0105", "`=` is assignment, not comparison", span=span,
                           help="write `==` to compare")
     if expected == {"NAME"} and str(token) in s.KEYWORDS:
@@ -305,13 +363,23 @@ def _translate(exc: UnexpectedInput, source: str) -> Diagnostic:
     if token.type == "COMP_OP" and "COMP_OP" not in expected:
         return diagnostic("P0103", f"unexpected `{token}`: comparisons do not chain", span=span,
                           help="join two comparisons with `and`: `a < x and x < b`")
+    if "NAME" in expected and _ACTION_TOKENS <= expected:  # `policy NAME`: a name or an action word
+        return diagnostic("P0103", f"expected the policy's name, found `{token}`", span=span,
+                          help='a policy starts with its name: `policy my_policy "doc" { … }`')
     if _ACTION_TOKENS <= expected:
         return diagnostic("P0107", f"expected an action, found `{token}`", span=span,
                           help="write one of `recompute`, `cache`, `predict order K`, `skip`")
+    if "COLON" in expected and token.type in _ACTION_TOKENS:
+        return diagnostic("P0103", f"expected `:` before the action `{token}`", span=span,
+                          help=f"an arm is `if CONDITION: ACTION`: write `: {token}`")
     if expected == {"POLICY"}:
         return diagnostic("P0103", f"expected `policy`, found `{token}`", span=span,
                           help='a file holds one `policy NAME "doc" { … }`')
-    return diagnostic("P0103", f"unexpected `{token}`", span=span, notes=(f"expected {_expected(expected)}",))
+    opener = _unclosed(source[:token.start_pos]) if expected <= {"RPAR", "RSQB", "RBRACE", "COMMA"} else None
+    labels = (Label(span=point_span(source, opener, 1), message=f"this `{source[opener]}` is not closed"),) \
+        if opener is not None else ()
+    return diagnostic("P0103", f"unexpected `{token}`", span=span, labels=labels,
+                      notes=(f"expected {_expected(expected)}",))
 
 
 def _at_end(source: str, expected: set[str]) -> Diagnostic:

@@ -49,6 +49,18 @@ def check_types(c: Compilation) -> None:
                     typer.predictor_args(item.action.args, item.action.span)
 
 
+def _operand_help(t: str) -> str:
+    """How to get a number (or a condition) from a value of type ``t`` used where it does not fit."""
+    return {
+        "bool": "this is a condition (true or false); combine conditions with `and` / `or`, and do arithmetic "
+                "on numbers before comparing: `delta(input) + 0.1 < tau`",
+        "branch": '`branch` is only compared with a branch name: `branch == "cond"`',
+        "string": 'a string is only a branch name, compared with `branch`: `branch == "cond"`',
+        "none": "`none` is only compared with `first_hit`: `first_hit != none`",
+        "list": "a list is only the coefficients of `poly([c0, c1, …], x)`",
+    }.get(t, "use a number: a signal, a param or a literal")
+
+
 def _a(t: str) -> str:
     return {"integer": "an integer", "optional_integer": "an optional integer", "error": "invalid"}.get(t, f"a {t}")
 
@@ -98,7 +110,9 @@ class _Typer:
             t = self.infer(e.operand)
             want = "bool" if e.op == "not" else "number"
             if not _fits(t, want):
-                c.emit("P0302", f"`{e.op}` needs {_a(want)}, found {_a(t)}", span=e.operand.span)
+                c.emit("P0302", f"`{e.op}` needs {_a(want)}, found {_a(t)}", span=e.operand.span,
+                       help="negate a condition with `not`" if want == "number" and t == "bool"
+                       else _operand_help(t))
                 return "error"
             return "bool" if e.op == "not" else ("number" if t == "number" else "integer" if t != "error" else t)
         if isinstance(e, s.Binary):
@@ -134,7 +148,7 @@ class _Typer:
     def numeric(self, e: s.Expr, what: str) -> str:
         t = self.infer(e)
         if t not in NUMERIC:
-            self.c.emit("P0302", f"{what} needs a number, found {_a(t)}", span=e.span)
+            self.c.emit("P0302", f"{what} needs a number, found {_a(t)}", span=e.span, help=_operand_help(t))
             return "error"
         return t
 
@@ -155,11 +169,12 @@ class _Typer:
         if op in ("==", "!="):
             if "error" in (lt, rt) or (lt in NUMERIC and rt in NUMERIC) or lt == rt:
                 return "bool"
-            self.c.emit("P0302", f"cannot compare {_a(lt)} with {_a(rt)}", span=e.span)
+            self.c.emit("P0302", f"cannot compare {_a(lt)} with {_a(rt)}", span=e.span,
+                        help=_operand_help("bool" if "bool" in (lt, rt) else lt if lt not in NUMERIC else rt))
             return "bool"
         for side, t in ((e.left, lt), (e.right, rt)):
             if t not in NUMERIC:
-                self.c.emit("P0302", f"`{op}` needs numbers, found {_a(t)}", span=side.span)
+                self.c.emit("P0302", f"`{op}` needs numbers, found {_a(t)}", span=side.span, help=_operand_help(t))
                 return "error" if op not in ("<", "<=", ">", ">=") else "bool"
         if op in ("<", "<=", ">", ">="):
             return "bool"
@@ -258,9 +273,13 @@ class _Typer:
     def predictor_args(self, args: tuple[s.Arg, ...], span) -> None:
         named = {a.name.text: a.value for a in args if a.name is not None}
         positional = [a for a in args if a.name is None]
-        for a in positional:
-            self.c.emit("P0209", "predictor arguments are named", span=a.span, help="write `order: 2`")
-        check_order(self.c, named.get("order"), span)
+        for i, a in enumerate(positional):
+            text = self.c.source[a.span.start:a.span.end] if a.span is not None else "2"
+            as_order = i == 0 and "order" not in named
+            self.c.emit("P0209", "predictor arguments are named", span=a.span,
+                        help=f"write `order: {text}`" if as_order else "name it: `order: K` or `over: noise`")
+        if "order" in named or not positional:  # a positional order is the P0209 above, not a second error
+            check_order(self.c, named.get("order"), span)
         self.axis(named.get("over"))
 
     def guard(self, g: s.Guard) -> None:

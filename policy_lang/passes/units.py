@@ -62,7 +62,7 @@ def check_units(c: Compilation) -> None:
                 c.emit("P0406", f"the unit `{_describe(sec.unit)}` overlaps `{_describe(other.unit)}`",
                        span=sec.unit.span, labels=(Label(span=other.unit.span, message="overlapping unit"),),
                        notes=("each block is decided by one section; `model` and `frames` cover every block",),
-                       help="make the block ranges disjoint, e.g. `blocks[0:8]` and `blocks[8:]`")
+                       help=_overlap_help(other.unit, sec.unit))
                 break
         if probe is not None and _overlap(block_range(sec.unit), block_range(probe.unit)):
             c.emit("P0408", f"the probe `{_describe(probe.unit)}` overlaps the unit `{_describe(sec.unit)}`",
@@ -75,6 +75,38 @@ def check_units(c: Compilation) -> None:
     if policy.probes and not reads_probe:
         c.emit("P0417", "no section reads the probe", span=policy.probes[0].span,
                help="use `delta(probe)` or `drift(probe)` in a condition, or remove the probe")
+
+
+def _overlap_help(first: s.Unit, second: s.Unit) -> str:
+    """How to make two overlapping units disjoint, in terms of the units the user wrote."""
+    whole = next((u for u in (first, second) if block_range(u) == (0, math.inf) and not u.has_slice
+                  and u.name.text in ("model", "frames")), None)
+    if whole is not None:
+        other = second if whole is first else first
+        start, stop = block_range(other)
+        if (start, stop) == (0, math.inf):
+            return (f"`on {whole.name.text}` and `on {_describe(other)}` both decide every block: keep one of "
+                    "the two sections")
+        parts = ([f"`on blocks[:{int(start)}]`"] if start > 0 else []) + \
+                ([f"`on blocks[{int(stop)}:]`"] if not math.isinf(stop) else [])
+        rest = " and ".join(parts)
+        return (f"`on {whole.name.text}` decides every block, `{_describe(other)}` among them: keep one of the "
+                f"two sections, or replace `on {whole.name.text}` by {rest}")
+    lo, hi = sorted((first, second), key=block_range)
+    lo_start, lo_stop = block_range(lo)
+    hi_start, hi_stop = block_range(hi)
+
+    def ranged(u: s.Unit, start: float, stop: float) -> str:
+        return f"{'each block' if u.each else 'blocks'}[{int(start)}:" \
+               f"{'' if math.isinf(stop) else int(stop)}]"
+
+    if hi_start > lo_start:  # end the first range where the second starts
+        return f"make the ranges disjoint (a range is [start:stop), stop excluded): e.g. " \
+               f"`{ranged(lo, lo_start, hi_start)}` and `{_describe(hi)}`"
+    if not math.isinf(lo_stop) and lo_stop < hi_stop:  # start the second range where the first stops
+        return f"make the ranges disjoint (a range is [start:stop), stop excluded): e.g. " \
+               f"`{_describe(lo)}` and `{ranged(hi, lo_stop, hi_stop)}`"
+    return "the two ranges cover the same blocks: merge the sections into one"
 
 
 def _stop(unit: s.Unit) -> int:

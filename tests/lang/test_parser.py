@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from policy_lang import compile_source, ir
 from policy_lang import syntax as s
 from policy_lang.parser import parse
@@ -101,3 +103,23 @@ def test_end_of_input_names_the_bracket_left_open():
     assert diag.code == "P0104" and diag.span.start == len(src)
     assert diag.labels[0].message == "this `(` is never closed"
     assert _unclosed("policy p { }") is None
+
+
+@pytest.mark.parametrize(("written", "advice"), [
+    ("delta(input) ≥ 0.1", "write `>=`"), ("delta(input) ≠ 0.1", "write `!=`"),
+    ("noise < 0.5 || noise > 0.9", "write `or`"), ("!(noise < 0.5)", "write `not`"),
+    ("noise − 0.1 < 0", "write `-`"), ("noise\u00a0< 0.1", "delete it"),
+])
+def test_characters_from_other_languages_say_what_to_write(written, advice):
+    _, diags = parse(f"policy p {{ on model {{ if {written}: cache\n else: recompute }} }}")
+    assert [d.code for d in diags] == ["P0101"]
+    assert advice in diags[0].help
+    assert "U+" in diags[0].message or diags[0].message.isascii()
+
+
+def test_expected_tokens_read_as_a_sentence_of_what_fits():
+    # LALR's merged lookahead would offer `)`, `]`, `}` here; only what the parser accepts is named
+    _, diags = parse("policy p { on model { if delta(input) < 0.1 $ 2: cache else: recompute } }")
+    assert diags[0].notes == ("expected `:` or an operator (`+`, `-`, `*`, `/`, `**`, `and`, `or`)",)
+    _, diags = parse("policy p { on model { if delta(input) < 0.1 ) : cache else: recompute } }")
+    assert diags[0].notes == ("expected `:`",)
