@@ -35,14 +35,9 @@ INTEGER_SCALES = (0.4, 0.6, 1.0, 1.4)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from runtime.bench.models import DEFAULT_MODEL, MODELS
-
     p = sub.add_parser("bench", help="baseline vs policies vs peers: speedup, fidelity, compute fraction")
     p.add_argument("policies", nargs="*", metavar="POLICY", help=".policy files")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(sorted(MODELS))} (default {DEFAULT_MODEL})")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    add_model_arguments(p)
     p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..K-1)")
     p.add_argument("--repeats", type=int, default=1, help="timed pairs per seed (the minimum is kept)")
     p.add_argument("--peers", action="store_true", help="also run every peer")
@@ -53,21 +48,90 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per method")
     p.add_argument("--out", default="out/bench", help="folder for bench.json and pareto.png")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
-    p.set_defaults(handler=cmd_bench)
+    p.set_defaults(handler=model_errors(cmd_bench))
 
     p = sub.add_parser("run", help="generate with a policy; frames, decision picture, speedup and fidelity")
     p.add_argument("policy", metavar="POLICY", help="a .policy file")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"one of {', '.join(sorted(MODELS))} (default {DEFAULT_MODEL})")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    add_model_arguments(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompt", type=int, help="digit prompt of the trained testbeds")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a policy param")
     p.add_argument("--out", default="out/run", help="folder for frames/, baseline/, decisions.png, trace.json")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler=model_errors(cmd_run))
+
+
+def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """The model options of ``run``, ``bench`` and ``calibrate`` (see :func:`load_model`)."""
+    from runtime.bench.models import DEFAULT_MODEL, MODELS
+
+    default = DEFAULT_MODEL if default is None else default
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=default or None, required=not default, metavar="MODEL",
+                   help=f"a built-in model ({', '.join(sorted(MODELS))}), a folder saved by save_pretrained, "
+                   "or module:factory (a callable returning a pipeline)" + (f"; default {default}" if default else ""))
+    g.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
+    g.add_argument("--prompt", help="the prompt (a digit for the trained testbeds)")
+    g.add_argument("--prompt-embeds", metavar="FILE", help="safetensors file of prompt_embeds, "
+                   "negative_prompt_embeds ... (for a pipeline without a text encoder)")
+    g.add_argument("--guidance", type=float, help="guidance scale (1 = no classifier-free guidance)")
+    g.add_argument("--height", type=int)
+    g.add_argument("--width", type=int)
+    g.add_argument("--frames", type=int, help="num_frames of a video pipeline")
+    g.add_argument("--call", action="append", default=[], metavar="NAME=VALUE",
+                   help="another argument of the pipeline's __call__ (repeatable), e.g. ar_step=2")
+    g.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="cast the pipeline")
+    g.add_argument("--device", help="cuda when available, else cpu")
+    g.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The workload of ``--model`` and its options; a ``ModelError`` for what the user can fix."""
+    from runtime.bench.models import MODELS, load_workload
+    from runtime.bench.pipelines import ModelError, ModelOptions, open_pipeline, parse_call, pipeline_workload
+
+    if args.model in MODELS:
+        unused = [f for f, v in (("--prompt-embeds", args.prompt_embeds), ("--height", args.height),
+                                 ("--width", args.width), ("--frames", args.frames), ("--dtype", args.dtype),
+                                 ("--call", args.call)) if v]
+        if unused:
+            raise ModelError(f"{', '.join(unused)}: not for the built-in model {args.model!r}",
+                             "these options are for your own pipelines (--model PATH or module:factory)")
+        if args.prompt is not None and not args.prompt.isdigit():
+            raise ModelError(f"the built-in model {args.model!r} takes a digit prompt, not {args.prompt!r}")
+        return load_workload(args.model, steps=args.steps, prompt=None if args.prompt is None else int(args.prompt),
+                             guidance=args.guidance, weights=args.weights)
+    options = ModelOptions(prompt=args.prompt, prompt_embeds=args.prompt_embeds, steps=args.steps,
+                           guidance=args.guidance, height=args.height, width=args.width, frames=args.frames,
+                           call=parse_call(args.call))
+    pipe = open_pipeline(args.model, dtype=args.dtype, device=args.device)
+    return pipeline_workload(pipe, options, name=Path(args.model.rstrip("/")).name or args.model)
+
+
+def model_errors(handler):
+    """Run a command handler; a ``ModelError`` is printed with its help line (exit status 1)."""
+    import functools
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        from runtime.bench.pipelines import ModelError
+
+        try:
+            return handler(args)
+        except ModelError as err:
+            sys.stderr.write(err.render())
+            return 1
+
+    return run
+
+
+def _baseline_failed(workload, exc: Exception) -> Exception:
+    from runtime.bench.harness import _error_text
+    from runtime.bench.pipelines import ModelError
+
+    if isinstance(exc, ModelError):
+        return exc
+    return ModelError(f"the unaccelerated run of {workload.name} failed: {_error_text(exc)}",
+                      "check the model options (--prompt / --prompt-embeds, --height, --width, --frames, --call)")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -165,17 +229,18 @@ def cmd_bench(args) -> int:
     import torch
 
     from runtime.bench.harness import benchmark
-    from runtime.bench.models import load_workload
     from runtime.bench.pareto import plot_pareto
 
     if args.threads:
         torch.set_num_threads(args.threads)
     methods = _methods(args)
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance,
-                             weights=args.weights)
+    workload = load_model(args)
     print(HEADER, file=sys.stderr)
-    report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,
-                       progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
+    try:
+        report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,
+                           progress=lambda r: print(_line(r), file=sys.stderr, flush=True))
+    except Exception as exc:  # the methods' own failures are reported in the table: this is the baseline
+        raise _baseline_failed(workload, exc) from exc
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = report.to_json()
@@ -201,7 +266,6 @@ def cmd_run(args) -> int:
     from runtime.bench import metrics
     from runtime.bench.counting import ComputeMeter, compute_fraction
     from runtime.bench.harness import _timed
-    from runtime.bench.models import load_workload
     from runtime.bench.pictures import decision_picture, df_decisions, save_video
     from runtime.bench.policies import policy_method
 
@@ -209,8 +273,7 @@ def cmd_run(args) -> int:
         torch.set_num_threads(args.threads)
     compiled = _compile(args.policy, _pairs(args.set, "--set"))
     method = policy_method(compiled, name=Path(args.policy).stem)
-    workload = load_workload(args.model, steps=args.steps, prompt=args.prompt, guidance=args.guidance,
-                             weights=args.weights)
+    workload = load_model(args)
     if not workload.df and any(s.unit.kind == "frames" for s in compiled.ir.sections):
         raise SystemExit(f"policyc: error: {args.policy} decides `on frames`, which runs only in the "
                          f"diffusion-forcing loop; model {args.model!r} is a synchronous pipeline\n"
@@ -218,7 +281,10 @@ def cmd_run(args) -> int:
     bar = hasattr(workload.pipe, "set_progress_bar_config") and not workload.df
     if bar:
         workload.pipe.set_progress_bar_config(disable=False, desc="baseline", leave=False)
-    baseline, base_seconds, _ = _timed(workload.call, args.seed)
+    try:
+        baseline, base_seconds, _ = _timed(workload.call, args.seed)
+    except Exception as exc:
+        raise _baseline_failed(workload, exc) from exc
     if bar:
         workload.pipe.set_progress_bar_config(disable=True)
     with ComputeMeter(workload.transformer) as base_meter:

@@ -1,4 +1,7 @@
-"""``policyc calibrate POLICY --model NAME [--target-speedup X | --min-psnr DB] [--out DIR]``.
+"""``policyc calibrate POLICY --model MODEL [--target-speedup X | --min-psnr DB] [--out DIR]``.
+
+MODEL is a built-in model or a user's pipeline (a ``save_pretrained`` folder or ``module:factory``,
+with the model options of ``policyc run``: ``runtime.bench.cli.add_model_arguments``).
 
 A ``policy_lang.cli`` extension: ``register(subparsers)`` adds the command; torch and the models
 are imported inside the handler. Prints the fits (with R^2) and the search table, writes the
@@ -14,9 +17,11 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from runtime.bench.cli import add_model_arguments, model_errors
+
     p = sub.add_parser("calibrate", help="fit a policy's tables and thresholds to a model from baseline runs")
     p.add_argument("policy", metavar="POLICY")
-    p.add_argument("--model", required=True, help="model name (testbed, testbed-df, wan-tiny, ...)")
+    add_model_arguments(p, default="")
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--target-speedup", type=float, metavar="X",
                       help="the most faithful setting whose speedup (blocks) reaches X")
@@ -24,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME",
                    help="a param to search (repeatable; default: every ranged number param)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a param first")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 for recording and evaluation")
     p.add_argument("--max-runs", type=int, default=8, help="real runs the search may spend")
     p.add_argument("--degree", type=int, help="degree of the table polynomials (default: the declared one)")
@@ -32,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-dir", help="load the testbed's weights from this folder (e.g. a checkpoint)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", help="output folder (default out/calibrate/<policy>-<model>)")
-    p.set_defaults(handler=cmd_calibrate)
+    p.set_defaults(handler=model_errors(cmd_calibrate))
 
 
 def _pairs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -49,12 +53,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from policy_lang import PolicyError
+    from runtime.bench.cli import load_model
+    from runtime.bench.models import MODELS
     from runtime.calibrate import CalibrationError, calibrate
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # a built-in model by name (its documented prompt, or --weights-dir); anything else as a workload
+    model = args.model if args.model in MODELS and not args.prompt else load_model(args)
     try:
-        result = calibrate(args.policy, args.model, steps=args.steps, seeds=args.seeds, min_psnr=args.min_psnr,
+        result = calibrate(args.policy, model, steps=args.steps, seeds=args.seeds, min_psnr=args.min_psnr,
                            target_speedup=args.target_speedup, params=args.param or None,
                            overrides=_pairs(args.set, args.parser), tables=not args.no_tables,
                            degree=args.degree, max_runs=args.max_runs,
@@ -65,7 +73,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except (CalibrationError, KeyError, ValueError) as err:
         sys.stderr.write(f"error: {err}\n")
         return 1
-    out = Path(args.out or f"out/calibrate/{Path(args.policy).stem}-{args.model}")
+    out = Path(args.out or f"out/calibrate/{Path(args.policy).stem}-{Path(args.model.rstrip('/')).name}")
     paths = result.write(out)
     sys.stdout.write(result.summary())
     for kind, path in paths.items():
