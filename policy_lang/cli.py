@@ -34,7 +34,7 @@ EMITTERS = {
 }
 
 #: modules that may add sub-commands (skipped when absent)
-EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli", "runtime.calibrate.cli")
+EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli", "runtime.calibrate.cli", "runtime.policytest")
 
 
 def _color() -> bool:

@@ -1,0 +1,42 @@
+"""``policyc test``: every library policy's expectation file passes; a wrong one fails with a diff."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from policy_lang.cli import main
+from runtime.policytest import run_file
+
+POLICIES = sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.policy"))
+
+
+def test_every_library_policy_has_passing_expectations(capsys):
+    assert main(["test", *map(str, POLICIES)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and " 0 failed" in out and "without an expectation file" not in out
+
+
+def test_a_wrong_expectation_fails_with_a_diff_of_decisions(tmp_path, capsys):
+    source = POLICIES[0].with_name("fora.policy")
+    shutil.copy(source, tmp_path / "fora.policy")
+    doc = json.loads(source.with_suffix(".test.json").read_text())
+    doc["cases"][0]["expect"] = "recompute cache cache cache cache cache recompute"
+    (tmp_path / "fora.test.json").write_text(json.dumps(doc))
+    assert main(["test", str(tmp_path / "fora.policy")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL fora.test.json" in out and "-s0 step 3: cache\n" in out.replace("    ", "")
+    assert "+s0 step 3: recompute" in out and "1 failed" in out
+
+
+def test_missing_signals_and_files_are_errors_not_defaults(tmp_path, capsys):
+    shutil.copy(POLICIES[0].with_name("fbcache.policy"), tmp_path / "fbcache.policy")
+    case = {"name": "no drift column", "steps": 2, "signals": {"pred_error(0,noise)": 0},
+            "expect": "recompute cache"}
+    (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [case]}))
+    (result,) = run_file(tmp_path / "fbcache.test.json")
+    assert not result.passed and "drift(probe)" in result.problems[0]
+    (tmp_path / "lonely.policy").write_text("")
+    assert main(["test", str(tmp_path / "lonely.policy")]) == 1
+    assert "no expectation file" in capsys.readouterr().out
