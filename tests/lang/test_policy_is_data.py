@@ -31,6 +31,8 @@ REVIEWED = {
     ("policy_lang/cli.py", "cmd_fmt", "write_text"),
     ("policy_lang/api.py", "read_source", "read_bytes"),
     ("policy_lang/parser.py", "_lark", "read_text"),  # the grammar shipped with policyc
+    ("policy_lang/highlight.py", "grammar_keywords", "read_text"),  # the same shipped grammar
+    ("policy_lang/highlight.py", "<module>", "write_text"),  # `python -m policy_lang.highlight OUT`
 }
 WATCHED = {"import_module", "read_text", "read_bytes", "write_text", "write_bytes", "open", "unlink", "system"}
 
