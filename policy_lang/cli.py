@@ -34,7 +34,8 @@ EMITTERS = {
 }
 
 #: modules that may add sub-commands (skipped when absent)
-EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli", "runtime.calibrate.cli", "runtime.policytest")
+EXTENSIONS = ("policy_lang.explain", "runtime.cli", "runtime.bench.cli", "runtime.calibrate.cli", "runtime.policytest",
+              "policy_lang.lsp")
 
 
 def _color() -> bool:
