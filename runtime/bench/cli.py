@@ -84,20 +84,27 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) 
     g.add_argument("--weights", metavar="DIR", help="folder of the trained testbeds' weights")
 
 
+def check_builtin_options(args: argparse.Namespace) -> None:
+    """A built-in model takes a digit prompt and none of the options of a user's pipeline."""
+    from runtime.bench.pipelines import ModelError
+
+    unused = [f for f, v in (("--prompt-embeds", args.prompt_embeds), ("--height", args.height),
+                             ("--width", args.width), ("--frames", args.frames), ("--dtype", args.dtype),
+                             ("--call", args.call)) if v]
+    if unused:
+        raise ModelError(f"{', '.join(unused)}: not for the built-in model {args.model!r}",
+                         "these options are for your own pipelines (--model PATH or module:factory)")
+    if args.prompt is not None and not args.prompt.isdigit():
+        raise ModelError(f"the built-in model {args.model!r} takes a digit prompt, not {args.prompt!r}")
+
+
 def load_model(args: argparse.Namespace) -> Any:
     """The workload of ``--model`` and its options; a ``ModelError`` for what the user can fix."""
     from runtime.bench.models import MODELS, load_workload
-    from runtime.bench.pipelines import ModelError, ModelOptions, open_pipeline, parse_call, pipeline_workload
+    from runtime.bench.pipelines import ModelOptions, open_pipeline, parse_call, pipeline_workload
 
     if args.model in MODELS:
-        unused = [f for f, v in (("--prompt-embeds", args.prompt_embeds), ("--height", args.height),
-                                 ("--width", args.width), ("--frames", args.frames), ("--dtype", args.dtype),
-                                 ("--call", args.call)) if v]
-        if unused:
-            raise ModelError(f"{', '.join(unused)}: not for the built-in model {args.model!r}",
-                             "these options are for your own pipelines (--model PATH or module:factory)")
-        if args.prompt is not None and not args.prompt.isdigit():
-            raise ModelError(f"the built-in model {args.model!r} takes a digit prompt, not {args.prompt!r}")
+        check_builtin_options(args)
         return load_workload(args.model, steps=args.steps, prompt=None if args.prompt is None else int(args.prompt),
                              guidance=args.guidance, weights=args.weights)
     options = ModelOptions(prompt=args.prompt, prompt_embeds=args.prompt_embeds, steps=args.steps,

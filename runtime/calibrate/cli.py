@@ -53,13 +53,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
     from policy_lang import PolicyError
-    from runtime.bench.cli import load_model
+    from runtime.bench.cli import check_builtin_options, load_model
     from runtime.bench.models import MODELS
     from runtime.calibrate import CalibrationError, calibrate
 
     if args.threads:
         torch.set_num_threads(args.threads)
     # a built-in model by name (its documented prompt, or --weights-dir); anything else as a workload
+    if args.model in MODELS:
+        check_builtin_options(args)
     model = args.model if args.model in MODELS and not args.prompt else load_model(args)
     try:
         result = calibrate(args.policy, model, steps=args.steps, seeds=args.seeds, min_psnr=args.min_psnr,
