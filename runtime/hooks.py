@@ -15,7 +15,17 @@ compose with diffusers' offloading and layerwise casting and are removed by ``re
   and the following blocks of the range return their inputs unchanged, exactly the way diffusers'
   FirstBlockCache bypasses blocks, so the model's head and final norm still run.
 
-A block called outside its transformer's forward (no open call) just runs.
+A block called outside its transformer's forward (no open call) just runs; during a pipeline call that
+means the root hook was bypassed (something rebound the transformer's ``forward`` around it): the
+session counts it (``faults["root_bypassed"]``), warns once and ``session.attached`` turns False.
+
+Accelerate (``enable_model_cpu_offload``, ``enable_sequential_cpu_offload``, ``device_map``) hooks a
+module by rebinding ``forward`` to a function that calls ``module._old_forward`` at call time, and model
+offload removes and re-adds that hook after every pipeline call (``remove_hook_from_module`` sets
+``forward = _old_forward``). ``inside_accelerate(module)`` makes a registration (or removal) of
+diffusers hooks happen on ``_old_forward``, inside accelerate's hook, so that the re-installation keeps
+the policy's hooks in the chain, in either order of ``attach`` and ``enable_*_offload``, and ``detach``
+leaves accelerate's hook in place.
 
 In-place blocks: a block may overwrite its ``hidden_states`` argument (``x.add_(...)``; return x).
 The input a unit keeps for its residual (``out - in``) and for ``delta(input)``, and the probe's
@@ -29,6 +39,8 @@ tensors have no version counter: their inputs are always snapshotted.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +53,31 @@ from runtime.units import Outcome, UnitRunner, layout_key, version_of
 
 ROOT_HOOK = "policyc_root"
 BLOCK_HOOK = "policyc_block"
+
+
+def accelerate_hooked(module: torch.nn.Module) -> bool:
+    """Whether accelerate's hook wraps ``module.forward`` (its forward calls ``module._old_forward``)."""
+    return "_hf_hook" in module.__dict__ and "_old_forward" in module.__dict__ and "forward" in module.__dict__
+
+
+@contextmanager
+def inside_accelerate(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block, ``module.forward`` is what accelerate's hook calls; see the module docstring."""
+    if not accelerate_hooked(module):
+        yield
+        return
+    outer = module.__dict__["forward"]
+    module.forward = module.__dict__["_old_forward"]
+    try:
+        yield
+    finally:
+        module._old_forward = module.forward  # the class's bound forward when a removal popped the attribute
+        module.forward = outer
+
+
+def forward_holder(module: torch.nn.Module) -> Any:
+    """The function a call of ``module`` runs first below accelerate (``_old_forward``) or at the top."""
+    return module.__dict__["_old_forward"] if accelerate_hooked(module) else module.__dict__.get("forward")
 
 
 class _NoState(BaseState):
@@ -182,6 +219,7 @@ class BlockHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         call: CallState | None = self.session.current
         if call is None:
+            self.session.outside_call()
             return self.fn_ref.original_forward(*args, **kwargs)
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)

@@ -62,7 +62,15 @@ from diffusers.hooks import HookRegistry
 
 from policy_lang import ir
 from runtime.adapters import AdapterError, ModelLayout, adapter_for, discover
-from runtime.hooks import BLOCK_HOOK, ROOT_HOOK, BlockHook, CallState, RootHook
+from runtime.hooks import (
+    BLOCK_HOOK,
+    ROOT_HOOK,
+    BlockHook,
+    CallState,
+    RootHook,
+    forward_holder,
+    inside_accelerate,
+)
 from runtime.sampler import SchedulerClock, TimestepNoise
 from runtime.trace import Trace
 from runtime.units import UnitRunner, plan_units
@@ -79,6 +87,10 @@ class AttachError(RuntimeError):
 
 class SessionBusyError(RuntimeError):
     """A call entered a session that is running another call (a second thread, or re-entry)."""
+
+
+class PolicyBypassedWarning(RuntimeWarning):
+    """The transformer ran without the policy's hooks (its ``forward`` was rebound after attach)."""
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -178,6 +190,7 @@ class Session:
         self._counts: dict[str, int] = {}
         self._steps_hint: int | None = None
         self._attached: list[tuple[torch.nn.Module, str, bool, bool]] = []
+        self._root_forward: Any = None
         self._pipeline_class: type | None = None
         self.faults: Counter = Counter()
         self._warned = -1  # the last trajectory that warned about non-finite values
@@ -189,9 +202,12 @@ class Session:
 
     # ------------------------------------------------------------------ installing
     def _register(self, module: torch.nn.Module, hook: Any, name: str) -> None:
-        had_registry = hasattr(module, "_diffusers_hook")
-        had_forward = "forward" in module.__dict__
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        with inside_accelerate(module):
+            had_registry = hasattr(module, "_diffusers_hook")
+            had_forward = "forward" in module.__dict__
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            if module is self.transformer:
+                self._root_forward = module.forward
         self._attached.append((module, name, had_registry, had_forward))
 
     def _install(self, probe: Any) -> None:
@@ -265,13 +281,14 @@ class Session:
     def detach(self) -> None:
         """Remove every hook and restore the model and pipeline exactly (idempotent)."""
         for module, name, had_registry, had_forward in reversed(self._attached):
-            registry = getattr(module, "_diffusers_hook", None)
-            if registry is not None:
-                registry.remove_hook(name, recurse=False)
-                if not had_registry and not registry.hooks:
-                    del module._diffusers_hook
-            if not had_forward:
-                module.__dict__.pop("forward", None)
+            with inside_accelerate(module):
+                registry = getattr(module, "_diffusers_hook", None)
+                if registry is not None:
+                    registry.remove_hook(name, recurse=False)
+                    if not had_registry and not registry.hooks:
+                        del module._diffusers_hook
+                if not had_forward:
+                    module.__dict__.pop("forward", None)
         self._attached.clear()
         root = getattr(self.transformer, "_diffusers_hook", None)
         if root is not None:
@@ -286,7 +303,27 @@ class Session:
 
     @property
     def attached(self) -> bool:
-        return bool(self._attached)
+        """True while every call of the transformer reaches the policy's hooks."""
+        if not self._attached or self.faults["root_bypassed"]:
+            return False
+        registry = getattr(self.transformer, "_diffusers_hook", None)
+        if registry is None or ROOT_HOOK not in registry.hooks:
+            return False
+        holder = forward_holder(self.transformer)
+        if registry._hook_order[-1] == ROOT_HOOK:
+            return holder is self._root_forward
+        # a diffusers hook registered after ours (group offload, layerwise casting) wraps it in the same registry
+        return getattr(getattr(holder, "func", None), "__qualname__", "").startswith("HookRegistry.register_hook")
+
+    def outside_call(self) -> None:
+        """A hooked block ran with no call open: during a pipeline call the root hook was bypassed."""
+        if self._pipeline_thread != threading.get_ident() or self.faults["root_bypassed"]:
+            return
+        self.count_fault("root_bypassed")
+        warnings.warn(f"policyc: the transformer ran without the policy `{self.policy.name}` (its `forward` was "
+                      "rebound around the policy's hook after attach); the rest of this run is not accelerated. "
+                      "help: attach after the other hooks, or detach and attach again", PolicyBypassedWarning,
+                      stacklevel=2)
 
     def __enter__(self) -> Session:
         return self
