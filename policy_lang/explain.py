@@ -232,13 +232,27 @@ def cmd_explain(args) -> int:
     return 1 if any(d.is_error for d in analysis.diagnostics) else 0
 
 
+def lipschitz_constant(text: str) -> float:
+    """``--lipschitz``: a finite number >= 0 (argparse turns the error into exit status 2)."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"the Lipschitz constant must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("explain", help="the state machine and its proven bounds, in words or as a picture")
     p.add_argument("file")
     p.add_argument("--steps", type=int, default=50, help="calls per unit and branch to analyse (default 50)")
     p.add_argument("--json", action="store_true", help="same as --emit json")
     p.add_argument("--emit", choices=("text", "json", "dot", "png"), default="text")
-    p.add_argument("--lipschitz", type=float, default=1.0, help="Lipschitz constant L of the error bound")
+    p.add_argument("--lipschitz", type=lipschitz_constant, default=1.0, metavar="L",
+                   help="Lipschitz constant L >= 0 of the error bound (default 1)")
     p.add_argument("-o", "--output", help="write here instead of stdout (png: default NAME.png)")
     p.add_argument("--error-format", choices=("human", "json"), default="human")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[], help="override a param")

@@ -1,4 +1,4 @@
-"""Propagation of per-step prediction errors to the final latent (DESIGN §4), and the error budget.
+"""Propagation of per-step prediction errors to the final latent (derived in docs/numerics.md), and the error budget.
 
 Contract
 --------

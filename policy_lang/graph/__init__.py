@@ -147,6 +147,8 @@ def branches_of(section: ir.Section) -> tuple[str, ...]:
 def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap | None = None,
             lipschitz: float = 1.0) -> PolicyAnalysis:
     """Explore every section and branch over ``steps`` calls and collect the findings."""
+    if not (math.isfinite(lipschitz) and lipschitz >= 0):
+        raise ValueError(f"the Lipschitz constant must be a finite number >= 0, got {lipschitz}")
     spans = source_map or SourceMap()
     started, cpu_started = time.perf_counter(), time.process_time()
     out = PolicyAnalysis(policy, steps)

@@ -1,4 +1,4 @@
-"""Error bounds of the prediction paths of a section (DESIGN §4), with their assumptions.
+"""Error bounds of the prediction paths of a section (derived in docs/numerics.md), with their assumptions.
 
 Contract: ``error_bounds(policy, exploration, lipschitz)`` returns one ``ErrorBound`` per rule that
 reuses or extrapolates (cache, predict), computed from facts the analysis proved:
@@ -19,7 +19,7 @@ reuses or extrapolates (cache, predict), computed from facts the analysis proved
 * ``order`` — the predictor's local error order: O(dsigma^(k+1)) for taylor/adams order k,
   O(dsigma) for cache.
 
-Nothing here imports the runtime: the bound is re-derived from the formula of DESIGN §4.
+Nothing here imports the runtime: the bound is re-derived from the formula in docs/numerics.md.
 """
 
 from __future__ import annotations

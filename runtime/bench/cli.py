@@ -17,8 +17,10 @@ heavy imports happen inside the handlers. Both print to stdout and write files u
   extras), otherwise a table. Exit 1 when a policy failed or was idle (peers may fail: reported).
 * ``policyc run POLICY [--model M] [--steps N] [--seed S] [--prompt DIGIT] [--set NAME=VALUE]...
   [--out DIR]`` — generates with the policy (progress bar), writes ``frames/`` (PNG + GIF),
-  ``baseline/``, ``decisions.png`` and ``trace.json``, and prints speedup, compute fraction and
-  PSNR / SSIM against the unaccelerated run.
+  ``baseline/``, ``decisions.png`` and ``trace.json`` (a ``policyc-trace`` v1 file of the last
+  pipeline call, every chunk under diffusion forcing: ``runtime.simulate.load_trace`` reads it and
+  ``simulate`` replays it), and prints speedup, compute fraction and PSNR / SSIM against the
+  unaccelerated run.
 """
 
 from __future__ import annotations
@@ -275,6 +277,7 @@ def cmd_run(args) -> int:
     from runtime.bench.harness import _timed
     from runtime.bench.pictures import decision_picture, df_decisions, save_video
     from runtime.bench.policies import policy_method
+    from runtime.simulate import save_trace
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -311,15 +314,17 @@ def cmd_run(args) -> int:
     frames = save_video(output, out / "frames")
     save_video(baseline, out / "baseline")
     session = handle.info.get("session")
-    if session is not None:
-        entries, trace_json = list(session.trace), session.trace.to_json()
-    else:
+    if session is not None:  # the last pipeline call: one trajectory
+        entries, rows = list(session.trace), session.trace.rows_for()
+    else:  # diffusion forcing: every chunk of the last run (a chunk restarts the group controllers)
         trace = workload.memo["df_trace"]
-        entries, trace_json = df_decisions(trace), json.dumps(trace.to_dicts(), default=str)
+        entries = df_decisions(trace)
+        rows = [e.to_row() for e in trace.decisions] if trace.decisions is not None else []
     picture = None
     if entries:
         picture = decision_picture(entries, out / "decisions.png", title=f"{compiled.name} on {workload.name}")
-        (out / "trace.json").write_text(trace_json, encoding="utf-8")
+    if rows:  # the documented policyc-trace v1 file: runtime.simulate.load_trace reads it
+        save_trace(out / "trace.json", rows, compiled.name)
     fid = metrics.fidelity(baseline, output)
     fraction = compute_fraction(meter.count, base_meter.count)
     print(f"{compiled.name} on {workload.name}, {workload.steps} steps, seed {args.seed}")

@@ -11,7 +11,7 @@ Output: a ``policy_lang.ir.Policy`` with one ``on frames`` section. Each is the 
   ``limit run cache 3``, restricted to active frames;
 * ``predict``: the same guards, ``pred_error(order: 2) < tau_predict -> predict taylor(order: 2,
   over: noise)``, ``limit run predict 2``;
-* ``scope``: the tri-modal chain of DESIGN.md §2 with both run limits and ``limit budget``.
+* ``scope``: the tri-modal chain of ``policies/scope.policy`` with both run limits and ``limit budget``.
 
 Errors: ``KeyError`` for an unknown ablation; ``ir.ParamError`` for a bad param override.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -66,7 +67,16 @@ def test_run_writes_frames_gif_and_decision_picture(policy, model, tmp_path, cap
     assert len(list((out / "frames").glob("frame_*.png"))) == 8
     for path in (out / "frames" / "video.gif", out / "baseline" / "video.gif", out / "decisions.png"):
         assert path.stat().st_size > 500
-    assert json.loads((out / "trace.json").read_text())
+    # the documented policyc-trace v1 file: loaded by the simulator, replayed decision for decision
+    from policy_lang import compile_file
+    from runtime.simulate import compare, load_trace, simulate
+
+    rows = load_trace(out / "trace.json")
+    assert json.loads((out / "trace.json").read_text())["format"] == "policyc-trace"
+    assert rows and {r.action for r in rows} >= {"recompute"}
+    policy = compile_file(root / "policies" / f"{policy}.policy").ir
+    signals = [dataclasses.replace(r, action=None, rule_id=None, guard=None, guard_id=None, values={}) for r in rows]
+    assert compare(rows, simulate(policy, signals)) == []
 
 
 def test_policy_without_ranged_numbers_sweeps_its_interval():

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import pytest
+
+from policy_lang import compile_file
 from policy_lang.cli import main
+from policy_lang.graph import analyze
 
 ROOT = Path(__file__).resolve().parents[2]
 SCOPE = str(ROOT / "policies" / "scope.policy")
@@ -77,3 +82,18 @@ def test_compile_emit_dot_uses_the_compiled_machine(capsys):
     assert main(["compile", SCOPE, "--emit", "dot"]) == 0
     out = capsys.readouterr().out
     assert out.startswith('digraph "scope"') and "stale <= 4, recomputes 12..50/50" in out
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf", "one"])
+def test_lipschitz_must_be_a_finite_number_at_least_zero(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", SCOPE, f"--lipschitz={value}"])
+    assert exc.value.code == 2
+    assert "--lipschitz" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Lipschitz"):
+        analyze(compile_file(SCOPE).ir, 10, lipschitz=float(value) if value != "one" else math.nan)
+
+
+def test_lipschitz_zero_is_accepted(capsys):
+    assert main(["explain", SCOPE, "--lipschitz", "0", "--steps", "20"]) == 0
+    assert "L = 0" in capsys.readouterr().out

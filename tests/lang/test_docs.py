@@ -49,3 +49,11 @@ def test_every_code_signal_and_function_is_documented():
         assert f"| `{name}` |" in TEXT, name
     for name in (*FUNCTIONS, *ir.DISTANCE_SOURCES):
         assert f"`{name}" in TEXT, name
+
+
+def test_nothing_a_user_reads_points_outside_the_repository():
+    root = Path(__file__).resolve().parents[2]
+    read = [root / "README.md", *root.glob("docs/*.md"), *root.glob("policies/**/*.policy"),
+            *root.glob("policy_lang/**/*.py"), *root.glob("runtime/**/*.py")]
+    cited = [str(p.relative_to(root)) for p in read if re.search(r"DESIGN(\.md| §)", p.read_text(encoding="utf-8"))]
+    assert cited == [], f"these cite a design document users do not have: {cited}"

@@ -228,7 +228,7 @@ def bwpredict(rows, *, threshold, tau, j_max, error_budget):
 
 
 def scope(rows, *, tau_cache, tau_predict, run_cache=3, run_predict=2, budget=0.15, warmup=3):
-    """SCOPE (DESIGN.md §2): warm-up, low-noise recompute, accumulated input change -> cache, small
+    """SCOPE (policies/scope.policy, policyc's own method): warm-up, low-noise recompute, accumulated input change -> cache, small
     order-2 error -> predict, else recompute; run caps per action and an error budget."""
     din, e0, e2 = column(rows, "delta(input)"), column(rows, "pred_error(0,noise)"), column(rows, "pred_error(2,noise)")
     caps = {CACHE: run_cache, PREDICT: run_predict}

@@ -14,7 +14,7 @@ POLICIES = sorted(LIBRARY.glob("*.policy"))
 #: the library plus the calibrated variants `policyc calibrate` wrote for the testbeds
 ALL_POLICIES = sorted(LIBRARY.rglob("*.policy"))
 HEADER_FIELDS = ("Source:", "Rule:", "Defaults:", "Differences:")
-#: the methods of DESIGN.md §1 and issue 8, plus the hybrid
+#: the methods of docs/policies.md, plus the hybrid
 EXPECTED = {"scope", "predit", "bwcache", "teacache", "fbcache", "dbcache", "dbcache_taylor", "magcache",
             "taylorseer", "fora", "easycache", "bwpredict", "recompute"}
 
