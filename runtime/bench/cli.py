@@ -21,6 +21,13 @@ heavy imports happen inside the handlers. Both print to stdout and write files u
   pipeline call, every chunk under diffusion forcing: ``runtime.simulate.load_trace`` reads it and
   ``simulate`` replays it), and prints speedup, compute fraction and PSNR / SSIM against the
   unaccelerated run.
+
+The model options (:func:`add_model_arguments`, shared with ``policyc calibrate``): ``--model`` is a
+built-in model (``runtime.bench.models``) or a user's pipeline — a ``save_pretrained`` folder or
+``module:factory`` — with ``--prompt`` / ``--prompt-embeds`` / ``--height`` / ``--width`` /
+``--frames`` / ``--call`` / ``--dtype`` / ``--device`` (``runtime.bench.pipelines``); a
+``ModelError`` (a model that cannot be used, a failing unaccelerated run) is printed as
+``policyc: error:`` with ``help:``, exit status 1, never a traceback.
 """
 
 from __future__ import annotations
