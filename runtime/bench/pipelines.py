@@ -109,7 +109,7 @@ def _from_folder(path: Path, torch_dtype: Any) -> Any:
                          "save one with pipe.save_pretrained(PATH), or give the folder that holds model_index.json")
     from diffusers import DiffusionPipeline
 
-    extra: dict[str, Any] = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    extra: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype is not None else {}
     try:
         index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -116,3 +116,15 @@ def test_calibrate_a_saved_pipeline(saved, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "calibrate" in text and "on tiny-flux (4 steps" in text
     assert status in (0, 1) and (tmp_path / "fbcache.policy").read_text().startswith("#")
+
+
+def test_open_pipeline_casts_and_places_it(saved):
+    import torch
+
+    from runtime.bench.pipelines import ModelError, open_pipeline
+
+    pipe = open_pipeline(str(saved["flux"]), dtype="bfloat16", device="cpu")
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.dtype == torch.bfloat16
+    assert pipe.text_encoder is None and pipe.device.type == "cpu"
+    with pytest.raises(ModelError, match="unknown --dtype 'float8'"):
+        open_pipeline(str(saved["flux"]), dtype="float8")

@@ -40,3 +40,23 @@ def test_missing_signals_and_files_are_errors_not_defaults(tmp_path, capsys):
     (tmp_path / "lonely.policy").write_text("")
     assert main(["test", str(tmp_path / "lonely.policy")]) == 1
     assert "no expectation file" in capsys.readouterr().out
+
+
+def test_a_case_may_replay_a_policyc_trace_file(tmp_path):
+    from policy_lang import compile_file
+    from runtime.simulate import save_trace, synthetic_trace
+
+    fora = POLICIES[0].with_name("fora.policy")
+    rows = synthetic_trace(compile_file(fora).ir, 6, branches=("cond", "uncond"))
+    save_trace(tmp_path / "run.trace.json", rows, "fora")
+    every_third = ["recompute" if step % 3 == 0 else "cache" for step in range(6) for _ in ("cond", "uncond")]
+    case = {"name": "both CFG branches refresh every 3rd step", "trace": "run.trace.json", "expect": every_third,
+            "bounds": {"max_stale": 2, "recomputes": [2, 2]}}
+    doc = {"format": "policyc-test", "version": 1, "policy": str(fora), "cases": [case]}
+    (tmp_path / "t.test.json").write_text(json.dumps(doc))
+    (result,) = run_file(tmp_path / "t.test.json")
+    assert result.passed, result.problems
+    case["expect"] = every_third[::-1]
+    (tmp_path / "t.test.json").write_text(json.dumps(doc))
+    (result,) = run_file(tmp_path / "t.test.json")
+    assert not result.passed and "+s0 step 0 [uncond unit 0]: recompute" in result.diff
