@@ -68,9 +68,9 @@ def _transformer(cls: type, config: dict[str, Any], device: torch.device, dtype:
             model = cls(**config)
     model.to(dtype)
     keep = getattr(model, "_keep_in_fp32_modules", None) or ()
-    for name, module in model.named_modules():  # as from_pretrained(torch_dtype=...) does
-        if dtype != torch.float32 and keep and any(part in keep for part in name.split(".")):
-            module.to(torch.float32)
+    for name, param in model.named_parameters():  # as from_pretrained(torch_dtype=...) does, by name
+        if dtype != torch.float32 and any(part in keep for part in name.split(".")):
+            param.data = param.data.float()
     return model.eval().requires_grad_(False)
 
 

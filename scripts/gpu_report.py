@@ -12,7 +12,7 @@ a reader, or a run killed mid-write, never sees half a file. Non-finite floats a
   mismatches per policy (with the actions taken, so that agreement is not vacuous);
 * speed sections -- the setup line, then method | kind | ms/step | rounds | speedup [min..max] |
   compute fraction | 1/f | efficiency | time vs none (the overhead, for ``recompute.policy``) | identical |
-  simulator | peak extra MiB | held MiB
+  simulator | decide ms | peak extra MiB | held MiB
   (| decision flips vs eager, under compile).
 """
 
@@ -73,7 +73,7 @@ def section_text(name: str, entry: dict[str, Any]) -> str:
         lines += _exactness(entry["rows"])
     else:
         keys = ("model", "blocks", "dim", "heads", "ffn", "text_dim", "height", "width", "frames", "steps", "dtype",
-                "attention", "compile", "loop", "causal_block", "ar_step", "rounds_done", "compile_s")
+                "attention", "compile", "loop", "causal_block", "ar_step", "denoiser_calls", "rounds_done", "compile_s")
         lines += ["setup: " + ", ".join(f"{k}={setup[k]}" for k in keys if k in setup), ""]
         if "weights_bytes" in setup:
             lines += [f"weights: {_mib(setup['weights_bytes'])} MiB", ""]
@@ -104,11 +104,11 @@ def _actions(actions: dict[str, int] | None) -> str:
 def _speed(rows: list[dict[str, Any]]) -> list[str]:
     compiled = any("decision_flips_vs_eager" in r for r in rows)
     head = ("| method | kind | ms/step | rounds | speedup [min..max] | compute f | 1/f | efficiency | time vs none | "
-            "identical | simulator | peak extra MiB | held MiB |")
-    out = [head + (" flips vs eager |" if compiled else ""), "|---" * (13 + compiled) + "|"]
+            "identical | simulator | decide ms | peak extra MiB | held MiB |")
+    out = [head + (" flips vs eager |" if compiled else ""), "|---" * (14 + compiled) + "|"]
     for r in rows:
         if r["status"] != "ok":
-            out.append(f"| {r['method']} | {r['kind']} | {r['status']}: {r['error']} |" + " |" * (11 + compiled))
+            out.append(f"| {r['method']} | {r['kind']} | {r['status']}: {r['error']} |" + " |" * (12 + compiled))
             continue
         ratios = r.get("ratios") or []
         spread = f" [{min(ratios):.3f}..{max(ratios):.3f}]" if len(ratios) > 1 else ""
@@ -116,7 +116,7 @@ def _speed(rows: list[dict[str, Any]]) -> list[str]:
                  _num(r["speedup"]) + spread, _num(r["compute_fraction"]), _num(r["ideal"], "{:.2f}"),
                  _num(r["efficiency"]), _num(r["overhead"], "{:+.2%}"), str(r["identical"]),
                  str(r["simulator_mismatches"]) if r["simulator_mismatches"] is not None else "-",
-                 _mib(r["peak_extra_bytes"]), _mib(r["held_bytes"])]
+                 _num(r.get("decide_ms"), "{:.1f}"), _mib(r["peak_extra_bytes"]), _mib(r["held_bytes"])]
         if compiled:
             cells.append(str(r.get("decision_flips_vs_eager")))
         out.append("| " + " | ".join(cells) + " |")

@@ -19,7 +19,9 @@ starts only while the budget allows it (estimated from the rounds before). Per m
 (``1 / speedup - 1``), ``ideal`` (``1 / compute_fraction``) and ``efficiency`` (speedup / ideal).
 
 Decisions: for a policy, ``simulator`` is the number of decisions where ``runtime.simulate`` replaying
-the recorded signals disagrees with the runtime (0 = decision for decision); ``decisions`` is the list
+the recorded signals disagrees with the runtime (0 = decision for decision); ``decide_ms`` the host
+time its decisions took in each timed run (signal reductions and the host reads they wait for; the
+median goes to JSON); ``decisions`` is the list
 of ``(branch, step, unit, action)`` that :func:`decision_flips` compares between two runs (eager vs
 compiled, fp32 vs bf16). Each method fails on its own: an exception is recorded in ``error`` and the
 other methods go on.
@@ -52,6 +54,7 @@ class Row:
     error: str | None = None
     compute_fraction: float | None = None
     macs: int | None = None
+    calls: int | None = None  # denoiser calls of the metered run
     identical: bool | None = None
     rel_l2: float | None = None
     peak_extra_bytes: int | None = None
@@ -59,6 +62,7 @@ class Row:
     unit_bytes: dict[str, int] | None = None
     actions: dict[str, int] | None = None
     simulator: int | None = None
+    decide_ms: list[float] = field(default_factory=list)  # host time of the policy's decisions, per run
     decisions: list[tuple] | None = None
     first_seconds: float | None = None  # the untimed first run: a budget estimate, never a result
     seconds: list[float] = field(default_factory=list)
@@ -88,14 +92,15 @@ class Row:
         median = statistics.median(self.seconds) if self.seconds else None
         return {
             "method": self.method, "kind": self.kind, "params": {k: _plain(v) for k, v in self.params.items()},
-            "status": self.status, "error": self.error, "rounds": len(self.seconds),
+            "status": self.status, "error": self.error, "rounds": len(self.seconds), "denoiser_calls": self.calls,
             "seconds": self.seconds, "median_s": median, "ms_per_step": None if median is None else 1e3 * median / steps,
             "speedup": self.speedup, "ratios": self.ratios, "spread": self.spread,
             "overhead": None if not self.speedup else 1.0 / self.speedup - 1.0,
             "compute_fraction": self.compute_fraction, "ideal": self.ideal, "efficiency": self.efficiency,
             "identical": self.identical, "rel_l2": self.rel_l2, "peak_extra_bytes": self.peak_extra_bytes,
             "held_bytes": self.held_bytes, "unit_bytes": self.unit_bytes, "actions": self.actions,
-            "simulator_mismatches": self.simulator,
+            "simulator_mismatches": self.simulator, "decisions": len(self.decisions) if self.decisions else None,
+            "decide_ms": statistics.median(self.decide_ms) if self.decide_ms else None,
         }
 
 
@@ -147,7 +152,7 @@ def _one_run(workload: Workload, row: Row, device: torch.device, meter: bool) ->
             if meter:
                 with ComputeMeter(workload.transformer) as counter:
                     row.output = workload.call(SEED)
-                row.macs = counter.count.macs
+                row.macs, row.calls = counter.count.macs, counter.count.denoiser_calls
             else:
                 row.output = workload.call(SEED)
         row.peak_extra_bytes = memory.extra
@@ -224,6 +229,9 @@ def timed_rounds(workload: Workload, rows: Sequence[Row], device: torch.device, 
                 _, seconds = timed(device, lambda: workload.call(SEED))
                 times[id(row)] = seconds
                 row.seconds.append(seconds)
+                found = _decisions_of(workload, handle)
+                if found is not None and found[1] is not None:
+                    row.decide_ms.append(1e3 * sum(e.time_s for e in found[1]))
             except Exception as exc:
                 row.status, row.error = "failed", error_text(exc)
             finally:

@@ -71,7 +71,8 @@ def test_speed_rows_are_complete_and_finite(tiny_report):
                 assert _finite(row["compute_fraction"]) and 0 < row["compute_fraction"] <= 1, (name, row)
                 assert _finite(row["efficiency"]) and _finite(row["rel_l2"])
             if row["kind"] == "policy":
-                assert row["simulator_mismatches"] == 0, (name, row)
+                assert row["simulator_mismatches"] == 0 and row["decisions"] > 0, (name, row)
+                assert _finite(row["decide_ms"]) and row["decide_ms"] > 0, (name, row)
         recompute = next(r for r in rows if r["method"] == "recompute")
         assert recompute["identical"] is True and recompute["compute_fraction"] == 1.0
         skipping = [r for r in rows if r["method"] not in ("none", "recompute")]
