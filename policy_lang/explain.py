@@ -93,10 +93,11 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
                  f"speedup of this unit between {_num(ex.worst_speedup)}x and {_num(ex.best_speedup)}x")
     predicts = [x for x in sec.rules if isinstance(x.action, ir.Predict)]
     if ex.history_path is not None:
-        lines.append(f"  history:    the chain can ask for a prediction too early ({path_text(ex.history_path)}); "
-                     "the runtime recomputes instead (guard `history`)")
+        lines.append(f"  history:    a decision can come before the computed results it needs "
+                     f"({path_text(ex.history_path)}); the runtime recomputes instead "
+                     f"(guard `{ex.history_path[-1][1].guard}`)")
     elif predicts:
-        lines.append("  history:    every prediction has the order + 1 computed results it needs")
+        lines.append("  history:    every prediction and every signal read has the computed results it needs")
     for b in r.bounds:
         if math.isinf(b.eta):
             lines.append(f"  error:      {b.rule_id} {b.action}: not bounded - its condition bounds no error "

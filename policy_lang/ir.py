@@ -63,6 +63,58 @@ DISTANCE_SOURCES = ("input", "modulated_input", "probe", "output")
 CURRENT_CALL_ONLY = frozenset({("drift", "output"), ("cos_dist", "output")})
 
 
+class _Unknown:
+    """The third truth value: a tensor signal that is unavailable or not finite at a decision point.
+
+    Evaluation (``runtime.evaluate`` concretely, ``policy_lang.graph.abstract`` symbolically) is
+    strong Kleene: arithmetic, calls and comparisons with it give it; ``false and UNKNOWN`` is
+    false, ``true or UNKNOWN`` true, every other ``and``/``or``/``not`` with it gives it."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+    def __bool__(self) -> bool:
+        raise TypeError("UNKNOWN has no truth value; test `is UNKNOWN` first")
+
+
+UNKNOWN = _Unknown()
+
+#: Computed results a unit must hold before these tensor scalars exist (see ``signal_needs``).
+_SCALAR_NEEDS = {"change_rate": 2, "curvature": 3}
+
+
+def signal_needs(node: Any) -> tuple[int, bool]:
+    """When a tensor-derived signal is *available*: ``(results, previous_call)`` — the unit must hold
+    at least ``results`` computed results, and (``previous_call``) must have made a decision before in
+    this trajectory. ``(0, False)`` for anything that is always available.
+
+    The one rule the controller (``runtime.controller``) and the state machine (``policy_lang.graph``)
+    share: ``delta(x)``/``cos_dist(x)`` of an input-side source compare with the previous call's
+    ``x``; ``drift(x)`` with ``x`` at the last recompute (1 result); ``delta(output)`` and
+    ``change_rate`` compare the last two results (2), ``curvature`` the last three (3);
+    ``pred_error(order: k)`` is the next divided difference after the k + 1 results a prediction
+    uses (k + 2); ``mean over blocks`` of an output distance needs two results of every block (2).
+    """
+    if isinstance(node, Signal):
+        return (_SCALAR_NEEDS.get(node.name, 0), False)
+    if isinstance(node, PredError):
+        return (node.order + 2, False)
+    if isinstance(node, MeanOverBlocks):
+        return (2, False)
+    if isinstance(node, Distance):
+        if node.source == "output":
+            return (2, False)
+        return (1, False) if node.fn == "drift" else (0, True)
+    return (0, False)
+
+
 # --------------------------------------------------------------------------------------------
 # Expressions
 # --------------------------------------------------------------------------------------------

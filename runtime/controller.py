@@ -9,12 +9,18 @@ Contract (shared by the torch runtime, the AR loop, the simulator and the static
   alone (its ``values`` carry the new accumulator sums and the estimated error), so a recorded
   trace can be replayed.
 
-Decision order (first that applies wins):
-1. a non-finite value in a tensor signal the decision reads -> recompute, guard ``"nan"``;
-2. ``warmup N`` (step < N), ``tail N`` (step >= steps - N), ``refresh every N`` (step % N == 0);
-3. the chain: lets in order, then the first rule whose condition holds;
-4. history sufficiency: a chosen action needing more computed results than are stored
+Decision order (first that applies wins; docs/state_machine.md §1 is the reference):
+1. ``warmup N`` (step < N), ``tail N`` (step >= steps - N), ``refresh every N`` (N >= 1 and
+   step % N == 0);
+2. the chain: lets in order, then the arms in order under three-valued logic
+   (``runtime.evaluate``): a signal that is unavailable (``ir.signal_needs``: too few computed
+   results, or no earlier call) or not finite is ``UNKNOWN``; an arm whose condition is true is
+   taken, a false one passes to the next, an ``UNKNOWN`` one ends the chain -> recompute, guard
+   ``"unavailable"`` (``"nan"`` when a non-finite value was read: a fault);
+3. history sufficiency: a chosen action needing more computed results than are stored
    (cache needs 1, predict of order k needs k + 1) -> recompute, guard ``"history"``;
+4. a non-recompute choice moves every ``accumulate``; one whose increment is ``UNKNOWN`` -> recompute,
+   guard ``"unavailable"``/``"nan"``; so does an ``UNKNOWN`` estimated error under ``limit budget``;
 5. vetoes of a non-recompute choice: ``limit run A N`` (a run of A never exceeds N calls, and the
    call after a run of N calls of A recomputes), ``limit stale N`` (at most N non-recompute calls
    since the last recompute), ``limit budget E`` (the summed estimated error since the last
@@ -22,7 +28,12 @@ Decision order (first that applies wins):
    of predict order k over axis ``pred_error(k,axis)``, of skip 1.0 — a zero residual is wrong
    by 100 %).
 
-Counters: ``history`` (computed results stored, capped at ``history_capacity``),
+A non-finite value that the decision does not depend on changes nothing; every non-finite value
+read is listed in ``Decision.faults``.
+
+Counters: ``computed`` (results computed since the reset, capped at ``results_cap``: the most any
+rule or signal needs), ``history`` (= ``computed`` capped at ``history_capacity``),
+``calls`` (decisions since the reset, capped at 1: only "was there an earlier call" matters),
 ``since_recompute`` (non-recompute calls since the last recompute, 0 right after one),
 ``run`` and its action kind, ``first_hit`` (step of the first non-recompute call),
 ``accumulate(e)`` sums (this call included; reset by a recompute) and the budget sum.
@@ -42,6 +53,7 @@ from typing import Any
 
 from policy_lang import ir
 from runtime.evaluate import (
+    UNKNOWN,
     EvalError,
     Program,
     Value,
@@ -54,7 +66,7 @@ from runtime.evaluate import (
 
 __all__ = [
     "StepContext", "Decision", "UnitController", "signal_key", "history_capacity", "required_history",
-    "error_key", "SKIP_ERROR", "EvalError",
+    "signal_needs_of", "error_key", "SKIP_ERROR", "EvalError",
 ]
 
 #: The relative error charged to ``skip`` by ``limit budget``: a zero residual is wrong by 100 %.
@@ -83,6 +95,10 @@ class Decision:
     guard: str | None
     guard_id: str | None
     values: Mapping[str, float] = field(default_factory=dict)
+    #: tensor signals that were read but unavailable at this decision point
+    unavailable: tuple[str, ...] = ()
+    #: tensor signals that were available but not finite (faults; ``values`` holds what was read)
+    faults: tuple[str, ...] = ()
 
 
 def history_capacity(section: ir.Section) -> int:
@@ -109,6 +125,29 @@ def error_key(action: Any) -> str | None:
     return None
 
 
+def signal_needs_of(section: ir.Section) -> dict[str, tuple[int, bool]]:
+    """Per tensor signal key the section reads (its lets, conditions and the errors ``limit budget``
+    charges): ``ir.signal_needs`` of the signal."""
+    found: dict[str, tuple[int, bool]] = {}
+    exprs = [let.expr for let in section.lets] + [r.cond for r in section.rules if r.cond is not None]
+    for expr in exprs:
+        for node in ir.walk(expr):
+            key = signal_key(node)
+            if key in found or isinstance(node, ir.Accumulate):
+                continue
+            needs = ir.signal_needs(node)
+            if needs != (0, False):
+                found[key] = needs
+    if any(isinstance(g, ir.LimitBudget) for g in section.guards):
+        for rule in section.rules:
+            if isinstance(rule.action, ir.Cache):
+                found["pred_error(0,noise)"] = ir.signal_needs(ir.PredError(order=0))
+            elif isinstance(rule.action, ir.Predict):
+                node = ir.PredError(order=rule.action.order, over=rule.action.over)
+                found[signal_key(node)] = ir.signal_needs(node)
+    return found
+
+
 @dataclass
 class _Statics:
     warmup: list[tuple[str, Value]]
@@ -122,7 +161,7 @@ class _Statics:
 class _Frame:
     """The environment of one ``decide`` call; records every tensor value it reads."""
 
-    __slots__ = ("ctl", "ctx", "signals", "values", "lets", "nonfinite")
+    __slots__ = ("ctl", "ctx", "signals", "values", "lets", "unavailable", "faults")
 
     def __init__(self, ctl: UnitController, ctx: StepContext, signals: Mapping[str, float]):
         self.ctl = ctl
@@ -130,7 +169,16 @@ class _Frame:
         self.signals = signals
         self.values: dict[str, float] = {}
         self.lets: dict[str, Value] = {}
-        self.nonfinite = False
+        self.unavailable: list[str] = []
+        self.faults: list[str] = []
+
+    def decision(self, action: Any, rule_id: str | None, guard: str | None, guard_id: str | None) -> Decision:
+        return Decision(action, rule_id, guard, guard_id, self.values, tuple(self.unavailable), tuple(self.faults))
+
+    def unknown(self, rule_id: str) -> Decision:
+        """The recompute forced by a value the decision depends on but does not know (``rule_id``:
+        the rule whose condition is unknown, or the chosen rule whose accumulator or estimate is)."""
+        return self.decision(_RECOMPUTE, None, "nan" if self.faults else "unavailable", rule_id)
 
     def scalar(self, name: str) -> Value:
         ctx, ctl = self.ctx, self.ctl
@@ -153,21 +201,28 @@ class _Frame:
         if name == "run":
             return ctl._run
         if name == "history":
-            return ctl._history
+            return min(ctl._computed, ctl.capacity)
         if name == "first_hit":
             return ctl._first_hit
         raise EvalError(f"unknown signal `{name}`")
 
-    def tensor(self, key: str) -> float:
+    def tensor(self, key: str) -> Value:
         if key in self.values:
-            return self.values[key]
+            value = self.values[key]
+            return value if math.isfinite(value) else UNKNOWN
+        if key in self.unavailable:
+            return UNKNOWN
+        if not self.ctl.available(key):
+            self.unavailable.append(key)
+            return UNKNOWN
         try:
             value = float(self.signals[key])
         except KeyError:
             raise EvalError(f"the runtime did not supply signal `{key}`") from None
-        if not math.isfinite(value):
-            self.nonfinite = True
         self.values[key] = value
+        if not math.isfinite(value):
+            self.faults.append(key)
+            return UNKNOWN
         return value
 
     def let(self, name: str) -> Value:
@@ -176,14 +231,20 @@ class _Frame:
         except KeyError:
             raise EvalError(f"let `{name}` is used before it is bound") from None
 
-    def accumulate(self, key: str, inner: Program) -> float:
+    def accumulate(self, key: str, inner: Program) -> Value:
         if key in self.values:
             return self.values[key]
+        if key in self.unavailable:
+            return UNKNOWN
         increment = inner(self)
+        if increment is UNKNOWN:
+            self.unavailable.append(key)
+            return UNKNOWN
         total = self.ctl._acc.get(key, 0.0) + (0.0 if increment is None else float(increment))
-        if not math.isfinite(total):
-            self.nonfinite = True
         self.values[key] = total
+        if not math.isfinite(total):
+            self.faults.append(key)
+            return UNKNOWN
         return total
 
 
@@ -204,13 +265,19 @@ class UnitController:
         self._accumulators = list(accs.values())
         self._budgeted = any(isinstance(g, ir.LimitBudget) for g in section.guards)
         self._statics_cache: dict[int, _Statics] = {}
+        #: per tensor key read: (computed results it needs, needs an earlier call) - ``ir.signal_needs``
+        self.needs: dict[str, tuple[int, bool]] = signal_needs_of(section)
+        self.results_cap = max([self.capacity] + [n for n, _ in self.needs.values()])
         self.reset()
 
     # ---------------------------------------------------------------- setup
 
     def reset(self) -> None:
         """Forget everything: a new pipeline call starts."""
-        self._history = 0
+        self._computed = 0
+        self._calls = 0
+        self._last_node: tuple[float, int] | None = None  # (noise, step) of the decision point
+        self._stored_node: tuple[float, int] | None = None  # ... of the last computed result
         self._since = 0
         self._run = 0
         self._run_kind: str | None = None
@@ -218,6 +285,11 @@ class UnitController:
         self._acc: dict[str, float] = {}
         self._budget = 0.0
         self._last_step: int | None = None
+
+    def available(self, key: str) -> bool:
+        """Whether tensor signal ``key`` exists at this decision point (``ir.signal_needs``)."""
+        results, previous = self.needs.get(key, (0, False))
+        return self._computed >= results and (self._calls > 0 or not previous)
 
     def required_signals(self) -> tuple[str, ...]:
         """Tensor-derived signal keys the runtime must supply to ``decide``."""
@@ -269,6 +341,7 @@ class UnitController:
     def decide(self, ctx: StepContext, signals: Mapping[str, float]) -> Decision:
         """Choose the action of this decision point (does not change the controller)."""
         self._last_step = ctx.step
+        self._last_node = (ctx.noise, ctx.step)
         st = self.statics(ctx.steps)
         for gid, n in st.warmup:
             if ctx.step < n:
@@ -277,7 +350,7 @@ class UnitController:
             if ctx.step >= ctx.steps - n:
                 return Decision(_RECOMPUTE, None, "tail", gid, {})
         for gid, n in st.refresh:
-            if n > 0 and ctx.step % n == 0:
+            if n >= 1 and ctx.step % n == 0:
                 return Decision(_RECOMPUTE, None, "refresh_every", gid, {})
 
         frame = _Frame(self, ctx, signals)
@@ -285,28 +358,30 @@ class UnitController:
             frame.lets[name] = program(frame)
         rule = self.section.rules[-1]
         for candidate, cond in self._rules:
-            if cond is None or bool(cond(frame)):
+            truth = True if cond is None else cond(frame)
+            if truth is UNKNOWN:
+                return frame.unknown(candidate.id)
+            if truth:
                 rule = candidate
                 break
         action = rule.action
-        if frame.nonfinite:
-            return Decision(_RECOMPUTE, None, "nan", None, frame.values)
         if isinstance(action, ir.Recompute):
-            return Decision(action, rule.id, None, None, frame.values)
-        if self._history < required_history(action):
-            return Decision(_RECOMPUTE, None, "history", None, frame.values)
-        for program in self._accumulators:  # every sum moves on a non-recompute call
-            program(frame)
+            return frame.decision(action, rule.id, None, None)
+        if min(self._computed, self.capacity) < required_history(action):
+            return frame.decision(_RECOMPUTE, None, "history", None)
+        # every sum moves on a non-recompute call
+        if any(program(frame) is UNKNOWN for program in self._accumulators):
+            return frame.unknown(rule.id)
         error = 0.0
         if self._budgeted:
             key = error_key(action)
             error = SKIP_ERROR if key is None else frame.tensor(key)
-        if frame.nonfinite:
-            return Decision(_RECOMPUTE, None, "nan", None, frame.values)
+            if error is UNKNOWN:
+                return frame.unknown(rule.id)
         veto = self._veto(st, action.kind, error)
         if veto is not None:
-            return Decision(_RECOMPUTE, None, veto[0], veto[1], frame.values)
-        return Decision(action, rule.id, None, None, frame.values)
+            return frame.decision(_RECOMPUTE, None, veto[0], veto[1])
+        return frame.decision(action, rule.id, None, None)
 
     def _veto(self, st: _Statics, kind: str, error: float) -> tuple[str, str] | None:
         for gid, limited, n in st.limit_run:
@@ -326,8 +401,14 @@ class UnitController:
     def record(self, decision: Decision, computed: bool) -> None:
         """Update the counters after the runtime executed ``decision`` (``computed``: the unit ran)."""
         kind = "recompute" if computed else decision.action.kind
+        self._calls = 1
         if computed:
-            self._history = min(self._history + 1, self.capacity)
+            # a result at the noise level or step of the last one replaces it (as ``History.push``
+            # does: a second-order sampler evaluates a node twice), so it adds no result
+            stored, node = self._stored_node, self._last_node
+            if stored is None or node is None or (stored[0] != node[0] and stored[1] != node[1]):
+                self._computed = min(self._computed + 1, self.results_cap)
+            self._stored_node = node
             self._since = 0
             self._acc = {}
             self._budget = 0.0
@@ -348,6 +429,6 @@ class UnitController:
 
     def state(self) -> dict[str, Any]:
         """The counters, for traces and tests."""
-        return {"history": self._history, "since_recompute": self._since, "run": self._run,
+        return {"history": min(self._computed, self.capacity), "computed": self._computed, "since_recompute": self._since, "run": self._run,
                 "run_kind": self._run_kind, "first_hit": self._first_hit, "budget": self._budget,
                 "accumulators": dict(self._acc)}

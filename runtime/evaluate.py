@@ -12,10 +12,15 @@ Contract
 * ``compile_expr(expr, params)`` turns an expression into a ``Program``: a closure taking an
   ``Env`` (the controller's view of one decision point). Params are folded in at compile time.
 
-Semantics (shared with the static analysis in ``policy_lang.graph``)
+Semantics (shared with the static analysis in ``policy_lang.graph``; docs/state_machine.md §1)
 * arithmetic follows IEEE floats: ``x / 0`` is ``inf`` or ``nan``, never an exception;
 * ``none`` (an unset ``first_hit``) propagates through arithmetic; ordering comparisons with
   ``none`` are false; ``==`` / ``!=`` compare it normally;
+* ``UNKNOWN`` is the value of a tensor signal that is unavailable (``ir.signal_needs``) or not
+  finite. It is three-valued (strong Kleene): arithmetic, function calls and comparisons with
+  ``UNKNOWN`` give ``UNKNOWN``; ``not UNKNOWN`` is ``UNKNOWN``; ``false and UNKNOWN`` is false,
+  ``true or UNKNOWN`` is true, any other ``and``/``or`` with it is ``UNKNOWN``. So a condition is
+  decided whenever its value does not depend on the unknown signal;
 * ``and`` / ``or`` short-circuit, so ``first_hit != none and step >= first_hit + 2`` is safe.
 
 Errors: ``EvalError`` for an expression the runtime cannot evaluate (an unknown signal or let,
@@ -31,7 +36,10 @@ from typing import Any, Protocol
 from policy_lang import ir
 from policy_lang.ir import children
 
-Value = Any  # float | int | bool | str | None | tuple[float, ...]
+Value = Any  # float | int | bool | str | None | tuple[float, ...] | UNKNOWN
+
+
+UNKNOWN = ir.UNKNOWN  # the third truth value (strong Kleene, see above)
 
 
 class EvalError(ValueError):
@@ -187,6 +195,8 @@ def _clamp(x: Value, lo: Value, hi: Value) -> Value:
 
 
 def _call(fn: str, args: list[Value]) -> Value:
+    if any(a is UNKNOWN for a in args):
+        return UNKNOWN
     if fn in ("min", "max"):
         if any(a is None for a in args):
             return None
@@ -205,8 +215,8 @@ def _call(fn: str, args: list[Value]) -> Value:
 def _polyval(coeffs: Value, x: Value) -> Value:
     if not isinstance(coeffs, (tuple, list)):
         raise EvalError("poly(...) needs a list of coefficients")
-    if x is None:
-        return None
+    if x is None or x is UNKNOWN:
+        return x
     acc = 0.0
     for c in coeffs:
         acc = acc * x + c
@@ -256,8 +266,8 @@ def compile_expr(expr: Any, params: Mapping[str, Value]) -> Program:
     if isinstance(expr, ir.Unary):
         operand = compile_expr(expr.operand, params)
         if expr.op == "not":
-            return lambda env: not operand(env)
-        return lambda env: None if (v := operand(env)) is None else -v
+            return lambda env: v if (v := operand(env)) is UNKNOWN else not v
+        return lambda env: v if (v := operand(env)) is None or v is UNKNOWN else -v
     if isinstance(expr, ir.Binary):
         return _compile_binary(expr, params)
     raise EvalError(f"cannot evaluate {type(expr).__name__}")
@@ -267,19 +277,30 @@ def _compile_binary(expr: ir.Binary, params: Mapping[str, Value]) -> Program:
     left = compile_expr(expr.left, params)
     right = compile_expr(expr.right, params)
     op = expr.op
-    if op == "and":
-        return lambda env: bool(left(env)) and bool(right(env))
-    if op == "or":
-        return lambda env: bool(left(env)) or bool(right(env))
-    if op == "==":
-        return lambda env: left(env) == right(env)
-    if op == "!=":
-        return lambda env: left(env) != right(env)
+    if op in ("and", "or"):
+        decisive = op == "or"  # the operand value that decides the result alone
+
+        def logic(env: Env) -> Value:
+            a = left(env)
+            if a is not UNKNOWN and bool(a) is decisive:
+                return decisive
+            b = right(env)
+            if b is not UNKNOWN and bool(b) is decisive:
+                return decisive
+            return UNKNOWN if a is UNKNOWN or b is UNKNOWN else not decisive
+
+        return logic
+    if op in ("==", "!="):
+        same = op == "=="
+        return lambda env: UNKNOWN if (a := left(env)) is UNKNOWN or (b := right(env)) is UNKNOWN \
+            else (a == b) is same
     if op in _ORDER:
         cmp = _ORDER[op]
 
-        def compare(env: Env) -> bool:
+        def compare(env: Env) -> Value:
             a, b = left(env), right(env)
+            if a is UNKNOWN or b is UNKNOWN:
+                return UNKNOWN
             return False if a is None or b is None else cmp(a, b)
 
         return compare
@@ -287,6 +308,8 @@ def _compile_binary(expr: ir.Binary, params: Mapping[str, Value]) -> Program:
 
     def arith(env: Env) -> Value:
         a, b = left(env), right(env)
+        if a is UNKNOWN or b is UNKNOWN:
+            return UNKNOWN
         return None if a is None or b is None else fn(a, b)
 
     return arith

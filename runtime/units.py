@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from policy_lang import ir
-from runtime.controller import Decision, StepContext, UnitController, history_capacity
+from runtime.controller import StepContext, UnitController
 from runtime.predict import History
 from runtime.signals import SignalBatch, SignalValues
 from runtime.trace import TraceEntry
@@ -182,23 +182,6 @@ class Outcome:
     skip: bool = False
 
 
-def tensor_capacity(section: ir.Section, keys: tuple[str, ...]) -> int:
-    """Results a unit must keep: enough for its predictors and for the signals it reads.
-
-    ``pred_error(k)`` is the next divided difference, so it needs k + 2 results; ``curvature`` 3;
-    ``change_rate`` and ``delta(output)`` 2 (the same rule as the diffusion-forcing units).
-    """
-    capacity = history_capacity(section)
-    for key in keys:
-        if m := _PRED.match(key):
-            capacity = max(capacity, int(m.group(1)) + 2)
-        elif key == "curvature":
-            capacity = max(capacity, 3)
-        elif key in ("change_rate", "delta(output)"):
-            capacity = max(capacity, 2)
-    return capacity
-
-
 class UnitRunner:
     """Executes one ``UnitPlan`` for every branch of every call."""
 
@@ -208,7 +191,7 @@ class UnitRunner:
         self.peak_bytes = 0
         probe = UnitController(policy, plan.section)
         self.keys = probe.required_signals()
-        self.capacity = tensor_capacity(plan.section, self.keys)
+        self.capacity = probe.results_cap  # predictors and every signal read (ir.signal_needs)
         self.predicts = sorted({(r.action.method, r.action.order, r.action.over) for r in plan.section.rules
                                 if isinstance(r.action, ir.Predict)})
         actions = [r.action for r in plan.section.rules]
@@ -293,7 +276,7 @@ class UnitRunner:
         if not isinstance(action, ir.Recompute):
             outcome = self._outcome(action, st, candidates, values)
             if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
-                decision = Decision(_RECOMPUTE, None, "nan", None, decision.values)
+                decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                 outcome = Outcome(compute=True)
         st.controller.record(decision, computed=outcome.compute)
         for source in self.sources:
@@ -304,6 +287,7 @@ class UnitRunner:
                 if outcome.compute:
                     st.at_recompute[source] = held
         nonfinite = self._nonfinite(values, signals)
+        nonfinite += tuple(k for k in decision.faults if k not in nonfinite)  # e.g. an accumulator overflow
         entry = TraceEntry(
             call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
             unit=self.plan.name, section=self.plan.section.id, unit_index=ctx.unit_index, units=ctx.units,

@@ -13,9 +13,10 @@ Contract
 * ``PolicyAnalysis.to_json()`` gives, per section and branch, at least ``max_stale``,
   ``min_recomputes``, ``max_recomputes`` and ``steps`` (``policyc explain --json``).
 
-Findings: P0601 unbounded staleness (error unless ``limit stale none``), P0602 a prediction
-reachable after the warm-up but before order + 1 computed results (warning: the runtime recomputes
-instead; a section without ``warmup`` leaves the cold start to that guard and gets no finding), P0603 a dead or shadowed branch (warning),
+Findings: P0601 unbounded staleness (error unless ``limit stale none``), P0602 a prediction, or a
+read of a signal, reachable after the warm-up but before the computed results it needs
+(``ir.signal_needs``; warning: the runtime recomputes instead; a section without ``warmup`` leaves
+the cold start to those guards and gets no finding), P0603 a dead or shadowed branch (warning),
 P0604 a guard argument that is not a number at the analysed step count (error); the guard lints
 of ``guards.guard_findings`` (P0604–P0608: a section with an error there is not explored) and
 ``guards.unreached_findings`` (P0603 for an arm no explored branch takes).
@@ -36,7 +37,16 @@ from policy_lang.graph.bounds import ASSUMPTIONS, ErrorBound, error_bounds
 from policy_lang.graph.chain import DeadRule, dead_rules
 from policy_lang.graph.dp import explore
 from policy_lang.graph.guards import chain_runs, guard_findings, unreached_findings
-from policy_lang.graph.machine import Exploration, Outcome, StaticError, reads
+from policy_lang.graph.machine import (
+    Exploration,
+    Outcome,
+    StaticError,
+    history_capacity,
+    read_signals,
+    reads,
+    required_history,
+    section_needs,
+)
 
 __all__ = ["analyze", "prove", "PolicyAnalysis", "SectionReport", "DEFAULT_STEPS", "unit_text", "path_text"]
 
@@ -199,19 +209,42 @@ def _findings(section: ir.Section, ex: Exploration, spans: SourceMap) -> list[Di
                  "`limit stale none` if an unbounded run is intended"))
     # without a warmup the runtime's history guard is the declared cold start: only explain reports it
     if ex.history_path is not None and ex.statics.warmup_id is not None:
-        t, o = ex.history_path[-1]
-        have = sum(1 for _, p in ex.history_path[:-1] if p.kind == "recompute")
-        rule = next(r for r in section.rules if r.id == o.guard_id)
-        need = o.order + 1
-        found.append(diagnostic(
-            "P0602", f"`predict ... order: {o.order}` can be chosen at step {t} with {have} computed "
-                     f"result{'s' if have != 1 else ''}; it needs {need}",
-            span=spans.get(rule.id), labels=_label(spans, ex.statics.warmup_id, "this warm-up is too short"),
-            notes=(f"shortest path {_where(ex)}: {path_text(ex.history_path[:-1])} -> "
-                   f"step {t} predict(order={o.order}) [{rule.id}]",
-                   "the runtime would recompute instead (guard `history`)"),
-            help=f"start with `warmup {need}` (order + 1), or add `history >= {need} and` to the condition"))
+        found.append(_history_finding(section, ex, spans))
     return found
+
+
+def _history_finding(section: ir.Section, ex: Exploration, spans: SourceMap) -> Diagnostic:
+    """P0602: after the warm-up, a prediction or a signal read before the unit holds the computed
+    results it needs (``ir.signal_needs``); the help names the warm-up that covers every need."""
+    t, o = ex.history_path[-1]
+    have = sum(1 for _, p in ex.history_path[:-1] if p.kind == "recompute")
+    enough = max([required_history(r.action) for r in section.rules] + [r for r, _ in section_needs(section)])
+    where = f"shortest path {_where(ex)}: {path_text(ex.history_path[:-1])}"
+    results = f"{have} computed result{'s' if have != 1 else ''}"
+    if o.guard == "history":
+        rule = next(r for r in section.rules if r.id == o.guard_id)
+        message = f"`predict ... order: {o.order}` can be chosen at step {t} with {results}; it needs {o.order + 1}"
+        notes = (f"{where} -> step {t} predict(order={o.order}) [{rule.id}]",
+                 "the runtime would recompute instead (guard `history`)")
+        span = spans.get(rule.id)
+    else:
+        short = sorted({(expr_text(n), ir.signal_needs(n)[0]) for n in read_signals(section)
+                        if ir.signal_needs(n)[0] > have}, key=lambda x: (-x[1], x[0]))
+        named = ", ".join(f"`{text}` needs {need}" for text, need in short)
+        rule = next(r for r in section.rules if r.id == o.guard_id)
+        if rule.cond is None or not any(ir.signal_needs(n)[0] > have for n in ir.walk(rule.cond)):
+            named += f" (read once {rule.id} is chosen: by an `accumulate` or by `limit budget`)"
+        message = f"a signal is read at step {t} with {results}: {named}"
+        notes = (f"{where} -> step {t} recompute [unavailable {rule.id}]",
+                 "an unavailable signal is unknown: the runtime recomputes when the decision depends on it "
+                 "(guard `unavailable`)")
+        span = spans.get(o.guard_id or section.id)
+    # `history` counts up to the predictors' need only: beyond it, only a warm-up helps
+    guard = f", or add `history >= {enough} and` to the condition" if enough <= history_capacity(section) else ""
+    return diagnostic("P0602", message, span=span,
+                      labels=_label(spans, ex.statics.warmup_id, "this warm-up is too short"), notes=notes,
+                      help=f"start with `warmup {enough}` (the most computed results any prediction or signal "
+                           f"of this section needs){guard}")
 
 
 def _label(spans: SourceMap, node_id: str | None, message: str) -> list[Label]:

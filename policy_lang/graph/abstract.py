@@ -11,8 +11,11 @@ Contract
 * ``expr_text(expr)`` prints an expression the way the user would write it (for notes).
 
 The semantics of concrete values match ``runtime.evaluate`` exactly (IEEE arithmetic, ``none``
-propagation, ordering with ``none`` is false, short-circuit ``and``/``or``). Signals are assumed
-finite: a non-finite signal makes the runtime recompute (guard ``nan``), a fault, not a path.
+propagation, ordering with ``none`` is false, short-circuit ``and``/``or``). When the environment
+knows the unit's counters (``AbstractEnv.avail``), a tensor signal that is unavailable there
+(``ir.signal_needs``) evaluates to ``ir.UNKNOWN`` under the same strong Kleene rules as the runtime;
+``kleene(f)`` splits a condition into the formulas under which it is true and false (it is unknown
+under neither). Available signals are assumed finite: a non-finite one is a fault, not a path.
 """
 
 from __future__ import annotations
@@ -80,16 +83,29 @@ _ABSTRACT_SCALARS = {"noise": (0.0, 1.0), "block": (0.0, INF), "frame": (0.0, IN
                      "frames": (1.0, INF)}
 
 
+UNKNOWN = ir.UNKNOWN
+
+
 class AbstractEnv:
-    """Exact values of the known scalars; everything else is symbolic."""
+    """Exact values of the known scalars; everything else is symbolic.
+
+    ``avail`` = (computed results, an earlier call?) of the unit: tensor signals it does not make
+    available are ``UNKNOWN``; ``None``: every signal is available (step-independent questions)."""
 
     def __init__(self, params: dict[str, Any], exact: dict[str, Any], acc_lo: dict[str, float] | None = None,
-                 domains: dict[str, tuple[float, float]] | None = None):
+                 domains: dict[str, tuple[float, float]] | None = None, avail: tuple[int, bool] | None = None):
         self.params = params
         self.exact = exact
         self.acc_lo = acc_lo or {}
         self.domains = domains or {}
+        self.avail = avail
         self.lets: dict[str, Any] = {}
+
+    def unavailable(self, node: Any) -> bool:
+        if self.avail is None:
+            return False
+        results, previous = ir.signal_needs(node)
+        return self.avail[0] < results or (previous and not self.avail[1])
 
 
 def expr_text(e: Any) -> str:
@@ -171,6 +187,8 @@ def evaluate(e: Any, env: AbstractEnv) -> Any:
         return env.params[e.name]
     if isinstance(e, ir.LetRef):
         return env.lets[e.name]
+    if isinstance(e, (ir.Signal, ir.Distance, ir.PredError, ir.MeanOverBlocks)) and env.unavailable(e):
+        return UNKNOWN
     if isinstance(e, ir.Signal):
         if e.name in env.exact:
             return env.exact[e.name]
@@ -190,6 +208,8 @@ def evaluate(e: Any, env: AbstractEnv) -> Any:
         return Term(f"mean over blocks {_key(inner)}", *_bounds(inner))
     if isinstance(e, ir.Accumulate):
         inner = evaluate(e.expr, env)
+        if inner is UNKNOWN:
+            return UNKNOWN
         lo, _ = _bounds(inner)
         key = f"accumulate({_key(inner)})"
         return Term(key, max(lo, env.acc_lo.get(key, lo)) if lo >= 0 else -INF, INF)
@@ -197,6 +217,8 @@ def evaluate(e: Any, env: AbstractEnv) -> Any:
         v = evaluate(e.operand, env)
         if e.op == "not":
             return _not(_truth(v))
+        if v is UNKNOWN:
+            return v
         if isinstance(v, Term):
             return Term(f"-{v.key}", -v.hi, -v.lo)
         return None if v is None else -v
@@ -206,6 +228,8 @@ def evaluate(e: Any, env: AbstractEnv) -> Any:
         return _call(e, [evaluate(a, env) for a in e.args])
     if isinstance(e, ir.Poly):
         coeffs, x = evaluate(e.coeffs, env), evaluate(e.expr, env)
+        if x is UNKNOWN:
+            return x
         if isinstance(x, Term):
             return Term(f"poly({_key(coeffs)}, {x.key})")
         if x is None:
@@ -227,7 +251,7 @@ def _bounds(v: Any) -> tuple[float, float]:
 
 def _truth(v: Any) -> Any:
     """A boolean or a formula for a value used as a condition."""
-    if isinstance(v, _FORMULA):
+    if isinstance(v, _FORMULA) or v is UNKNOWN:
         return v
     if isinstance(v, Term):
         return _compare(v, "!=", 0)
@@ -237,6 +261,8 @@ def _truth(v: Any) -> Any:
 def _not(f: Any) -> Any:
     if isinstance(f, bool):
         return not f
+    if f is UNKNOWN:
+        return f
     if isinstance(f, Not):
         return f.item
     return Not(f)
@@ -249,6 +275,8 @@ def _and(a: Any, b: Any) -> Any:
         return b
     if b is True:
         return a
+    if a is UNKNOWN and b is UNKNOWN:
+        return a
     return And((a, b))
 
 
@@ -259,7 +287,41 @@ def _or(a: Any, b: Any) -> Any:
         return b
     if b is False:
         return a
+    if a is UNKNOWN and b is UNKNOWN:
+        return a
     return Or((a, b))
+
+
+def has_unknown(f: Any) -> bool:
+    if f is UNKNOWN:
+        return True
+    if isinstance(f, (And, Or)):
+        return any(has_unknown(x) for x in f.items)
+    return isinstance(f, Not) and has_unknown(f.item)
+
+
+def kleene(f: Any) -> tuple[Any, Any]:
+    """``(T, F)``: the formulas (free of ``UNKNOWN``) under which the three-valued condition ``f`` is
+    true and false; under neither it is unknown. Strong Kleene: ``and`` is true when both are, false
+    when one is; ``or`` dually; ``not`` swaps them."""
+    if f is UNKNOWN:
+        return False, False
+    if isinstance(f, And):
+        parts = [kleene(x) for x in f.items]
+        t, fl = True, False
+        for pt, pf in parts:
+            t, fl = _and(t, pt), _or(fl, pf)
+        return t, fl
+    if isinstance(f, Or):
+        parts = [kleene(x) for x in f.items]
+        t, fl = False, True
+        for pt, pf in parts:
+            t, fl = _or(t, pt), _and(fl, pf)
+        return t, fl
+    if isinstance(f, Not) and has_unknown(f.item):
+        t, fl = kleene(f.item)
+        return fl, t
+    return f, _not(f)
 
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
@@ -268,6 +330,8 @@ _ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: 
 
 
 def _compare(a: Any, op: str, b: Any) -> Any:
+    if a is UNKNOWN or b is UNKNOWN:
+        return UNKNOWN
     if not isinstance(a, Term) and not isinstance(b, Term):
         if isinstance(a, _FORMULA) or isinstance(b, _FORMULA):
             return Opaque(f"{a} {op} {b}")
@@ -315,6 +379,8 @@ def _binary(e: ir.Binary, env: AbstractEnv) -> Any:
         rt = _truth(evaluate(e.right, env))
         return _and(lt, rt) if op == "and" else _or(lt, rt)
     right = evaluate(e.right, env)
+    if left is UNKNOWN or right is UNKNOWN:
+        return UNKNOWN
     if op in _ORDER:
         if (isinstance(left, str) or isinstance(right, str)) and (isinstance(left, Term) or isinstance(right, Term)):
             return Opaque(f"{_key(left)} {op} {_key(right)}")
@@ -369,6 +435,8 @@ def _interval(op: str, alo: float, ahi: float, blo: float, bhi: float) -> tuple[
 
 
 def _call(e: ir.Call, args: list[Any]) -> Any:
+    if any(a is UNKNOWN for a in args):
+        return UNKNOWN
     if not any(isinstance(a, Term) for a in args):
         if any(a is None for a in args):
             return None

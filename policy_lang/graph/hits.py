@@ -75,7 +75,7 @@ class _Classes:
         if masks is None:
             n = self.n
             values = {"step": t, "steps": n, "progress": t / max(n - 1, 1), "since_recompute": since,
-                      "run": run, "history": hist, "first_hit": self.fh, "branch": self.m.branch}
+                      "run": run, "history": min(hist, self.m.hcap), "first_hit": self.fh, "branch": self.m.branch}
             ids = np.zeros(n + 1, dtype=np.int64)
             for bit, program in enumerate(self.programs):
                 truth = program(values)
@@ -154,7 +154,7 @@ def scan_hits(m: Machine) -> Exploration:
                         longest = int(cand[2].max())
                         if longest > best_stale:
                             best_stale, best_at = longest, (t, int(cand[2].argmax()))
-                    if o.guard == "history" and o.order and hist_hit is None:
+                    if o.too_early and hist_hit is None:
                         hist_hit = (t, rep)
                     (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
                     step_edges.update((kind, d, o, r) for d, r in runs)

@@ -36,6 +36,8 @@ from policy_lang.graph.abstract import (
     _truth,
     compile_exact,
     evaluate,
+    has_unknown,
+    kleene,
 )
 from policy_lang.graph.sat import atoms_of, satisfiable
 
@@ -66,6 +68,12 @@ class Outcome:
     order: int = 0  # predict order (for history findings)
     #: accumulator lower bounds this choice implies (accumulate(x) >= c stays true until a recompute)
     acc: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def too_early(self) -> bool:
+        """A recompute forced because the unit holds too few results: a prediction's own (``history``)
+        or a signal's (``unavailable``, ``ir.signal_needs``)."""
+        return (self.guard == "history" and self.order > 0) or self.guard == "unavailable"
 
     def label(self) -> str:
         return self.rule_id or f"{self.guard}" + (f"({self.guard_id})" if self.guard_id else "")
@@ -117,6 +125,41 @@ def statics(section: ir.Section, params: dict[str, Any], steps: int) -> Statics:
         elif isinstance(g, ir.LimitBudget):
             st.budget.append((g.id, num(g, g.bound)))
     return st
+
+
+def section_nodes(section: ir.Section) -> list[Any]:
+    """Every expression node of the section's lets and conditions."""
+    exprs = [let.expr for let in section.lets] + [r.cond for r in section.rules if r.cond is not None]
+    return [n for e in exprs for n in ir.walk(e)]
+
+
+def read_signals(section: ir.Section) -> list[Any]:
+    """The nodes of every signal the section reads, with the estimates ``limit budget`` reads."""
+    nodes = section_nodes(section)
+    if any(isinstance(g, ir.LimitBudget) for g in section.guards):
+        nodes += [ir.PredError(order=getattr(r.action, "order", 0), over=getattr(r.action, "over", "noise"))
+                  for r in section.rules if isinstance(r.action, (ir.Cache, ir.Predict))]
+    return nodes
+
+
+def section_needs(section: ir.Section) -> set[tuple[int, bool]]:
+    """``ir.signal_needs`` of every signal the section reads (``read_signals``)."""
+    return {ir.signal_needs(n) for n in read_signals(section)} - {(0, False)}
+
+
+def _reads_unavailable(expr: Any, env: AbstractEnv, section: ir.Section) -> bool:
+    """Whether ``expr`` (following lets) reads a signal that is unavailable at ``env``: an
+    accumulator's increment is then ``UNKNOWN`` (arithmetic propagates it)."""
+    lets = {let.name: let.expr for let in section.lets}
+    stack, seen = [expr], set()
+    while stack:
+        for n in ir.walk(stack.pop()):
+            if env.unavailable(n):
+                return True
+            if isinstance(n, ir.LetRef) and n.name not in seen:
+                seen.add(n.name)
+                stack.append(lets[n.name])
+    return False
 
 
 def reads_of(expr: Any) -> set[str]:
@@ -214,7 +257,14 @@ class Machine:
         self.read = reads(section)
         self.exact_read = tuple(n for n in EXACT if n in self.read and (n != "branch" or branch != "any"))
         self._exact_index = tuple(EXACT.index(n) for n in self.exact_read)
-        self.cap = history_capacity(section)
+        # the state counts computed results up to the most any rule or signal needs (``ir.signal_needs``);
+        # the `history` signal shows them capped at the predictors' capacity, as the runtime does
+        self.hcap = history_capacity(section)
+        self._needs = section_needs(section)
+        self.cap = max([self.hcap] + [r for r, _ in self._needs])
+        self._prev_matters = any(p for _, p in self._needs)
+        self._need_cap = max([r for r, _ in self._needs], default=0)
+        self._acc_inners = [n.expr for n in section_nodes(section) if isinstance(n, ir.Accumulate)]
         st = self.st
         # a limit of n >= steps calls can never fire within this pipeline call: leave it out of the
         # state (it still counts as a declared bound for the staleness verdict)
@@ -235,13 +285,13 @@ class Machine:
         # every state; the rest ("mixed") are evaluated abstractly. The chain then depends on the
         # state only through the truths of the exact conditions and the exact values the mixed read.
         self._conds: list[tuple[str, Any]] | None = None
-        self._base = AbstractEnv(self.params, {})
+        self._bases: dict[tuple, AbstractEnv] = {}  # per availability of the signals: the static lets
+        self._consts: dict[tuple, Any] = {}
+        self._static_lets: set[str] = set()
         for let in section.lets:
-            if not self._static(let.expr):
-                self._base.lets.clear()
-                break
-            self._base.lets[let.name] = evaluate(let.expr, self._base)
-        if len(self._base.lets) == len(section.lets):
+            if self._static(let.expr):
+                self._static_lets.add(let.name)
+        if len(self._static_lets) == len(section.lets):
             names = frozenset(self.exact_read)
             self._conds = []
             mixed_reads: set[str] = set()
@@ -253,7 +303,7 @@ class Machine:
                 if program is not None:
                     self._conds.append(("exact", program))
                 elif self._static(r.cond):
-                    self._conds.append(("const", _truth(evaluate(r.cond, self._base))))
+                    self._conds.append(("const", r.cond))
                 else:
                     self._conds.append(("mixed", r.cond))
                     mixed_reads |= reads_of(r.cond)
@@ -263,39 +313,62 @@ class Machine:
             _has_accumulate(let.expr) for let in section.lets)
 
     def _static(self, expr: Any) -> bool:
-        """True when ``expr`` has the same value at every state: no exact scalar, accumulator or varying let."""
+        """True when ``expr`` has the same value at every state with the same available signals: no
+        exact scalar, accumulator or let that is not static itself."""
         return not (reads_of(expr) & set(EXACT)) and not _has_accumulate(expr) and all(
-            n.name in self._base.lets for n in ir.walk(expr) if isinstance(n, ir.LetRef))
+            n.name in self._static_lets for n in ir.walk(expr) if isinstance(n, ir.LetRef))
 
-    def _env(self, values: dict[str, Any], acc: tuple) -> AbstractEnv:
-        env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc))
+    def avail(self, t: int, hist: int) -> tuple[int, bool]:
+        """What decides which signals are available at (t, state): computed results that matter, an
+        earlier call (the unit's calls are the steps 0..N-1)."""
+        return (min(hist, self._need_cap), t > 0 or not self._prev_matters)
+
+    def _base(self, avail: tuple[int, bool]) -> AbstractEnv:
+        base = self._bases.get(avail)
+        if base is None:
+            base = self._bases[avail] = AbstractEnv(self.params, {}, avail=avail)
+            for let in self.section.lets:
+                base.lets[let.name] = evaluate(let.expr, base)
+        return base
+
+    def _env(self, values: dict[str, Any], acc: tuple, avail: tuple[int, bool]) -> AbstractEnv:
+        env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc), avail=avail)
         if self._conds is not None:
-            env.lets = dict(self._base.lets)
+            env.lets = dict(self._base(avail).lets)
             return env
         for let in self.section.lets:
             env.lets[let.name] = evaluate(let.expr, env)
         return env
 
-    def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple]]]:
-        """The rules the chain may choose at (t, state), each with the accumulator bounds it implies."""
+    def _const(self, i: int, cond: Any, avail: tuple[int, bool]) -> Any:
+        key = (i, avail)
+        if key not in self._consts:
+            self._consts[key] = _truth(evaluate(cond, self._base(avail)))
+        return self._consts[key]
+
+    def chain(self, t: int, state: tuple) -> tuple[tuple, list[tuple[ir.Rule, tuple | None]]]:
+        """The rules the chain may choose at (t, state), each with the accumulator bounds it implies;
+        bounds ``None``: the rule's condition may be unknown there (an unavailable signal), which
+        forces a recompute."""
         hist, since, kind, run, fh, acc = state
+        avail = self.avail(t, hist)
         # in EXACT order: step, steps, progress, since_recompute, run, history, first_hit, branch
-        exact = (t, self.steps, t / max(self.steps - 1, 1), since, run, hist, fh, self.branch)
+        exact = (t, self.steps, t / max(self.steps - 1, 1), since, run, min(hist, self.hcap), fh, self.branch)
         values = dict(zip(EXACT, exact))
         truths: list[bool] = []
         if self._conds is None:
-            key = (tuple(exact[i] for i in self._exact_index), acc)
+            key = (tuple(exact[i] for i in self._exact_index), acc, avail)
         else:
             truths = [bool(program(values)) for program in self._exact_programs]
-            key = (tuple(truths), tuple(exact[i] for i in self._mixed_index), acc)
+            key = (tuple(truths), tuple(exact[i] for i in self._mixed_index), acc, avail)
         memo = self._chain_memo.get(key)
         if memo is not None:
             return key, memo
         env = None  # the abstract environment, built only for lets and conditions that need it
         if self._conds is None:
-            env = self._env(values, acc)
+            env = self._env(values, acc, avail)
         path: Any = True
-        possible = []
+        possible: list[tuple[ir.Rule, tuple | None]] = []
         exact_seen = 0
         for i, rule in enumerate(self.section.rules):
             if self._conds is None:
@@ -303,20 +376,37 @@ class Machine:
             else:
                 how, what = self._conds[i]
                 if how == "const":
-                    cond = what
+                    cond = what if what is True else self._const(i, what, avail)
                 elif how == "exact":
                     cond, exact_seen = truths[exact_seen], exact_seen + 1
                 else:
-                    env = env or self._env(values, acc)
+                    env = env or self._env(values, acc, avail)
                     cond = _truth(evaluate(what, env))
-            take = _and(path, cond)
+            if has_unknown(cond):
+                when_true, when_false = kleene(cond)
+                unknown = _and(path, _and(_not(when_true), _not(when_false)))
+            else:
+                when_true, when_false, unknown = cond, _not(cond), False
+            take = _and(path, when_true)
             if take is True or (take is not False and satisfiable(take)):
                 possible.append((rule, _implied_acc_bounds(take, acc) if self._has_acc else ()))
-            path = _and(path, _not(cond))
+            if unknown is True or (unknown is not False and satisfiable(unknown)):
+                possible.append((rule, None))  # None: this rule's condition is unknown
+            path = _and(path, when_false)
             if path is False or (path is not True and not satisfiable(path)):
                 break
         self._chain_memo[key] = possible
         return key, possible
+
+    def unknown_after_choice(self, t: int, hist: int, kind: str, order: int, over: str) -> bool:
+        """A non-recompute choice the runtime cannot make here: an accumulator moves by an unknown
+        increment, or ``limit budget`` needs an estimate that is unavailable."""
+        env = AbstractEnv(self.params, {}, avail=self.avail(t, hist))
+        if any(_reads_unavailable(inner, env, self.section) for inner in self._acc_inners):
+            return True
+        if self.st.budget and kind in ("cache", "predict"):
+            return env.unavailable(ir.PredError(order=order if kind == "predict" else 0, over=over))
+        return False
 
     def outcomes(self, t: int, state: tuple) -> list[Outcome]:
         st = self.st
@@ -325,7 +415,7 @@ class Machine:
         if t >= self.steps - st.tail:
             return [Outcome("recompute", guard="tail", guard_id=st.tail_id)]
         for gid, n in st.refresh:
-            if n > 0 and t % n == 0:
+            if n >= 1 and t % n == 0:
                 return [Outcome("recompute", guard="refresh_every", guard_id=gid)]
         hist, since, run_kind, run, _, _ = state
         chain_key, rules = self.chain(t, state)
@@ -335,12 +425,18 @@ class Machine:
             return memo
         out: list[Outcome] = []
         for rule, acc in rules:
+            if acc is None:
+                out.append(Outcome("recompute", guard="unavailable", guard_id=rule.id))
+                continue
             rule_id, kind, order, needed = self._rule_info[rule.id]
             if kind == "recompute":
                 out.append(Outcome("recompute", rule_id=rule_id))
                 continue
-            if hist < needed:
+            if min(hist, self.hcap) < needed:
                 out.append(Outcome("recompute", guard="history", guard_id=rule_id, order=order))
+                continue
+            if self.unknown_after_choice(t, hist, kind, order, getattr(rule.action, "over", "noise")):
+                out.append(Outcome("recompute", guard="unavailable", guard_id=rule_id, order=order))
                 continue
             veto = self._veto(kind, since, run_kind, run)
             if veto is not None:
@@ -444,7 +540,7 @@ def scan(m: Machine, hit: Any = ANY_HIT, stop: int | None = None) -> Exploration
                     last_free = t
                     if stale > best_stale:
                         best_stale, best_end = stale, (t, ns)
-                if o.guard == "history" and o.order and hist_hit is None:
+                if o.too_early and hist_hit is None:
                     hist_hit = (t, state, o)
                 (rule_steps if o.rule_id else guard_steps).setdefault(o.rule_id or o.guard, set()).add(t)
                 step_edges.update((state[2], d, o, r) for d, r in runs)

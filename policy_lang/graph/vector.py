@@ -75,6 +75,8 @@ class VectorOps(abstract.ScalarOps):
             return abstract._compare(a, op, b)
         if a is None or b is None:  # a number is never none; ordering with none is false
             return op == "!="
+        # an int beyond int64 (floor(1e300)) compares as the float it came from, as Python does
+        a, b = (float(x) if isinstance(x, int) and abs(x) >= 2 ** 63 else x for x in (a, b))
         return _CMP[op](a, b)
 
     @staticmethod

@@ -31,7 +31,7 @@ def _const(value: float | int) -> ir.Const:
     return ir.Const(value=value)
 
 
-def ablation(name: str, *, restrict: bool = True, warmup: int = 3, low_noise: float = 0.05,
+def ablation(name: str, *, restrict: bool = True, warmup: int = 4, low_noise: float = 0.05,
              budget: float = 0.15, cache_run: int = 3, predict_run: int = 2, **params: float) -> ir.Policy:
     """The IR of one ablation (see module doc); ``params`` override ``tau_cache`` / ``tau_predict``.
 

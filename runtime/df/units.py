@@ -85,21 +85,15 @@ class FrameUnitsPlanner(Planner):
         self.restrict = self.section.restrict_active_frames
         probe = UnitController(self.policy, self.section)
         self.signal_keys = probe.required_signals()
-        capacity = probe.capacity
         for key in self.signal_keys:
-            m = _PRED_ERROR.fullmatch(key)
-            if m:
-                capacity = max(capacity, int(m.group(1)) + 2)
-            elif key == "curvature":
-                capacity = max(capacity, 3)
-            elif key in ("change_rate", "delta(output)"):
-                capacity = max(capacity, 2)
-            else:
-                d = _DISTANCE.fullmatch(key)
-                if d is None or d.group(2) not in ("input", "output"):
-                    raise ValueError(f"signal `{key}` is not available per frame group in the diffusion-forcing "
-                                     f"loop (sources: input, output)")
-        self.capacity = capacity
+            if _PRED_ERROR.fullmatch(key) or key in ("curvature", "change_rate", "delta(output)"):
+                continue
+            d = _DISTANCE.fullmatch(key)
+            if d is None or d.group(2) not in ("input", "output"):
+                raise ValueError(f"signal `{key}` is not available per frame group in the diffusion-forcing "
+                                 f"loop (sources: input, output)")
+        # enough results for the predictors and for every signal read (``ir.signal_needs``)
+        self.capacity = probe.results_cap
         if self.restrict and not self.block_causal:
             self.exactness = "approximate (restrict active_frames under bidirectional attention)"
         if any(isinstance(r.action, (ir.Cache, ir.Predict, ir.Skip)) for r in self.section.rules):

@@ -21,7 +21,7 @@ def test_explain_in_words(capsys):
     out = capsys.readouterr().out
     assert "section s0: on frames" in out
     assert "staleness:  at most 4 calls in a row" in out
-    assert "compute:    12..50 recomputes of 50 calls" in out
+    assert "compute:    13..50 recomputes of 50 calls" in out
     assert "s0.r2  predict taylor(order: 2, over: noise)" in out and "pred_error(order: 2) < tau_predict" in out
     assert "error:      s0.r2" in out and "error bounds assume:" in out
     assert "findings: none" in out
@@ -31,7 +31,7 @@ def test_explain_json_per_unit_and_branch(capsys):
     assert main(["explain", SCOPE, "--steps", "100", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     (unit,) = data["units"]
-    assert (unit["steps"], unit["max_stale"], unit["min_recomputes"], unit["max_recomputes"]) == (100, 4, 22, 100)  # 3 warm-up + one recompute per 5 calls
+    assert (unit["steps"], unit["max_stale"], unit["min_recomputes"], unit["max_recomputes"]) == (100, 4, 23, 100)  # 4 warm-up + one recompute per 5 calls
     assert unit["branch"] == "any" and unit["unit"] == "frames"
 
 
@@ -75,13 +75,13 @@ def test_explain_every_section_of_a_multi_section_policy(capsys):
 def test_dump_after_prove_shows_the_bounds(capsys):
     assert main(["compile", SCOPE, "--dump-after", "prove"]) == 0
     out = capsys.readouterr().out
-    assert "# s0 on frames [any] at 50 steps: max_stale 4, recomputes 12..50" in out
+    assert "# s0 on frames [any] at 50 steps: max_stale 4, recomputes 13..50" in out
 
 
 def test_compile_emit_dot_uses_the_compiled_machine(capsys):
     assert main(["compile", SCOPE, "--emit", "dot"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith('digraph "scope"') and "stale <= 4, recomputes 12..50/50" in out
+    assert out.startswith('digraph "scope"') and "stale <= 4, recomputes 13..50/50" in out
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "inf", "-inf", "one"])

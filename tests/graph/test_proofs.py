@@ -78,7 +78,7 @@ def test_scope_bounds_and_the_1000_step_analysis_time():
     seconds = time.perf_counter() - started
     r = a.sections[0].exploration
     assert a.diagnostics == []
-    assert r.max_stale == 4 and r.min_recomputes == 202 and r.max_recomputes == 1000
+    assert r.max_stale == 4 and r.min_recomputes == 203 and r.max_recomputes == 1000  # warmup 4
     assert seconds < 3.0, seconds  # ~0.3 s on an idle core; generous for a shared CI box
 
 
@@ -88,9 +88,31 @@ def test_prediction_before_enough_history_names_the_path():
     a, src = analysed(body)
     (d,) = a.diagnostics
     assert d.code == "P0602" and d.severity == "warning"
-    assert "step 0 recompute [warmup s0.g0] -> step 1 recompute [warmup s0.g0] -> step 2 predict(order=2)" in d.notes[0]
-    assert "warmup 3" in d.help and d.labels and d.labels[0].message == "this warm-up is too short"
-    assert "with 2 computed results; it needs 3" in d.message
+    # the condition reads pred_error(order: 2), the next divided difference: 4 results (ir.signal_needs)
+    assert ("step 0 recompute [warmup s0.g0] -> step 1 recompute [warmup s0.g0] -> step 2 recompute "
+            "[unavailable s0.r0]") in d.notes[0]
+    assert "warmup 4" in d.help and d.labels and d.labels[0].message == "this warm-up is too short"
+    assert "at step 2 with 2 computed results: `pred_error(order: 2)` needs 4" in d.message
+
+
+def test_prediction_before_its_own_history_names_the_path():
+    body = ("        warmup 2\n        if delta(input) < 0.1: predict taylor(order: 2, over: noise)\n"
+            "        else: recompute\n        limit stale 3")
+    a, src = analysed(body)
+    (d,) = a.diagnostics
+    assert d.code == "P0602" and "step 2 predict(order=2)" in d.notes[0]
+    assert "warmup 3" in d.help and "with 2 computed results; it needs 3" in d.message
+
+
+def test_pred_error_order_3_needs_five_results():
+    # issue 14: `warmup 4` is not enough for a condition on pred_error(order: 3)
+    body = ("        warmup 4\n        if pred_error(order: 3) < 0.1: predict taylor(order: 3, over: noise)\n"
+            "        else: recompute\n        limit stale 3")
+    a, _ = analysed(body)
+    assert codes(a) == ["P0602"] and "warmup 5" in a.diagnostics[0].help
+    assert a.sections[0].exploration.guard_steps["unavailable"] == [4]
+    a, _ = analysed(body.replace("warmup 4", "warmup 5"))
+    assert codes(a) == [] and a.sections[0].exploration.history_path is None
 
 
 def test_cold_start_without_warmup_is_left_to_the_history_guard():
@@ -102,7 +124,7 @@ def test_cold_start_without_warmup_is_left_to_the_history_guard():
 
 
 def test_sufficient_warmup_proves_history():
-    a, _ = analysed("        warmup 3\n        if pred_error(order: 2) < 0.1: predict taylor(order: 2, over: noise)\n"
+    a, _ = analysed("        warmup 4\n        if pred_error(order: 2) < 0.1: predict taylor(order: 2, over: noise)\n"
                     "        else: recompute\n        limit stale 3")
     assert codes(a) == [] and a.sections[0].exploration.history_path is None
 
@@ -141,8 +163,10 @@ def test_first_hit_policy_bwcache_second_half_recomputes():
     if compiled is None:
         pytest.skip("bwcache.policy not in the library yet")
     r = analyze(compiled.ir, 50).sections[0].exploration
-    # refresh every 5; a first hit at step 1 makes steps >= 26 recompute: 5 refreshes before, 24 after
-    assert r.min_recomputes == 1 + 4 + 24 + 1 and r.max_stale == 4
+    # refresh every 5; `mean over blocks delta(output)` needs two results, so step 1 recomputes too
+    # (guard unavailable); a first hit at step 2 makes steps >= 26 recompute: 5 refreshes before, 24 after
+    assert r.min_recomputes == 1 + 1 + 5 + 24 and r.max_stale == 4
+    assert r.guard_steps["unavailable"] == [1]
     assert r.rule_steps["s0.r0"][0] == 26
 
 

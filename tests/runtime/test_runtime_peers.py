@@ -60,7 +60,7 @@ def test_fbcache_policy_matches_diffusers_first_block_cache(model, threshold, cf
     ours = [(e.branch, e.computed) for e in session.trace]
     assert ours == expected
     assert torch.equal(out, reference)
-    assert {e.guard for e in session.trace if e.step == 0} == {"nan"}  # first call: no reference yet
+    assert {e.guard for e in session.trace if e.step == 0} == {"unavailable"}  # first call: no reference yet
 
 
 def test_thresholds_cover_both_actions():

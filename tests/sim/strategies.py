@@ -122,5 +122,6 @@ def traces(draw, policy: ir.Policy, max_steps: int = 30):
     keys = signal_keys(policy)
     rows = draw(st.lists(st.lists(st.sampled_from(LEVELS), min_size=len(keys), max_size=len(keys)),
                          min_size=steps, max_size=steps))
-    noise = draw(st.lists(st.floats(0.0, 1.0), min_size=steps, max_size=steps))
+    # distinct levels: a computed result at a repeated level replaces the last one (docs/state_machine.md)
+    noise = draw(st.lists(st.floats(0.0, 1.0), min_size=steps, max_size=steps, unique=True))
     return steps, branch, noise, [dict(zip(keys, r)) for r in rows]

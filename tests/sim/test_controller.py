@@ -59,7 +59,7 @@ def test_chain_first_match_wins_and_names_the_rule():
     ds = drive(ctl, 10, signals=lambda s: {"delta(input)": 0.01})
     # noise = 1 - step/10: steps 0..5 have noise >= 0.5 -> chain rule 1 (cache) unless no history
     assert kinds(ds) == "RCCCCCSSSS"
-    assert ds[0].guard == "history" and ds[0].rule_id is None
+    assert ds[0].guard == "unavailable" and ds[0].rule_id is None  # no earlier input at step 0
     assert ds[1].rule_id == "s0.r1" and ds[1].values == {"delta(input)": 0.01}
     assert ds[7].rule_id == "s0.r0" and ds[7].values == {}  # short-circuit: delta not read
 
@@ -99,8 +99,11 @@ def test_non_finite_signal_forces_recompute(bad):
 def test_missing_signal_is_a_clear_error():
     sec = section([rule(0, lt(DELTA, c(0.1)), CACHE), rule(1, None, RECOMPUTE)])
     ctl = ctl_for(sec)
+    first = ctl.decide(StepContext(0, 3, 1.0), {})  # no earlier input: unavailable, nothing read
+    assert first.guard == "unavailable" and first.unavailable == ("delta(input)",)
+    ctl.record(first, computed=True)
     with pytest.raises(EvalError, match="did not supply signal `delta\\(input\\)`"):
-        ctl.decide(StepContext(0, 3, 1.0), {})
+        ctl.decide(StepContext(1, 3, 0.5), {})
 
 
 def test_predict_needs_order_plus_one_computed_results():
@@ -140,9 +143,11 @@ def test_limit_budget_accumulates_estimated_error():
     ctl = ctl_for(sec)
     assert ctl.required_signals() == ("pred_error(1,noise)",)
     ds = drive(ctl, 9, signals=lambda s: {"pred_error(1,noise)": 0.1})
-    # two computed results first, then 0.1 + 0.1 <= 0.25 < 0.3: two predictions per recompute
-    assert kinds(ds) == "RRPPRPPRP"
-    assert ds[4].guard == "limit_budget" and ds[4].values["pred_error(1,noise)"] == 0.1
+    # two computed results, then pred_error(order: 1) is unavailable until three (ir.signal_needs);
+    # then 0.1 + 0.1 <= 0.25 < 0.3: two predictions per recompute
+    assert kinds(ds) == "RRRPPRPPR"
+    assert [d.guard for d in ds[:3]] == ["history", "history", "unavailable"]
+    assert ds[5].guard == "limit_budget" and ds[5].values["pred_error(1,noise)"] == 0.1
 
 
 def test_accumulate_sums_since_the_last_recompute():
