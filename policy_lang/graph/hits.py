@@ -63,7 +63,7 @@ class _Classes:
         # which of (step, history, since_recompute, run) the classifiers read: the rest cannot split a class
         self.uses = tuple(name in read or (name == "step" and "progress" in read)
                           for name in ("step", "history", "since_recompute", "run"))
-        self.fh = np.arange(self.n + 1, dtype=np.float64)
+        self.fh = np.arange(self.n + 1, dtype=np.int64)  # first_hit is an int (no -0.0)
         self.memo: dict[tuple, list[np.ndarray]] = {}
 
     def masks(self, t: int, hist: int, since: int, run: int) -> list[np.ndarray] | None:

@@ -38,6 +38,13 @@ def _float(x: Any) -> Any:
     return x.astype(np.float64) if isinstance(x, np.ndarray) else float(x)
 
 
+def _integral(x: Any) -> bool:
+    """An operand the scalar path holds as a Python int (or bool): integer arithmetic has no -0.0."""
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "iub"
+    return isinstance(x, (int, np.integer)) and abs(int(x)) < 2 ** 53
+
+
 def _pick(args: list[Any], better: Any) -> Any:
     """Python's ``min``/``max`` of the arguments: the first one unless a later one compares better."""
     out = args[0]
@@ -85,6 +92,10 @@ class VectorOps(abstract.ScalarOps):
             return None
         if not _array(a, b):
             return abstract._arith(op, a, b)
+        if op in ("+", "-", "*") and _integral(a) and _integral(b):
+            ints = [x.astype(np.int64) if isinstance(x, np.ndarray) else int(x) for x in (a, b)]
+            with np.errstate(all="ignore"):
+                return _ARITH[op](*ints)
         a, b = _float(a), _float(b)
         with np.errstate(all="ignore"):
             if op in _ARITH:  # IEEE: x/0 = ±inf by the signs, 0/0 = nan (as the scalar fallback)
@@ -108,7 +119,8 @@ class VectorOps(abstract.ScalarOps):
                 return _pick([_pick(args[:2], np.greater), args[2]], np.less)
             if e.fn in ("floor", "ceil"):
                 x = _float(args[0])
-                return np.where(np.isfinite(x), np.floor(x) if e.fn == "floor" else np.ceil(x), x)
+                # math.floor/ceil give ints, which have no -0.0 (ceil(-0.5) is 0)
+                return np.where(np.isfinite(x), (np.floor(x) if e.fn == "floor" else np.ceil(x)) + 0.0, x)
             return np.abs(args[0])
 
 
