@@ -271,7 +271,7 @@ class UnitRunner:
         outcome = Outcome(compute=True)
         if isinstance(action, ir.Predict) and ("predict", action.method, action.order, action.over) not in candidates:
             # a repeated noise level replaced a stored result (see History): fewer distinct nodes than results
-            decision = Decision(_RECOMPUTE, None, "history", None, decision.values)
+            decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="history", guard_id=None)
             action = decision.action
         if not isinstance(action, ir.Recompute):
             outcome = self._outcome(action, st, candidates, values)
