@@ -6,7 +6,12 @@ text, a ``CompiledPolicy`` or an ``ir.Policy``; ``params`` override the policy's
 (``ir.Policy.with_params``, so they are typed and range-checked).
 Output: a ``Session`` (a context manager): ``trace`` (every decision, ``runtime.trace.Trace``),
 ``units`` (names), ``memory_bytes()``, ``held_bytes()``, ``faults`` (a ``Counter`` of the faults the
-session met and handled), ``new_trajectory(steps=None)``, ``detach()``.
+session met and handled), ``new_trajectory(steps=None)``, ``detach()``, ``parallel`` (``runtime.parallel.Ranks`` under context
+parallelism, else None).
+Context parallelism: a model with diffusers' ``_parallel_config`` (attach *after*
+``enable_parallelism``), or ``attach(..., group=process_group)``, reduces every tensor signal across
+the group's ranks in the decision point's one host read, and with ``check_decisions=True`` (or
+``POLICYC_CHECK_DECISIONS=1``) checks that every rank decided the same (``runtime.parallel``).
 Errors: ``AttachError`` when a diffusers cache technique (or another policy) is already enabled,
 ``UnitError``/``AdapterError`` when the policy cannot run on this model, ``ParamError`` for a bad
 override, the compiler's ``PolicyError`` for a policy that does not compile; ``SessionBusyError``
@@ -71,6 +76,7 @@ from runtime.hooks import (
     forward_holder,
     inside_accelerate,
 )
+from runtime.parallel import ParallelError, Ranks, parallel_config_of, ranks_of, register_inside
 from runtime.sampler import SchedulerClock, TimestepNoise
 from runtime.trace import Trace
 from runtime.units import UnitRunner, plan_units
@@ -160,7 +166,8 @@ def _layout(transformer: torch.nn.Module, policy: ir.Policy, scheduler: Any) -> 
 class Session:
     """A policy attached to one transformer (and its pipeline)."""
 
-    def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None, noise: Any = None):
+    def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None, noise: Any = None,
+                 group: Any = None, check_decisions: bool | None = None):
         _check_free(transformer)
         self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
         self.scheduler = getattr(pipeline, "scheduler", None)
@@ -177,7 +184,10 @@ class Session:
         self.clock: SchedulerClock | None = None  # the clock of the loop running now
         plans, probe = plan_units(policy, len(self.layout.blocks))
         self.trace = Trace()
-        self.reduce = None  # cross-rank reduction of the stacked signals (context parallelism)
+        # context parallelism (runtime.parallel): signals reduced across ranks, decisions checked
+        self.parallel: Ranks | None = ranks_of(transformer, group, check_decisions)
+        self.reduce = self.parallel.reduce if self.parallel is not None else None
+        self._parallel_config = parallel_config_of(transformer)
         self.current: CallState | None = None
         self.runners = [UnitRunner(policy, plan, self) for plan in plans]
         self.wants_modulated = any(k.endswith("(modulated_input)") for r in self.runners for k in r.keys)
@@ -205,7 +215,10 @@ class Session:
         with inside_accelerate(module):
             had_registry = hasattr(module, "_diffusers_hook")
             had_forward = "forward" in module.__dict__
-            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            if name == BLOCK_HOOK:  # a block hook sees the rank's token slice: inside diffusers' split/gather
+                register_inside(module, hook, name)
+            else:
+                HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
             if module is self.transformer:
                 self._root_forward = module.forward
         self._attached.append((module, name, had_registry, had_forward))
@@ -389,6 +402,10 @@ class Session:
             raise
 
     def _open(self, context: Any, timestep: Any) -> CallState:
+        if parallel_config_of(self.transformer) is not self._parallel_config:
+            raise ParallelError(f"context parallelism of {type(self.transformer).__name__} changed after the policy "
+                                f"`{self.policy.name}` was attached\nhelp: call `enable_parallelism` first, then "
+                                "`runtime.attach` (the policy's hooks must sit inside diffusers' split and gather)")
         base = context.name if context is not None else "default"
         position = self.clock.position() if self.clock is not None else None
         index = context.step_index if context is not None and context.step_index is not None else (
@@ -477,11 +494,12 @@ def _is_scheduler(obj: Any) -> bool:
     return obj is not None and callable(getattr(obj, "set_timesteps", None)) and callable(getattr(obj, "step", None))
 
 
-def attach(target: Any, policy: Any, *, noise: Any = None, **params: Any) -> Session:
+def attach(target: Any, policy: Any, *, noise: Any = None, group: Any = None, check_decisions: bool | None = None,
+           **params: Any) -> Session:
     """Attach ``policy`` to a diffusers pipeline or transformer; see the module docstring."""
     compiled = load_policy(policy).with_params(params)
     if isinstance(target, torch.nn.Module):
-        return Session(target, compiled, noise=noise)
+        return Session(target, compiled, noise=noise, group=group, check_decisions=check_decisions)
     if noise is not None:
         raise TypeError("noise= is for a bare transformer in your own loop; a pipeline's own scheduler tells "
                         "the noise level of every call")
@@ -489,4 +507,4 @@ def attach(target: Any, policy: Any, *, noise: Any = None, **params: Any) -> Ses
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(f"cannot attach to {type(target).__name__}: pass a diffusers pipeline with a "
                         "`transformer` or the transformer itself")
-    return Session(transformer, compiled, pipeline=target)
+    return Session(transformer, compiled, pipeline=target, group=group, check_decisions=check_decisions)

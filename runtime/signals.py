@@ -36,7 +36,8 @@ reduction feeding a key is NaN or infinite, the value is ``nan`` and the key is 
 Keys (shared with the controller): "delta(input)", "drift(probe)", "cos_dist(modulated_input)",
 "delta(output)", "pred_error(2,noise)", "change_rate", "curvature", "mean_blocks(delta(output))".
 Tensors registered on one batch must live on one device. With context parallelism the ``reduce``
-hook of ``compute`` receives the per-rank means (shards of equal size) and returns the global means.
+hook of ``compute`` receives the per-rank means and the element count behind each, and returns the
+global means (``runtime.parallel.Ranks.reduce``: one all-reduce); the ratios are taken afterwards.
 """
 
 from __future__ import annotations
@@ -128,6 +129,7 @@ class SignalBatch:
 
     def __init__(self) -> None:
         self._terms: list[torch.Tensor] = []  # 0-dim float64 reductions, in registration order
+        self._counts: list[int] = []  # the elements each term is a mean over (for the cross-rank mean)
         self._pending: list[_Pending] = []
         self._constants: dict[str, float] = {}
         self._unavailable: set[str] = set()
@@ -135,10 +137,11 @@ class SignalBatch:
         self._keep: list[torch.Tensor] = []  # keeps the tensors behind memo ids alive
 
     # -- reductions ------------------------------------------------------------------------------
-    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor]) -> int:
+    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor], count: int) -> int:
         if memo_key is not None and memo_key in self._memo:
             return self._memo[memo_key]
         self._terms.append(make().to(torch.float64).reshape(()))
+        self._counts.append(count)
         index = len(self._terms) - 1
         if memo_key is not None:
             self._memo[memo_key] = index
@@ -146,13 +149,13 @@ class SignalBatch:
 
     def _mean_abs(self, t: torch.Tensor) -> int:
         self._keep.append(t)
-        return self._term(("abs", id(t)), lambda: t.abs().mean(dtype=_acc(t)))
+        return self._term(("abs", id(t)), lambda: t.abs().mean(dtype=_acc(t)), t.numel())
 
     def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
         if a.shape != b.shape:
             raise ValueError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
         self._keep += [a, b]
-        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().mean(dtype=_acc(a)))
+        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().mean(dtype=_acc(a)), a.numel())
 
     def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
         self._pending.append(_Pending(key, tuple(terms), finish))
@@ -179,9 +182,10 @@ class SignalBatch:
         if reference is None:
             return self._missing(key)
         a, b = current.reshape(-1).to(_acc(current)), reference.reshape(-1).to(_acc(current))
-        terms = (self._term(None, lambda: torch.dot(a, b) / a.numel()),
-                 self._term(None, lambda: torch.dot(a, a) / a.numel()),
-                 self._term(None, lambda: torch.dot(b, b) / b.numel()))
+        n = a.numel()
+        terms = (self._term(None, lambda: torch.dot(a, b) / n, n),
+                 self._term(None, lambda: torch.dot(a, a) / n, n),
+                 self._term(None, lambda: torch.dot(b, b) / n, n))
         return self._add(key, terms, lambda v: _cos(*v))
 
     def distance(self, fn: str, source: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
@@ -206,9 +210,10 @@ class SignalBatch:
         for cur, ref in pairs:
             if fn == "cos_dist":
                 a, b = cur.reshape(-1).to(_acc(cur)), ref.reshape(-1).to(_acc(cur))
-                terms += [self._term(None, lambda a=a, b=b: torch.dot(a, b) / a.numel()),
-                          self._term(None, lambda a=a: torch.dot(a, a) / a.numel()),
-                          self._term(None, lambda b=b: torch.dot(b, b) / b.numel())]
+                n = a.numel()
+                terms += [self._term(None, lambda a=a, b=b: torch.dot(a, b) / a.numel(), n),
+                          self._term(None, lambda a=a: torch.dot(a, a) / a.numel(), n),
+                          self._term(None, lambda b=b: torch.dot(b, b) / b.numel(), n)]
             else:
                 terms += [self._mean_abs_diff(cur, ref), self._mean_abs(ref)]
         one = _cos if fn == "cos_dist" else _rel_l1
@@ -261,7 +266,7 @@ class SignalBatch:
         values = [e.value for e in entries]
         # the combination is this batch's own temporary: take |.| in place (a second temporary of
         # the tensor's size costs more than the reduction itself on CPU)
-        term = self._term(None, lambda: combine(values, weights, _acc(values[-1])).abs_().mean())
+        term = self._term(None, lambda: combine(values, weights, _acc(values[-1])).abs_().mean(), values[-1].numel())
         terms = (term, self._mean_abs(entries[-1].value))
         return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
 
@@ -271,14 +276,14 @@ class SignalBatch:
         return key
 
     # -- the one synchronisation -------------------------------------------------------------------
-    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
-        """Stack every reduction, apply ``reduce`` (cross-rank mean), call ``.tolist()`` once."""
+    def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
+        """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""
         raw: list[float] = []
         if self._terms:
             device = self._terms[0].device
             stacked = torch.stack([t.to(device) for t in self._terms])
             if reduce is not None:
-                stacked = reduce(stacked)
+                stacked = reduce(stacked, torch.tensor(self._counts, dtype=torch.float64, device=device))
             raw = stacked.tolist()
         values: dict[str, float] = dict(self._constants)
         nonfinite: set[str] = set()

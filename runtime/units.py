@@ -39,6 +39,7 @@ import torch
 
 from policy_lang import ir
 from runtime.controller import StepContext, UnitController
+from runtime.parallel import decision_code
 from runtime.predict import History
 from runtime.signals import SignalBatch, SignalValues
 from runtime.trace import TraceEntry
@@ -278,6 +279,11 @@ class UnitRunner:
             if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
                 decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                 outcome = Outcome(compute=True)
+        ranks = self.session.parallel
+        if ranks is not None and ranks.check_decisions:  # every rank must have decided the same (debug check)
+            ranks.check([decision_code(self.plan.name, ctx.branch, ctx.step, action.kind,
+                                                       decision.rule_id, decision.guard, outcome.compute)],
+                                        [f"{self.plan.name} ({ctx.branch}), step {ctx.step}"])
         st.controller.record(decision, computed=outcome.compute)
         for source in self.sources:
             tensor = sources.get(source)

@@ -77,7 +77,7 @@ def test_nan_in_a_signal_forces_a_recorded_recompute():
     session = runtime.attach(pipe, CACHE_ON_SMALL_DELTA)
     reads = []
 
-    def faulty_reduce(stacked):  # a faulty all-reduce: the 3rd read's first term (delta(input)) comes back NaN
+    def faulty_reduce(stacked, counts):  # a faulty all-reduce: the 3rd read's first term (delta(input)) comes back NaN
         reads.append(1)
         return torch.cat([torch.full((1,), math.nan, dtype=stacked.dtype), stacked[1:]]) if len(reads) == 3 else stacked
 
