@@ -23,7 +23,7 @@ Output, per decision point, at most two collectives on that group:
   others would not (a divergent decision otherwise deadlocks the attention all-to-all).
 
 What each rank keeps: its own histories, caches, predictions and signal references, all of its own
-token slice (no activation is gathered). ``collectives`` / ``bytes`` count what this rank sent.
+token slice (no activation is gathered). ``counts()`` gives the collectives and bytes this rank sent.
 
 Hook order: diffusers puts its split/gather hooks (``cp_input---*``, ``cp_output---*``) on some
 blocks (Wan splits ``hidden_states`` at ``blocks.0``). A policy block hook must run *inside* them
@@ -74,18 +74,21 @@ class Ranks:
     world: int
     device: torch.device
     check_decisions: bool = False
-    collectives: int = 0
-    bytes: int = 0
-    checks: int = 0
+    signal_collectives: int = 0  # what this rank sent: signal all-reduces and their payload
+    signal_bytes: int = 0
+    checks: int = 0  # decision-check all-reduces and their payload
+    check_bytes: int = 0
 
     def _all_reduce(self, tensor: torch.Tensor, op: Any) -> torch.Tensor:
         import torch.distributed as dist
 
         moved = tensor.to(self.device)
         dist.all_reduce(moved, op=op, group=self.group)
-        self.collectives += 1
-        self.bytes += moved.numel() * moved.element_size()
         return moved
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(signal collectives, signal bytes, check collectives, check bytes) so far."""
+        return self.signal_collectives, self.signal_bytes, self.checks, self.check_bytes
 
     def reduce(self, means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """Global means from per-rank means and element counts, in one all-reduce (see module doc)."""
@@ -94,6 +97,8 @@ class Ranks:
         counts = counts.to(means.device, torch.float64)
         local = torch.cat([torch.where(counts > 0, means * counts, torch.zeros_like(means)), counts])
         total = self._all_reduce(local, dist.ReduceOp.SUM)
+        self.signal_collectives += 1
+        self.signal_bytes += local.numel() * 8
         k = means.numel()
         return (total[:k] / total[k:]).to(means.device)
 
@@ -106,6 +111,7 @@ class Ranks:
         local = torch.tensor(codes + [-c for c in codes], dtype=torch.float64)
         high = self._all_reduce(local, dist.ReduceOp.MAX).tolist()
         self.checks += 1
+        self.check_bytes += local.numel() * 8
         n = len(codes)
         bad = [i for i in range(n) if high[i] != -high[n + i]]
         if bad:

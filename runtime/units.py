@@ -279,11 +279,6 @@ class UnitRunner:
             if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
                 decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                 outcome = Outcome(compute=True)
-        ranks = self.session.parallel
-        if ranks is not None and ranks.check_decisions:  # every rank must have decided the same (debug check)
-            ranks.check([decision_code(self.plan.name, ctx.branch, ctx.step, action.kind,
-                                                       decision.rule_id, decision.guard, outcome.compute)],
-                                        [f"{self.plan.name} ({ctx.branch}), step {ctx.step}"])
         st.controller.record(decision, computed=outcome.compute)
         for source in self.sources:
             tensor = sources.get(source)
@@ -301,6 +296,10 @@ class UnitRunner:
             rule_id=decision.rule_id, guard=decision.guard, guard_id=decision.guard_id,
             values=dict(decision.values), signals=signals, nonfinite=nonfinite, time_s=time.perf_counter() - started)
         self.session.trace.add(entry)
+        ranks = self.session.parallel
+        if ranks is not None and ranks.check_decisions:  # every rank must have decided the same (debug check)
+            ranks.check([decision_code(self.plan.name, ctx.branch, ctx.step, entry.action, entry.rule_id, entry.guard)],
+                        [f"{self.plan.name} ({ctx.branch}), step {ctx.step}"])
         if nonfinite:
             self.session.report_nonfinite(entry)
         return outcome

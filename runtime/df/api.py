@@ -17,6 +17,10 @@ keys/values of finished leading groups are reused, exact to float round-off; ``t
 counts the frame evaluations it saved. ``stale_context=True`` (opt-in, approximate) also skips
 cached / predicted groups in front of a recompute group, attending to their keys/values from their
 last computation (``runtime.df.context``).
+Context parallelism (a transformer with diffusers' ``_parallel_config``, or ``group=``): every rank
+runs this loop on the whole latents, the transformer splits the sequence; frame-group decisions are
+checked across ranks with ``check_decisions`` (``runtime.parallel``); ``reuse_clean_kv`` is off and
+``stale_context`` refused (their attention processors do not run the all-to-all).
 Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
 pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
 
@@ -38,6 +42,7 @@ from runtime.df.kvcache import KVPrefixDenoiser
 from runtime.df.loop import DFTrace, run_diffusion_forcing
 from runtime.df.plan import Planner, is_block_causal
 from runtime.df.units import FrameUnitsPlanner
+from runtime.parallel import ParallelError, ranks_of
 
 
 def resolve_policy(policy: Any, params: dict[str, Any] | None = None) -> ir.Policy | None:
@@ -65,29 +70,35 @@ def split_model(model: Any) -> tuple[torch.nn.Module, Any]:
     return transformer, scheduler
 
 
-def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_block_size: int) -> Planner:
+def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_block_size: int,
+                 ranks: Any = None) -> Planner:
     if policy is None:
         return Planner()
-    return FrameUnitsPlanner(policy=policy, block_causal=is_block_causal(transformer, causal_block_size))
+    return FrameUnitsPlanner(policy=policy, block_causal=is_block_causal(transformer, causal_block_size), ranks=ranks)
 
 
 def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
              negative_prompt_embeds: torch.Tensor | None = None, params: dict[str, Any] | None = None,
-             reuse_clean_kv: bool | None = None, stale_context: bool = False,
-             **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
+             reuse_clean_kv: bool | None = None, stale_context: bool = False, group: Any = None,
+             check_decisions: bool | None = None, **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
     """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
     transformer, scheduler = split_model(model)
     resolved = resolve_policy(policy, params)
+    ranks = ranks_of(transformer, group, check_decisions)
+    if ranks is not None and (reuse_clean_kv or stale_context):
+        raise ParallelError("reuse_clean_kv and stale_context replace the attention processor, which does not "
+                            "run the context-parallel all-to-all\nhelp: leave both off under context parallelism "
+                            "(restrict active_frames still applies)")
     cbs = loop_kwargs.get("causal_block_size")
     if cbs is not None:  # the loop will switch the model's mask to these blocks (pipeline semantics)
         transformer._set_ar_attention(cbs)
-    planner = make_planner(resolved, transformer, cbs or transformer.config.num_frame_per_block)
+    planner = make_planner(resolved, transformer, cbs or transformer.config.num_frame_per_block, ranks)
     for factor in ("vae_scale_factor_temporal", "vae_scale_factor_spatial"):  # a pipeline knows its VAE
         if hasattr(model, factor):
             loop_kwargs.setdefault(factor, getattr(model, factor))
     if reuse_clean_kv is None:  # exact to round-off, so on wherever the policy already restricts frames
         reuse_clean_kv = (isinstance(planner, FrameUnitsPlanner) and planner.restrict and planner.block_causal
-                          and not loop_kwargs.get("addnoise_condition"))
+                          and not loop_kwargs.get("addnoise_condition") and ranks is None)
     if stale_context:
         return _with_stale_context(transformer, scheduler, planner, prompt_embeds, negative_prompt_embeds,
                                    loop_kwargs)

@@ -19,6 +19,11 @@ Output: ``FrameUnitsPlanner``, a ``Planner`` for ``runtime.df.loop``:
   valid interval cut after the last recompute group (exact under block-causal attention), otherwise
   the whole valid interval, and not at all when no group recomputes.
 
+Context parallelism (``ranks``, a ``runtime.parallel.Ranks``): the loop runs on every rank with the
+whole latents (the transformer splits and gathers the sequence inside), so the signals read here are
+already the same on every rank and need no reduction; with the decision check on, the codes of all
+groups of an iteration are compared in one all-reduce.
+
 Every decision is also recorded in ``decisions`` (a ``runtime.trace.Trace``, ``call`` = chunk), the
 format ``runtime.simulate`` replays: the simulator must agree with this planner decision for decision.
 
@@ -42,6 +47,7 @@ import torch
 from policy_lang import ir
 from runtime.controller import Decision, StepContext, UnitController
 from runtime.df.plan import FramePlan, IterationContext, Planner
+from runtime.parallel import decision_code
 from runtime.predict import History
 from runtime.signals import SignalBatch
 from runtime.trace import Trace, TraceEntry
@@ -74,6 +80,7 @@ class FrameUnitsPlanner(Planner):
     policy: ir.Policy | None = None
     block_causal: bool = True
     context_denoiser: Any = None  # a StaleContextDenoiser to tell which frames to run (runtime.df.context)
+    ranks: Any = None  # runtime.parallel.Ranks under context parallelism: the decision check
     name: str = field(init=False, default="")
     exactness: str = field(init=False, default="exact")
 
@@ -135,7 +142,7 @@ class FrameUnitsPlanner(Planner):
         return batch.compute()
 
     def plan(self, ctx: IterationContext, latents: torch.Tensor) -> FramePlan:
-        actions, reasons = [], []
+        actions, reasons, codes, where = [], [], [], []
         for g in ctx.groups:
             group = self.groups[g.index]
             if not g.updated:
@@ -161,6 +168,12 @@ class FrameUnitsPlanner(Planner):
                 group.recompute_input = group.last_input
             actions.append(decision.action.kind)
             reasons.append(decision.guard or decision.rule_id or "")
+            if self.ranks is not None and self.ranks.check_decisions:
+                codes.append(decision_code(f"frames[{g.index}]", self.chunk, g.step, decision.action.kind,
+                                           decision.rule_id, decision.guard))
+                where.append(f"frames[{g.index}] (chunk {self.chunk}), step {g.step}")
+        if codes:  # one check per iteration, for every group at once
+            self.ranks.check(codes, where)
         recompute = [i for i, a in enumerate(actions) if a == "recompute"]
         if self.context_denoiser is not None:
             self.context_denoiser.queries = [f for i in recompute for f in range(*ctx.groups[i].frames)]

@@ -1,0 +1,138 @@
+"""The runs the context-parallel tests compare: the same code on 2 gloo ranks and on one process.
+
+``run_cases(parallel)`` runs every case on tiny random models and returns, per case, the decision
+trace (unit, branch, step, action, rule, guard, signal values), the output tensor and, under
+context parallelism, the collectives the session made. ``worker`` is the ``torch.multiprocessing``
+entry point of one rank (gloo on CPU, Ulysses degree = world size).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "runtime"))
+import tiny_pipes  # noqa: E402
+
+POLICIES = ROOT / "policies"
+
+PER_BLOCK = """
+policy per_block "each block cached on a small change of its own input" {
+    param threshold = 0.3 in 0..1
+    on each block[1:] {
+        warmup 2
+        if delta(input) < threshold and cos_dist(input) < 0.2: cache
+        else: recompute
+        limit run cache 2
+    }
+}
+"""
+
+#: (name, policy, params): the library policies with parameters that make them act within 8 steps
+CASES = (
+    ("fbcache", POLICIES / "fbcache.policy", {"threshold": 0.3}),
+    ("teacache", POLICIES / "teacache.policy", {"retention": 2, "threshold": 0.3}),
+    ("taylorseer", POLICIES / "taylorseer.policy", {"interval": 3}),
+    ("per_block", PER_BLOCK, {}),
+    ("dbcache_taylor", POLICIES / "dbcache_taylor.policy", {"warmup_steps": 2, "threshold": 0.3}),
+)
+STEPS = 8
+DF_KW = dict(height=32, width=32, num_frames=29, num_inference_steps=8, base_num_frames=29, ar_step=2,
+             causal_block_size=2, guidance_scale=3.0)
+
+
+def rows(trace) -> list[tuple]:
+    return [(e.unit, e.branch, e.step, e.action, e.decided, e.rule_id, e.guard, dict(e.signals)) for e in trace]
+
+
+def _enable(transformer, world: int, plan=None) -> None:
+    from diffusers import ContextParallelConfig
+
+    transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world), cp_plan=plan)
+
+
+def _pipeline_cases(model: str, world: int) -> dict:
+    import runtime
+
+    pipe, kwargs = getattr(tiny_pipes, model)(steps=STEPS, layers=3)
+    if world > 1:
+        _enable(pipe.transformer, world)
+    out = {}
+    for name, policy, params in CASES:
+        with runtime.attach(pipe, policy, check_decisions=True, **params) as session:
+            latents = pipe(**kwargs, generator=torch.Generator().manual_seed(0))[0]
+        ranks = session.parallel
+        out[f"{model}/{name}"] = dict(trace=rows(session.trace), output=latents,
+                                      cost=None if ranks is None else ranks.counts())
+    return out
+
+
+def _df_case(world: int) -> dict:
+    from runtime.df import generate
+    from runtime.df.tiny import tiny_embeds, tiny_skyreels
+    from runtime.parallel import skyreels_v2_cp_plan
+
+    prompt, negative = tiny_embeds()
+    transformer, scheduler = tiny_skyreels(num_frame_per_block=2)
+    if world > 1:
+        _enable(transformer, world, skyreels_v2_cp_plan(transformer))
+    latents, trace = generate((transformer, scheduler), POLICIES / "scope.policy", prompt_embeds=prompt,
+                              negative_prompt_embeds=negative, generator=torch.Generator().manual_seed(1),
+                              check_decisions=True, **DF_KW)
+    return {"skyreels-df/scope": dict(trace=rows(trace.decisions), output=latents, cost=None)}
+
+
+def run_cases(world: int = 1) -> dict:
+    torch.set_num_threads(1)
+    out = {}
+    for model in ("wan", "flux"):
+        out.update(_pipeline_cases(model, world))
+    out.update(_df_case(world))
+    return out
+
+
+def unreduced_case() -> dict:
+    """Rank 0's token slice never changes, rank 1's does: a signal left unreduced splits the decision."""
+    import runtime
+    from runtime.parallel import DecisionMismatchError
+
+    pipe, _ = tiny_pipes.wan(cfg=False, steps=2, layers=2)
+    transformer = pipe.transformer
+    _enable(transformer, 2)
+    policy = "policy split {\n on blocks {\n if delta(input) > 0.5: recompute\n else: cache\n limit stale 1\n }\n}"
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 4, 8, 8, generator=g)
+    moved = x.clone()
+    moved[:, :, 2:] += 5.0  # the second half of the frames: the second half of the token sequence
+    embeds = torch.randn(1, 6, 16, generator=g)
+    out = {}
+    for reduced in (True, False):
+        session = runtime.attach(transformer, policy, check_decisions=True)
+        if not reduced:
+            session.reduce = None  # deliberately unreduced: each rank reads its own slice
+        error = None
+        with session:
+            try:
+                for latents in (x, moved):
+                    transformer(hidden_states=latents, timestep=torch.tensor([500]), encoder_hidden_states=embeds,
+                                return_dict=False)  # diffusers CP hooks need a tuple
+            except DecisionMismatchError as exc:
+                error = str(exc)
+        out[reduced] = dict(trace=rows(session.trace), error=error)
+    return out
+
+
+def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.accelerator.device_count = lambda: 1  # diffusers divides the rank by it; 0 on a CPU machine
+    dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        result = run_cases(world)
+        result["unreduced"] = unreduced_case()
+        torch.save(result, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
