@@ -4,7 +4,8 @@ Input: a transformer, optionally the process group of its context-parallel regio
 (``attach(..., group=...)``); without one, diffusers' ``model._parallel_config`` (set by
 ``transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=N | ring_degree=N))``)
 gives the group of its ring x ulysses mesh. ``ranks_of(model, group, check)`` returns a ``Ranks``
-(None on a single process, or a group of one rank).
+(None on a single process; a group of one rank given explicitly still runs the collectives, which
+is how the example times their overhead on one GPU).
 Output, per decision point, at most two collectives on that group:
 
 * ``Ranks.reduce(means, counts)`` — the signal reduction, called by ``SignalBatch.compute`` in place
@@ -141,14 +142,18 @@ def ranks_of(model: Any, group: Any = None, check: bool | None = None) -> Ranks 
 
     if check is None:
         check = os.environ.get("POLICYC_CHECK_DECISIONS", "") not in ("", "0")
+    explicit = group is not None
     if group is None:
         group = _cp_group(model)
         if group is None:
             return None
     if not dist.is_available() or not dist.is_initialized():
+        if explicit:
+            raise ParallelError("attach(..., group=...) needs torch.distributed initialised\n"
+                                "help: call `torch.distributed.init_process_group` first (torchrun sets it up)")
         return None
     world = dist.get_world_size(group)
-    if world <= 1:
+    if world <= 1 and not explicit:  # a group of one given explicitly still runs the collectives (to time them)
         return None
     # the reduced vector is tiny: it travels on the device the backend wants (NCCL: the current GPU)
     nccl = "nccl" in str(dist.get_backend(group))

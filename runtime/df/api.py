@@ -22,9 +22,11 @@ runs this loop on the whole latents, the transformer splits the sequence; frame-
 checked across ranks with ``check_decisions`` (``runtime.parallel``); ``reuse_clean_kv`` is off and
 ``stale_context`` refused (their attention processors do not run the all-to-all).
 Output: ``(latents, trace)`` -- the final latents ``[B, C, F, H, W]`` (decode them with the
-pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision.
+pipeline's VAE if it has one) and the ``DFTrace`` of every iteration and frame-group decision
+(``trace.parallel``: the ``runtime.parallel.Ranks`` under context parallelism).
 
-Errors: ``ValueError`` for a policy the loop cannot run (see ``runtime.df.units``) or an object
+Errors: ``runtime.parallel.ParallelError`` for ``reuse_clean_kv`` / ``stale_context`` under context
+parallelism; ``ValueError`` for a policy the loop cannot run (see ``runtime.df.units``) or an object
 that is neither a pipeline nor a (transformer, scheduler) pair; the compiler's ``PolicyError`` for
 an invalid ``.policy`` file.
 """
@@ -103,8 +105,10 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
         return _with_stale_context(transformer, scheduler, planner, prompt_embeds, negative_prompt_embeds,
                                    loop_kwargs)
     if not reuse_clean_kv:
-        return run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
-                                     planner=planner, **loop_kwargs)
+        latents, trace = run_diffusion_forcing(transformer, scheduler, prompt_embeds, negative_prompt_embeds,
+                                               planner=planner, **loop_kwargs)
+        trace.parallel = ranks
+        return latents, trace
     denoiser = KVPrefixDenoiser(transformer, prompt_embeds, negative_prompt_embeds,
                                 loop_kwargs.get("guidance_scale", 6.0), loop_kwargs.get("fps", 24),
                                 loop_kwargs.get("attention_kwargs"))

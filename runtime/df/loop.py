@@ -67,6 +67,7 @@ class DFTrace:
     records: list[IterationRecord] = field(default_factory=list)
     decisions: Any = None  # the planner's runtime.trace.Trace of per-group decisions, if it keeps one
     reused_frames: int = 0  # frame evaluations served from reused keys/values (runtime.df.kvcache)
+    parallel: Any = None  # runtime.parallel.Ranks under context parallelism (its counts())
 
     def to_dicts(self) -> list[dict[str, Any]]:
         return [r.as_dict() for r in self.records]

@@ -196,15 +196,15 @@ def test_the_reduce_hook_sees_every_reduction_once():
     a, b = _pair(8)
     seen = []
 
-    def reduce(stacked):
-        seen.append(stacked.shape)
+    def reduce(stacked, counts):
+        seen.append((stacked.shape, counts.tolist()))
         return stacked * 1.0
 
     batch = SignalBatch()
     batch.distance("delta", "input", a, b)
     batch.distance("drift", "input", a, b)  # shares both reductions with delta(input)
     got = batch.compute(reduce=reduce)
-    assert seen == [torch.Size([2])]
+    assert seen == [(torch.Size([2]), [a.numel(), b.numel()])]  # each mean with the elements behind it
     assert got["delta(input)"] == got["drift(input)"]
 
 
