@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(args.world, port, args.model, args.steps, tmp), nprocs=args.world)
         ranks = [torch.load(f"{tmp}/rank{r}.pt", weights_only=False) for r in range(args.world)]
-    lines = [f"| policy | signal all-reduces / step | signal bytes / step | checks / step | check bytes / step "
-             f"| ranks agree | = 1 process |", "|---|---|---|---|---|---|---|"]
+    lines = ["| policy | signal all-reduces / step | signal bytes / step | checks / step | check bytes / step "
+             "| ranks agree | = 1 process |", "|---|---|---|---|---|---|---|"]
     for name, (rows, counts, per) in ranks[0].items():
         agree = all(r[name][0] == rows for r in ranks[1:])
         same = single[name][0] == rows
