@@ -37,8 +37,6 @@ def _init() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         dist.init_process_group("nccl")
         return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local)
-    # diffusers 0.42 places rank r on accelerator r % device_count(), which is 0 without one
-    torch.accelerator.device_count = lambda: 1
     dist.init_process_group("gloo")
     return dist.get_rank(), dist.get_world_size(), torch.device("cpu")
 
@@ -71,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         if world > 1:
             from diffusers import ContextParallelConfig
 
+            if device.type == "cpu":  # diffusers 0.42 puts rank r on accelerator r % device_count(): 0 here
+                torch.accelerator.device_count = lambda: 1
             degree = {"ring_degree" if args.ring else "ulysses_degree": world}
             pipe.transformer.enable_parallelism(config=ContextParallelConfig(**degree))
         group = None if world > 1 else dist.group.WORLD  # world 1: no CP, time the collectives anyway
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{result['speedup']:.2f}x, PSNR {result['psnr']:.2f} dB vs no policy; per step "
                   f"{result['per_step']['signal_allreduces']:.1f} signal all-reduces "
                   f"({result['per_step']['signal_bytes']:.0f} B), {result['per_step']['check_allreduces']:.1f} "
-                  f"decision checks ({result['per_step']['check_bytes']:.0f} B); seconds {result['seconds']}")
+                  f"decision checks ({result['per_step']['check_bytes']:.0f} B); seconds {result['seconds']}, "
+                  f"same decisions without the collectives: {result['same_as_unreduced']}")
         return result
     finally:
         dist.destroy_process_group()

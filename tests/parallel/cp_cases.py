@@ -125,6 +125,31 @@ def unreduced_case() -> dict:
     return out
 
 
+def cfg_parallel_case(branches: tuple[str, ...], group=None) -> dict:
+    """CFG parallel: the calls of ``branches`` (one per rank under CFG parallelism, both on one process)."""
+    import runtime
+    from runtime.parallel import DecisionMismatchError
+
+    pipe, _ = tiny_pipes.wan(cfg=False, steps=2, layers=2)
+    transformer = pipe.transformer
+    g = torch.Generator().manual_seed(4)
+    x, embeds = torch.randn(1, 4, 2, 8, 8, generator=g), torch.randn(2, 6, 16, generator=g)
+    session = runtime.attach(transformer, POLICIES / "fbcache.policy", group=group, check_decisions=True,
+                             threshold=0.5)
+    error = None
+    with session, torch.no_grad():
+        try:
+            for step, t in enumerate((900, 800, 700, 600)):
+                for branch in branches:
+                    with transformer.cache_context(branch):
+                        transformer(hidden_states=x * (1 - step / 10), timestep=torch.tensor([t]),
+                                    encoder_hidden_states=embeds[:1] if branch == "cond" else embeds[1:],
+                                    return_dict=False)
+        except DecisionMismatchError as exc:
+            error = str(exc)
+    return dict(trace=rows(session.trace), error=error)
+
+
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
@@ -133,6 +158,9 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     try:
         result = run_cases(world)
         result["unreduced"] = unreduced_case()
+        branch = ("cond", "uncond")[rank]
+        result["cfg_parallel"] = cfg_parallel_case((branch,))  # no context parallelism: nothing to reduce
+        result["cfg_mixed"] = cfg_parallel_case((branch,), group=dist.group.WORLD)  # a group across branches
         torch.save(result, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()

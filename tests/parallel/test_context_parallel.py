@@ -39,6 +39,7 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("cp")
     context = mp.spawn(cp_cases.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=False)
     reference = cp_cases.run_cases(1)
+    reference["cfg_parallel"] = cp_cases.cfg_parallel_case(("cond", "uncond"))
     while not context.join(timeout=120):
         pass
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
@@ -105,3 +106,14 @@ def test_an_unreduced_signal_is_caught_by_the_decision_check(runs):
         assert "help:" in unreduced["error"]
     # rank 0's slice did not change (cache), rank 1's did (recompute): the check raised before the blocks ran
     assert [r["unreduced"][False]["trace"][-1][3] for r in ranks] == ["cache", "recompute"]
+
+
+def test_cfg_parallel_keeps_each_branch_state_and_a_group_across_branches_is_caught(runs):
+    reference, ranks = runs
+    for rank, branch in zip(ranks, ("cond", "uncond")):  # one branch per rank, as xDiT's CFG parallel
+        mine = rank["cfg_parallel"]
+        assert mine["error"] is None
+        assert mine["trace"] == [r for r in reference["cfg_parallel"]["trace"] if r[1] == branch]
+        # reducing over the world would mix cond and uncond: the check names the first decision
+        assert f"ranks took different decisions at blocks[1:2] ({branch}), step 0" in rank["cfg_mixed"]["error"]
+    assert {r[3] for r in reference["cfg_parallel"]["trace"]} == {"recompute", "cache"}
