@@ -3,7 +3,8 @@
 ``run_cases(parallel)`` runs every case on tiny random models and returns, per case, the decision
 trace (unit, branch, step, action, rule, guard, signal values), the output tensor and, under
 context parallelism, the collectives the session made. ``worker`` is the ``torch.multiprocessing``
-entry point of one rank (gloo on CPU, Ulysses degree = world size).
+entry point of one rank (gloo on CPU, Ulysses degree = world size); ``preload`` imports what the
+ranks need before they are forked.
 """
 
 from __future__ import annotations
@@ -150,14 +151,53 @@ def cfg_parallel_case(branches: tuple[str, ...], group=None) -> dict:
     return dict(trace=rows(session.trace), error=error)
 
 
+def refusals(world: int) -> dict:
+    """What context parallelism refuses, with the message: KV reuse in the DF loop, CP enabled after attach."""
+    import runtime
+    from runtime.df import generate
+    from runtime.df.tiny import tiny_embeds, tiny_skyreels
+    from runtime.parallel import ParallelError, skyreels_v2_cp_plan
+
+    out = {}
+    transformer, scheduler = tiny_skyreels(num_frame_per_block=2)
+    _enable(transformer, world, skyreels_v2_cp_plan(transformer))
+    prompt, negative = tiny_embeds()
+    try:
+        generate((transformer, scheduler), POLICIES / "scope.policy", prompt_embeds=prompt,
+                 negative_prompt_embeds=negative, reuse_clean_kv=True, **DF_KW)
+    except ParallelError as exc:
+        out["reuse_clean_kv"] = str(exc)
+    pipe, kwargs = tiny_pipes.wan(cfg=False, steps=2, layers=2)
+    with runtime.attach(pipe, POLICIES / "fbcache.policy") as session:
+        _enable(pipe.transformer, world)
+        try:
+            pipe(**kwargs)
+        except ParallelError as exc:
+            out["enabled_after_attach"] = str(exc)
+    out["detached"] = session.parallel is None and not session.attached
+    return out
+
+
+def preload() -> None:
+    """Import what the cases use, so that forked ranks start with it (a fresh import costs ~15 s here)."""
+    import diffusers.hooks.context_parallel  # noqa: F401
+    from diffusers import FluxPipeline, SkyReelsV2Transformer3DModel, WanPipeline  # noqa: F401
+
+    import runtime.df  # noqa: F401
+    import runtime.session  # noqa: F401
+
+
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
+
+    torch.set_num_threads(1)  # before any op: a forked child must not use the parent's thread pool
 
     torch.accelerator.device_count = lambda: 1  # diffusers divides the rank by it; 0 on a CPU machine
     dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
     try:
         result = run_cases(world)
         result["unreduced"] = unreduced_case()
+        result["refusals"] = refusals(world)
         branch = ("cond", "uncond")[rank]
         result["cfg_parallel"] = cfg_parallel_case((branch,))  # no context parallelism: nothing to reduce
         result["cfg_mixed"] = cfg_parallel_case((branch,), group=dist.group.WORLD)  # a group across branches

@@ -2,7 +2,7 @@
 one process does: every rank's trace is the same, the output equals the single-process output, and
 a signal left unreduced is caught by the decision check instead of deadlocking the attention.
 
-One spawn runs every case on both ranks while this process computes the single-process references.
+One pair of forked ranks runs every case while this process computes the single-process references.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def runs(tmp_path_factory):
     import torch.multiprocessing as mp
 
     out = tmp_path_factory.mktemp("cp")
-    context = mp.spawn(cp_cases.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=False)
+    cp_cases.preload()  # forked ranks inherit the imports: they start at once (spawned ones re-import, ~15 s)
+    context = mp.start_processes(cp_cases.worker, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=False,
+                                 start_method="fork")
     reference = cp_cases.run_cases(1)
     reference["cfg_parallel"] = cp_cases.cfg_parallel_case(("cond", "uncond"))
     while not context.join(timeout=120):
@@ -117,3 +119,13 @@ def test_cfg_parallel_keeps_each_branch_state_and_a_group_across_branches_is_cau
         # reducing over the world would mix cond and uncond: the check names the first decision
         assert f"ranks took different decisions at blocks[1:2] ({branch}), step 0" in rank["cfg_mixed"]["error"]
     assert {r[3] for r in reference["cfg_parallel"]["trace"]} == {"recompute", "cache"}
+
+
+def test_refusals_name_the_problem_and_the_fix(runs):
+    _, ranks = runs
+    for rank in ranks:
+        refused = rank["refusals"]
+        assert "reuse_clean_kv and stale_context replace the attention processor" in refused["reuse_clean_kv"]
+        assert "changed after the policy `fbcache` was attached" in refused["enabled_after_attach"]
+        assert all("help:" in message for message in (refused["reuse_clean_kv"], refused["enabled_after_attach"]))
+        assert refused["detached"]
