@@ -28,9 +28,9 @@ token slice (no activation is gathered). ``counts()`` gives the collectives and 
 
 Hook order: diffusers puts its split/gather hooks (``cp_input---*``, ``cp_output---*``) on some
 blocks (Wan splits ``hidden_states`` at ``blocks.0``). A policy block hook must run *inside* them
-(it sees the rank's slice in and out); ``keep_outside`` re-registers diffusers' hooks outside the one
-just added. The root hook stays outside everything (it sees the user's full call: the noise level
-comes from the whole timestep tensor).
+(it sees the rank's slice in and out): ``register_inside`` adds it under diffusers' hooks. The root
+hook stays outside everything (it sees the user's full call: the noise level comes from the whole
+timestep tensor).
 
 SkyReels-V2 has no ``_cp_plan`` in diffusers; ``skyreels_v2_cp_plan(model)`` is one: ``hidden_states``
 split at ``blocks.0``, the rotary tables and (diffusion forcing) the per-token modulation ``temb`` of
@@ -38,7 +38,12 @@ every block split along the tokens, the sequence gathered after the last block (
 ``proj_out`` then run on the whole sequence, which the per-token final modulation needs).
 
 Errors: ``DecisionMismatchError`` (ranks disagree), ``ParallelError`` (context parallelism enabled
-after ``attach``; a ring/ulysses config without a mesh).
+after ``attach``; a config without a mesh; ``group=`` without ``torch.distributed``; a hook added to a
+block after diffusers' context-parallel hooks; a SkyReels-V2 plan for fewer than 2 blocks).
+
+CFG parallelism (cond and uncond on different ranks): pass the context-parallel group of the
+branch as ``group=``; unit state is per branch already, and the decision code holds the branch, so
+a group that mixes branches fails the check at the first decision.
 """
 
 from __future__ import annotations
