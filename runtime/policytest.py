@@ -19,9 +19,10 @@ A case's signal trace is either that compact table (the first section, one unit,
 ``null`` is a missing value, as on a unit's first call) or ``"trace"``: a whole ``policyc-trace``
 document (:mod:`runtime.simulate`'s format), inline or as a path relative to the test file.
 ``expect`` is the decision sequence, one action kind per row (a list or a space-separated string);
-``bounds`` (optional) checks the longest non-recompute run and the recompute count of every unit
-(:func:`runtime.simulate.summarize`). A signal that a decision needs and the trace lacks fails the
-case (the simulator's ``EvalError``), never a silent default.
+``bounds`` checks the longest non-recompute run and the recompute count of every unit
+(:func:`runtime.simulate.summarize`); a case needs ``expect``, ``bounds`` or both. A signal that a
+decision needs and the trace lacks fails the case (the simulator's ``EvalError``), never a silent
+default.
 
 ``run_file(path)`` returns a :class:`CaseResult` per case; a failure carries a unified diff of the
 expected and the simulated decision sequences (one line per row: ``step N [branch unit]: action``).
@@ -100,6 +101,8 @@ def _line(row: TraceRow, action: str | None) -> str:
 
 def run_case(case: dict[str, Any], policy_path: Path, base: Path) -> CaseResult:
     name = str(case.get("name", "unnamed case"))
+    if case.get("expect") is None and not case.get("bounds"):
+        return CaseResult(name, False, ["a case must expect something: give `expect` and/or `bounds`"])
     try:
         policy = compile_file(policy_path, params=case.get("set") or None).ir
         rows = _rows(case, policy, base)

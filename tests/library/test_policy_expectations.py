@@ -37,6 +37,10 @@ def test_missing_signals_and_files_are_errors_not_defaults(tmp_path, capsys):
     (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [case]}))
     (result,) = run_file(tmp_path / "fbcache.test.json")
     assert not result.passed and "drift(probe)" in result.problems[0]
+    del case["expect"]  # a case that expects nothing is a failure, not a pass
+    (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [case]}))
+    (result,) = run_file(tmp_path / "fbcache.test.json")
+    assert not result.passed and "must expect something" in result.problems[0]
     (tmp_path / "lonely.policy").write_text("")
     assert main(["test", str(tmp_path / "lonely.policy")]) == 1
     assert "no expectation file" in capsys.readouterr().out
