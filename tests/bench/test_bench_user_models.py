@@ -128,3 +128,26 @@ def test_open_pipeline_casts_and_places_it(saved):
     assert pipe.text_encoder is None and pipe.device.type == "cpu"
     with pytest.raises(ModelError, match="unknown --dtype 'float8'"):
         open_pipeline(str(saved["flux"]), dtype="float8")
+
+
+def test_bench_json_from_a_fresh_process_is_one_document(saved, tmp_path):
+    # the issue's `policyc bench ... --peers --json | jq`: a new interpreter imports cache-dit inside the
+    # command; its model comes from module:factory (a pipeline loaded from the saved folder)
+    pytest.importorskip("cache_dit", reason="the peers extra (pip install '.[peers]')")
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "my_factory.py").write_text(
+        "from diffusers import DiffusionPipeline\n"
+        f"def make():\n    return DiffusionPipeline.from_pretrained({str(saved['wan'])!r}, local_files_only=True)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    proc = subprocess.run([sys.executable, "-m", "policy_lang.cli", "bench", "--model", "my_factory:make",
+                           "--prompt", "a dog", "--steps", "3", "--frames", "5", "--guidance", "1", "--call",
+                           "max_sequence_length=8", "--peer", "dbcache", "--seeds", "1", "--json",
+                           "--out", str(tmp_path / "out"), *SMALL],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (obj,) = json.loads(proc.stdout)  # all of stdout is the document: `| jq` works
+    assert obj["method"] == "dbcache" and obj["kind"] == "peer"
+    assert "[Cache-DiT]" in proc.stderr
