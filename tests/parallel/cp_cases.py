@@ -178,6 +178,21 @@ def refusals(world: int) -> dict:
     return out
 
 
+def uneven_reduce_case(rank: int, world: int) -> dict:
+    """``Ranks.reduce`` on slices of unequal size (diffusers' ``ulysses_anything``; its uneven all-gather
+    needs NCCL, so the model cannot run it on gloo) and on a replicated value."""
+    import torch.distributed as dist
+
+    from runtime.parallel import ranks_of
+
+    ranks = ranks_of(None, dist.group.WORLD)
+    full = torch.randn(9, generator=torch.Generator().manual_seed(5))  # 5 elements on rank 0, 4 on rank 1
+    part = full.tensor_split(world)[rank]
+    means = torch.tensor([part.abs().mean().item(), 2.5], dtype=torch.float64)
+    got = ranks.reduce(means, torch.tensor([part.numel(), 1.0], dtype=torch.float64))
+    return dict(got=got.tolist(), want=[full.double().abs().mean().item(), 2.5], counts=ranks.counts())
+
+
 def preload() -> None:
     """Import what the cases use, so that forked ranks start with it (a fresh import costs ~15 s here)."""
     import diffusers.hooks.context_parallel  # noqa: F401
@@ -198,6 +213,7 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         result = run_cases(world)
         result["unreduced"] = unreduced_case()
         result["refusals"] = refusals(world)
+        result["uneven"] = uneven_reduce_case(rank, world)
         branch = ("cond", "uncond")[rank]
         result["cfg_parallel"] = cfg_parallel_case((branch,))  # no context parallelism: nothing to reduce
         result["cfg_mixed"] = cfg_parallel_case((branch,), group=dist.group.WORLD)  # a group across branches

@@ -129,3 +129,12 @@ def test_refusals_name_the_problem_and_the_fix(runs):
         assert "changed after the policy `fbcache` was attached" in refused["enabled_after_attach"]
         assert all("help:" in message for message in (refused["reuse_clean_kv"], refused["enabled_after_attach"]))
         assert refused["detached"]
+
+
+def test_slices_of_unequal_size_are_weighted_by_their_element_counts(runs):
+    _, ranks = runs
+    got = [rank["uneven"]["got"] for rank in ranks]
+    assert got[0] == got[1]  # bit for bit on every rank
+    want = ranks[0]["uneven"]["want"]
+    assert abs(got[0][0] - want[0]) <= 1e-7 * want[0] and got[0][1] == want[1]  # float32 local means
+    assert ranks[0]["uneven"]["counts"] == (1, 32, 0, 0)  # one all-reduce of 2 terms x (mean*n, n) float64
