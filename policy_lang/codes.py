@@ -70,6 +70,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0416": ("error", "a signal not defined for this unit"),
     "P0417": ("warning", "a probe that no section reads"),
     "P0418": ("warning", "`limit run` on an action that no arm chooses"),
+    "P0419": ("error", "a block range outside the model's blocks"),
+    "P0420": ("error", "`-0` as a block index"),
     # P05xx — params and overrides
     "P0501": ("error", "param value outside its range"),
     "P0502": ("error", "empty param range"),

@@ -116,7 +116,8 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
 
 def explain_text(a: PolicyAnalysis) -> str:
     doc = f" - {a.policy.doc}" if a.policy.doc else ""
-    out = [f"policy {a.policy.name}{doc}", f"analysed for {a.steps} calls per unit and branch "
+    model = "" if a.depth is None else f" on a model with {a.depth} blocks"
+    out = [f"policy {a.policy.name}{doc}", f"analysed for {a.steps} calls per unit and branch{model} "
            f"in {a.seconds * 1000:.0f} ms ({a.cpu_seconds * 1000:.0f} ms CPU)", ""]
     for r in a.sections:
         out += _section_text(r, a.policy) + [""]
@@ -217,7 +218,9 @@ def cmd_explain(args) -> int:
         _report(c.diagnostics, source, args.file, args.error_format)
         return 1
     spans = SourceMap(filename=args.file, spans={k: v for k, v in c.spans.items() if v is not None})
-    analysis = analyze(c.ir, args.steps, spans, lipschitz=args.lipschitz)
+    if args.blocks is not None and args.blocks < 1:
+        args.parser.error(f"--blocks must be at least 1 (got {args.blocks})")
+    analysis = analyze(c.ir, args.steps, spans, lipschitz=args.lipschitz, depth=args.blocks)
     _report(list(c.diagnostics) + analysis.diagnostics, source, args.file, args.error_format)
     emit = "json" if args.json else args.emit
     if emit == "png":
@@ -254,6 +257,8 @@ def register(sub) -> None:
     p.add_argument("--emit", choices=("text", "json", "dot", "png"), default="text")
     p.add_argument("--lipschitz", type=lipschitz_constant, default=1.0, metavar="L",
                    help="Lipschitz constant L >= 0 of the error bound (default 1)")
+    p.add_argument("--blocks", type=int, metavar="N", help="prove for a model with N blocks: block ranges resolved "
+                   "as at attach (negative bounds from the end), `block` in its range, `blocks` = N")
     p.add_argument("-o", "--output", help="write here instead of stdout (png: default NAME.png)")
     p.add_argument("--error-format", choices=("human", "json"), default="human")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", default=[], help="override a param")

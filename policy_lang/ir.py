@@ -5,7 +5,12 @@ Output: frozen pydantic models; ``Policy.model_dump_json()`` is the interchange 
 ``Policy.model_json_schema()`` its JSON Schema (``policyc schema``).
 Errors: ``load_ir`` raises ``IRError`` on JSON that is not valid IR or carries another
 ``ir_version``; ``Policy.with_params`` raises ``ParamError`` on an unknown, mistyped or
-out-of-range override.
+out-of-range override; ``resolve_units`` raises ``RangeError`` (with a diagnostic code) for block
+ranges a model of the given depth cannot run.
+
+Block ranges keep the form they were written in: a negative bound counts from the model's end.
+``resolve_units(policy, depth)`` is the one step that makes them absolute, shared by the runtime
+(at attach) and the proofs at a known depth (``policy_lang.graph.analyze(..., depth=)``).
 
 Rules of this module:
 * no source positions inside the IR: nodes that a diagnostic or a trace may point at carry a
@@ -43,8 +48,8 @@ SCALAR_SIGNALS: dict[str, tuple[SignalType, str]] = {
     "progress": ("number", "step / max(steps - 1, 1), in 0..1"),
     "noise": ("number", "noise level sigma in 0..1 (per frame group under `on frames`)"),
     "branch": ("branch", "cache-context branch: \"cond\", \"uncond\" or \"default\""),
-    "block": ("integer", "index of the block (under `on each block`)"),
-    "blocks": ("integer", "number of blocks in the unit"),
+    "block": ("integer", "the model's index of the block, 0-based (under `on each block`)"),
+    "blocks": ("integer", "the model's number of blocks (its depth)"),
     "frame": ("integer", "index of the frame group (under `on frames`)"),
     "frames": ("integer", "number of frame groups"),
     "since_recompute": ("integer", "calls since the last recompute of this unit (0 right after one)"),
@@ -265,7 +270,8 @@ class ModelUnit(_Node):
 
 
 class BlocksUnit(_Node):
-    """``on blocks`` / ``on blocks[a:b]``: a block range as one unit (``None`` = open end)."""
+    """``on blocks`` / ``on blocks[a:b]``: a block range as one unit (``None`` = open end; a negative
+    bound counts from the model's end, ``-1`` = the last block: see ``resolve_range``)."""
 
     kind: Literal["blocks"] = "blocks"
     start: int | None = None
@@ -273,7 +279,7 @@ class BlocksUnit(_Node):
 
 
 class EachBlockUnit(_Node):
-    """``on each block`` / ``on each block[a:b]``: one decision per block of the range."""
+    """``on each block`` / ``on each block[a:b]``: one decision per block of the range (bounds as ``BlocksUnit``)."""
 
     kind: Literal["each_block"] = "each_block"
     start: int | None = None
@@ -371,7 +377,8 @@ class Section(_Node):
 
 
 class Probe(_Node):
-    """``probe blocks[a:b]``: blocks that always run; their residual is the signal source ``probe``."""
+    """``probe blocks[a:b]``: blocks that always run; their residual is the signal source ``probe``
+    (bounds as ``BlocksUnit``)."""
 
     id: str
     start: int | None = None
@@ -434,6 +441,106 @@ class Policy(_Node):
                 raise ParamError(f"unknown param `{name}`; this policy declares: {', '.join(known) or 'none'}")
             new[name] = known[name].model_copy(update={"value": coerce_param(known[name], raw)})
         return self.model_copy(update={"params": tuple(new[p.name] for p in self.params)})
+
+
+# --------------------------------------------------------------------------------------------
+# Block ranges: written relative to either end of the model, resolved against its depth
+# --------------------------------------------------------------------------------------------
+
+
+class RangeError(ValueError):
+    """A block range that a model of a given depth cannot run; ``code``, ``help`` and ``node_id``
+    (the section or ``"probe"``) let the compiler render it as a diagnostic."""
+
+    def __init__(self, code: str, message: str, help: str, node_id: str):
+        super().__init__(message)
+        self.code, self.help, self.node_id = code, help, node_id
+
+
+def range_text(start: int | None, stop: int | None) -> str:
+    """``[a:b]`` as written (open ends left empty)."""
+    return f"[{'' if start is None else start}:{'' if stop is None else stop}]"
+
+
+def resolve_range(start: int | None, stop: int | None, depth: int) -> tuple[int, int]:
+    """The absolute half-open ``[a, b)`` of a range on a model with ``depth`` blocks: a bound ``>= 0``
+    is a block index, a negative one counts from the end (``-1`` = the last block, so ``[-4:]`` is
+    the last four blocks), an open start is 0 and an open stop is ``depth``. Not checked."""
+    a = 0 if start is None else start + depth if start < 0 else start
+    b = depth if stop is None else stop + depth if stop < 0 else stop
+    return a, b
+
+
+def range_fits(start: int | None, stop: int | None, depth: int) -> bool:
+    """True when the range selects at least one block and no block outside the model."""
+    a, b = resolve_range(start, stop, depth)
+    return 0 <= a < b <= depth
+
+
+def block_ranges(policy: Policy) -> list[tuple[str, str, int | None, int | None]]:
+    """``(node id, unit text, start, stop)`` of the probe and of every section on blocks (``model`` and
+    ``frames`` cover every block: ``(None, None)``)."""
+    out = [] if policy.probe is None else [("probe", "probe blocks", policy.probe.start, policy.probe.stop)]
+    for sec in policy.sections:
+        u = sec.unit
+        if isinstance(u, (BlocksUnit, EachBlockUnit)):
+            out.append((sec.id, ("blocks" if isinstance(u, BlocksUnit) else "each block"), u.start, u.stop))
+        else:
+            out.append((sec.id, u.kind, None, None))
+    return out
+
+
+def representative_depths(bounds: list[int | None]) -> list[int]:
+    """Depths that stand for every depth >= 1 as far as ranges with these bounds go: each bound is a
+    constant or ``depth`` + a constant, so a comparison between two of them (or with 0 and ``depth``)
+    changes its truth only where ``depth`` equals a difference of constants; one depth on each side of
+    every such point, and one past the largest, covers every case (used for compile-time checks)."""
+    consts = {0} | {b for b in bounds if b is not None}
+    points = {abs(x - y) for x in consts for y in consts}
+    return sorted({d + k for d in points for k in (-1, 0, 1, 2) if d + k >= 1})
+
+
+def resolve_units(policy: Policy, depth: int) -> Policy:
+    """The policy with every block range absolute for a model with ``depth`` blocks (the one resolve
+    step of the runtime's planning and of the proofs at a known depth). ``RangeError`` with code P0419
+    for a bound outside the model, P0414 for a range that selects no block, P0406 for two units (P0408
+    a probe and a unit) that overlap on this model."""
+    seen: list[tuple[str, str, int, int]] = []
+    for node_id, what, start, stop in block_ranges(policy):
+        a, b = resolve_range(start, stop, depth)
+        text = f"{what}{range_text(start, stop)}"
+        where = f"a model with {depth} block{'s' if depth != 1 else ''}"
+        if what in ("model", "frames"):  # the whole call, on a model of any depth (even none)
+            seen.append((node_id, what, a, b))
+            continue
+        if not (0 <= a <= depth and 0 <= b <= depth):
+            raise RangeError("P0419", f"`{text}` reaches outside {where} (it resolves to [{a}:{b}])",
+                             f"blocks are numbered 0..{depth - 1}; count from the end with negative bounds, "
+                             "e.g. `blocks[-4:]` for the last four blocks", node_id)
+        if a >= b:
+            raise RangeError("P0414", f"`{text}` selects no block of {where} (it resolves to [{a}:{b}])",
+                             "ranges are half-open [start:stop) with start < stop once negative bounds "
+                             "are counted from the end", node_id)
+        for other_id, other, oa, ob in seen:
+            lo, hi = max(a, oa), min(b, ob) - 1
+            if lo <= hi:
+                probe = "probe" in (node_id, other_id)
+                shared = f"block {lo}" if lo == hi else f"blocks {lo}..{hi}"
+                raise RangeError("P0408" if probe else "P0406", f"`{text}` overlaps `{other}` on {where} ({shared})",
+                                 ("probe blocks always run, so no section can reuse them" if probe else
+                                  "each block is decided by one section") + "; make the ranges disjoint on this "
+                                 "model, e.g. by counting both from the same end", node_id)
+        seen.append((node_id, text, a, b))
+
+    def fix(unit: Any) -> Any:
+        if not isinstance(unit, (BlocksUnit, EachBlockUnit, Probe)):
+            return unit
+        a, b = resolve_range(unit.start, unit.stop, depth)
+        return unit.model_copy(update={"start": a, "stop": b})
+
+    return policy.model_copy(update={
+        "probe": None if policy.probe is None else fix(policy.probe),
+        "sections": tuple(s.model_copy(update={"unit": fix(s.unit)}) for s in policy.sections)})
 
 
 def children(node: Any) -> tuple[Any, ...]:
@@ -511,7 +618,8 @@ def load_ir(data: str | bytes | dict) -> Policy:
     Checks, in order: UTF-8 and JSON syntax (``NaN``/``Infinity`` refused), nesting depth, an
     integer ``ir_version`` equal to ``IR_VERSION``, the schema (pydantic, ``extra="forbid"``), then
     what the schema cannot say: every signal, param and let a section reads exists (lets defined
-    before use), and every decision chain is non-empty and ends with an unconditional rule.
+    before use), every decision chain is non-empty and ends with an unconditional rule, and every
+    block range selects a block on some model (negative bounds count from the end: ``resolve_range``).
     """
     if isinstance(data, (bytes, bytearray)):
         try:
@@ -566,6 +674,11 @@ def _depth(obj: Any) -> int:
 
 
 def _check_references(policy: Policy) -> None:
+    ranges = block_ranges(policy)
+    depths = representative_depths([b for r in ranges for b in r[2:]])
+    for node_id, what, start, stop in ranges:
+        if not any(range_fits(start, stop, d) for d in depths):
+            raise IRError(f"invalid IR: {node_id} `{what}{range_text(start, stop)}` selects no block on any model")
     params = {p.name for p in policy.params}
     for section in policy.sections:
         if not section.rules or section.rules[-1].cond is not None:

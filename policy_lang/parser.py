@@ -182,7 +182,10 @@ class _Build(Transformer_NonRecursive):
 
     # units and top level
     def slice(self, meta, ch):
-        return tuple(None if c is None else int(c) if len(c) < 400 else 10**400 for c in ch)
+        return tuple(None if c is None else c if isinstance(c, int) else _index(c) for c in ch)
+
+    def neg_bound(self, meta, ch):
+        return -_index(ch[1])
 
     def unit(self, meta, ch):
         return self._unit(meta, ch[0], ch[1], each=False)
@@ -213,12 +216,23 @@ class _Build(Transformer_NonRecursive):
         return ch[0]
 
 
+def _index(token: Token) -> int:
+    return int(token) if len(token) < 400 else 10**400
+
+
 def parse(source: str) -> tuple[s.Policy | None, list[Diagnostic]]:
-    """Parse ``source`` into a ``syntax.Policy`` or P01xx/P07xx diagnostics."""
+    """Parse ``source`` into a ``syntax.Policy`` or P01xx/P07xx diagnostics (and P0420: a block
+    bound written ``-0``, which the tree cannot keep apart from ``0``)."""
     try:
         tree = _lark().parse(source)
     except UnexpectedInput as exc:
         return None, [_translate(exc, source)]
+    for node in tree.find_data("neg_bound"):
+        if int(node.children[1]) == 0:
+            return None, [diagnostic(
+                "P0420", "`-0` is not a block index", span=span_of(node.meta),
+                notes=("a negative bound counts from the model's end: `-1` is the last block",),
+                help="write `0` for the first block, or leave the bound out (`blocks[2:]` runs to the last block)")]
     policy = _Build().transform(tree)
     deep = _too_deep(policy)
     if deep is not None:

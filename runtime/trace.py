@@ -9,7 +9,8 @@ to check the torch runtime decision for decision.
 
 Fields of an entry: ``call`` (index of the pipeline call / trajectory in this session), ``step``,
 ``steps``, ``noise``, ``branch``, ``unit`` (e.g. ``"blocks[1:4]"``, ``"block 3"``, ``"model"``),
-``section`` (IR id), ``unit_index``/``units``, ``action`` (kind actually executed), ``decided``
+``section`` (IR id), ``unit_index``/``units`` (what ``block``/``blocks`` read: the model's index of the
+unit's first block and its number of blocks; ``frame``/``frames`` under ``on frames``), ``action`` (kind actually executed), ``decided``
 (the controller's action kind before a runtime override), ``rule_id``, ``guard`` and ``guard_id``
 (the guard that fired: ``warmup``, ``limit_run``, ... or the runtime's own ``"nan"`` when a reused or
 predicted tensor was not finite), ``values`` (signals the decision read, accumulators included),

@@ -85,12 +85,19 @@ class Held:
 
 
 class UnitError(ValueError):
-    """A policy that cannot run on this model (reported at attach time)."""
+    """A policy that cannot run on this model (reported at attach time); ``code`` and ``help`` when the
+    compiler has a diagnostic code for it (a block range this model's depth cannot run)."""
+
+    def __init__(self, message: str, code: str | None = None, help: str | None = None):
+        super().__init__(message)
+        self.code, self.help = code, help
 
 
 @dataclass(frozen=True)
 class UnitPlan:
-    """One unit: a section applied to a block range ``[start, stop)`` or to the whole model."""
+    """One unit: a section applied to a block range ``[start, stop)`` or to the whole model.
+    ``unit_index``/``units`` are what ``block``/``blocks`` read: the model's index of the unit's first
+    block and the model's number of blocks."""
 
     section: ir.Section
     kind: str  # "model" | "range"
@@ -107,39 +114,32 @@ class ProbePlan:
     stop: int
 
 
-def _span(start: int | None, stop: int | None, n: int, what: str) -> tuple[int, int]:
-    a, b, _ = slice(start, stop).indices(n)
-    if not 0 <= a < b <= n:
-        raise UnitError(f"{what} [{start}:{stop}] selects no block of a model with {n} blocks")
-    return a, b
-
-
 def plan_units(policy: ir.Policy, n_blocks: int) -> tuple[list[UnitPlan], ProbePlan | None]:
-    probe = None
-    if policy.probe is not None:
-        probe = ProbePlan(*_span(policy.probe.start, policy.probe.stop, n_blocks, "probe blocks"))
+    """The units of ``policy`` on a model with ``n_blocks`` blocks, its ranges resolved by
+    ``ir.resolve_units`` (the step the proofs at a known depth share)."""
+    try:
+        resolved = ir.resolve_units(policy, n_blocks)
+    except ir.RangeError as exc:
+        where = "the probe" if exc.node_id == "probe" else f"section {exc.node_id}"
+        raise UnitError(f"{where}: {exc}", code=exc.code, help=exc.help) from None
+    probe = None if resolved.probe is None else ProbePlan(resolved.probe.start, resolved.probe.stop)
     plans: list[UnitPlan] = []
-    for section in policy.sections:
+    for section in resolved.sections:
         unit = section.unit
         if isinstance(unit, ir.ModelUnit):
-            plans.append(UnitPlan(section, "model", 0, n_blocks, 0, 1, "model"))
+            plans.append(UnitPlan(section, "model", 0, n_blocks, 0, n_blocks, "model"))
         elif isinstance(unit, ir.BlocksUnit):
-            a, b = _span(unit.start, unit.stop, n_blocks, "blocks")
-            plans.append(UnitPlan(section, "range", a, b, 0, 1, f"blocks[{a}:{b}]"))
+            a, b = unit.start, unit.stop
+            plans.append(UnitPlan(section, "range", a, b, a, n_blocks, f"blocks[{a}:{b}]"))
         elif isinstance(unit, ir.EachBlockUnit):
-            a, b = _span(unit.start, unit.stop, n_blocks, "each block")
-            plans += [UnitPlan(section, "range", i, i + 1, i - a, b - a, f"block {i}") for i in range(a, b)]
+            plans += [UnitPlan(section, "range", i, i + 1, i, n_blocks, f"block {i}") for i in range(unit.start, unit.stop)]
         else:
             raise UnitError(f"section {section.id}: `on frames` runs only in the diffusion-forcing loop "
                             "(runtime.df); a diffusers pipeline call has no frame groups")
-    ranges = sorted((p.start, p.stop, p.name) for p in plans if p.kind == "range")
-    for (_, b0, n0), (a1, _, n1) in zip(ranges, ranges[1:]):
-        if a1 < b0:
-            raise UnitError(f"units {n0} and {n1} overlap")
     if any(p.kind == "model" for p in plans) and len(plans) > 1:
         raise UnitError("`on model` replaces the whole call; it cannot be combined with block units")
     for p in plans:
-        _check_sources(policy, p, probe)
+        _check_sources(resolved, p, probe)
     return plans, probe
 
 

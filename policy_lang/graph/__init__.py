@@ -1,7 +1,7 @@
 """The compiled state machine of a policy and the proofs about it.
 
 Contract
-* ``analyze(policy, steps, source_map=None, lipschitz=1.0) -> PolicyAnalysis``: for every
+* ``analyze(policy, steps, source_map=None, lipschitz=1.0, depth=None) -> PolicyAnalysis``: for every
   section and every branch it distinguishes (``cond`` / ``uncond`` / ``default`` when the section
   reads ``branch``, else ``any``), the state machine explored over ``steps`` calls
   (``dp.explore``), its dead branches (``chain.dead_rules``), its error bounds
@@ -44,6 +44,7 @@ from policy_lang.graph.machine import (
     history_capacity,
     read_signals,
     reads,
+    reads_of,
     required_history,
     section_needs,
 )
@@ -57,8 +58,7 @@ _PATH_HEAD, _PATH_TAIL = 5, 2
 
 def unit_text(unit: Any) -> str:
     if isinstance(unit, (ir.BlocksUnit, ir.EachBlockUnit)):
-        rng = "" if unit.start is None and unit.stop is None else \
-            f"[{'' if unit.start is None else unit.start}:{'' if unit.stop is None else unit.stop}]"
+        rng = "" if unit.start is None and unit.stop is None else ir.range_text(unit.start, unit.stop)
         return ("blocks" if isinstance(unit, ir.BlocksUnit) else "each block") + rng
     return unit.kind
 
@@ -135,6 +135,7 @@ class PolicyAnalysis:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # process time: the honest figure on a shared machine
+    depth: int | None = None  # the model's number of blocks the ranges were resolved for (None: any)
 
     def report(self, section_id: str, branch: str | None = None) -> SectionReport:
         for r in self.sections:
@@ -143,7 +144,7 @@ class PolicyAnalysis:
         raise KeyError((section_id, branch))
 
     def to_json(self) -> dict[str, Any]:
-        return {"policy": self.policy.name, "steps": self.steps, "seconds": round(self.seconds, 4),
+        return {"policy": self.policy.name, "steps": self.steps, "depth": self.depth, "seconds": round(self.seconds, 4),
                 "cpu_seconds": round(self.cpu_seconds, 4),
                 "assumptions": list(ASSUMPTIONS), "units": [r.to_json() for r in self.sections],
                 "diagnostics": [d.model_dump(mode="json") for d in self.diagnostics]}
@@ -155,25 +156,36 @@ def branches_of(section: ir.Section) -> tuple[str, ...]:
 
 
 def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap | None = None,
-            lipschitz: float = 1.0) -> PolicyAnalysis:
-    """Explore every section and branch over ``steps`` calls and collect the findings."""
+            lipschitz: float = 1.0, depth: int | None = None) -> PolicyAnalysis:
+    """Explore every section and branch over ``steps`` calls and collect the findings. With ``depth``
+    (the model's number of blocks) the block ranges are first resolved by ``ir.resolve_units``, the
+    step the runtime plans its units with, and the proofs are about that model (``block`` in the
+    resolved range, ``blocks`` = ``depth``); a range the model cannot run is the finding (P0414,
+    P0419, P0406, P0408) and nothing else is proven."""
     if not (math.isfinite(lipschitz) and lipschitz >= 0):
         raise ValueError(f"the Lipschitz constant must be a finite number >= 0, got {lipschitz}")
     spans = source_map or SourceMap()
     started, cpu_started = time.perf_counter(), time.process_time()
-    out = PolicyAnalysis(policy, steps)
+    out = PolicyAnalysis(policy, steps, depth=depth)
+    if depth is not None:
+        try:
+            policy = out.policy = ir.resolve_units(policy, depth)
+        except ir.RangeError as exc:
+            span = spans.get(f"{exc.node_id}.unit") or spans.get(exc.node_id)
+            out.diagnostics.append(diagnostic(exc.code, str(exc), span=span, help=exc.help))
+            return out
     for section in policy.sections:
         lints = guard_findings(policy, section, steps, spans)
         out.diagnostics += lints
         if any(d.is_error for d in lints):
             continue  # a guard that means nothing at this step count: no machine to prove things about
-        dead = dead_rules(policy, section)
+        dead = dead_rules(policy, section, depth)
         for d in dead:
             out.diagnostics.append(_dead_diagnostic(section, d, spans))
         explored = []
         for branch in branches_of(section):
             try:
-                ex = explore(policy, section, steps, branch)
+                ex = explore(policy, section, steps, branch, depth=depth)
             except StaticError as exc:
                 out.diagnostics.append(diagnostic("P0604", str(exc), span=spans.get(exc.guard_id),
                                                   help="a guard argument must be a number for every step count"))
@@ -255,8 +267,11 @@ def _label(spans: SourceMap, node_id: str | None, message: str) -> list[Label]:
 def _dead_diagnostic(section: ir.Section, d: DeadRule, spans: SourceMap) -> Diagnostic:
     cond = "else" if d.rule.cond is None else f"`{expr_text(d.rule.cond)}`"
     if not d.shadowed_by:
+        reads_block = d.rule.cond is not None and "block" in reads_of(d.rule.cond)
         return diagnostic("P0603", f"branch {cond} is never taken: its condition can never hold",
-                          span=spans.get(d.rule.id), help="remove the branch or fix its condition")
+                          span=spans.get(d.rule.id), help="remove the branch or fix its condition",
+                          notes=("`block` is the model's index of the block, not its position in the range: "
+                                 "under `on each block[a:b]` it runs from a to b - 1",) if reads_block else ())
     labels = [Label(span=spans.get(r.id), message="this earlier condition already covers it")
               for r in d.shadowed_by if spans.get(r.id) is not None]
     earlier = ", ".join(f"`{expr_text(r.cond)}`" if r.cond is not None else "else" for r in d.shadowed_by)

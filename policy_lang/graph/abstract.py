@@ -3,7 +3,8 @@
 Contract
 * ``AbstractEnv`` fixes the values the analysis knows exactly at one (step, state) — ``step``,
   ``steps``, ``progress``, the counters and, per analysed branch, ``branch`` — and leaves the rest
-  symbolic: tensor signals, ``noise``, ``block``/``frame`` indices. ``evaluate(expr, env)`` returns
+  symbolic: tensor signals, ``noise``, ``block``/``frame`` indices (``unit_domains``: the interval
+  of ``block`` and ``blocks`` under a section's unit, exact ``blocks`` at a known depth). ``evaluate(expr, env)`` returns
   a concrete Python value, a ``Term`` (an unknown number with an interval) or, for booleans, a
   ``Formula`` over atoms (``Atom``: term op constant; ``Opaque``: anything else).
 * ``policy_lang.graph.sat.satisfiable(formula)`` decides such formulas.
@@ -80,7 +81,24 @@ _FORMULA = (Atom, Opaque, And, Or, Not)
 #: domain of each tensor-derived signal (all relative distances and error estimates are >= 0)
 _DOMAIN = {"distance": (0.0, INF), "pred_error": (0.0, INF), "change_rate": (0.0, INF), "curvature": (0.0, INF)}
 _ABSTRACT_SCALARS = {"noise": (0.0, 1.0), "block": (0.0, INF), "frame": (0.0, INF), "blocks": (1.0, INF),
-                     "frames": (1.0, INF)}
+                     "frames": (1.0, INF)}  # block/blocks: ``unit_domains`` narrows them per section
+
+
+def unit_domains(unit: Any, depth: int | None = None) -> dict[str, tuple[float, float]]:
+    """The domains of ``block`` and ``blocks`` under a section's unit. ``block`` is the model's index
+    of the block and ``blocks`` its number of blocks: with ``depth`` known (a policy resolved by
+    ``ir.resolve_units``) ``blocks`` is exact and ``block`` spans the resolved range; without it, what
+    every depth at which the range exists allows (a negative bound says nothing about the index)."""
+    if not isinstance(unit, ir.EachBlockUnit):
+        return {"blocks": (1.0, INF) if depth is None else (float(depth), float(depth))}
+    if depth is not None:
+        a, b = ir.resolve_range(unit.start, unit.stop, depth)
+        return {"block": (float(a), float(b - 1)), "blocks": (float(depth), float(depth))}
+    lo = 0.0 if unit.start is None or unit.start < 0 else float(unit.start)
+    hi = INF if unit.stop is None or unit.stop < 0 else float(unit.stop - 1)
+    least = max(1.0, lo + 1, -float(unit.start) if unit.start is not None and unit.start < 0 else 1.0,
+                hi + 1 if hi < INF else 1.0)
+    return {"block": (lo, hi), "blocks": (least, INF)}
 
 
 UNKNOWN = ir.UNKNOWN

@@ -1,6 +1,6 @@
 """Step-independent facts about a decision chain: dead and shadowed branches, implied bounds.
 
-Contract: ``dead_rules(policy, section)`` returns, for every rule that no values of the signals,
+Contract: ``dead_rules(policy, section, depth=None)`` returns, for every rule that no values of the signals,
 counters and schedule can select, the ``DeadRule`` with the earlier rules that shadow it (the
 first earlier rule whose condition its own implies, else every earlier rule that can fire).
 ``implied_upper_bound(policy, section, rule, expr)`` returns the least constant c found such that
@@ -8,8 +8,10 @@ choosing ``rule`` implies ``expr < c`` or ``expr <= c`` (``inf`` when none), e.g
 that ``elif pred_error(order: 2) < 0.12: predict ...`` puts on its own prediction.
 
 Everything here holds for any step count: scalars take their whole domains (``step >= 0``,
-``progress`` in 0..1, ``history`` in 0..capacity, ``first_hit`` possibly ``none``), so "dead" is
-sound — a branch reported dead is dead for every N and every signal trace with finite values.
+``progress`` in 0..1, ``history`` in 0..capacity, ``first_hit`` possibly ``none``, ``block`` and
+``blocks`` as ``unit_domains`` gives them for ``depth``), so "dead" is sound — a branch reported dead
+is dead for every N and every signal trace with finite values (on every model, or on one of ``depth``
+blocks).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from policy_lang.graph.abstract import (
     _truth,
     evaluate,
     expr_text,
+    unit_domains,
 )
 from policy_lang.graph.machine import history_capacity
 from policy_lang.graph.sat import atoms_of, satisfiable
@@ -40,17 +43,18 @@ class DeadRule:
     shadowed_by: tuple[ir.Rule, ...]
 
 
-def _env(policy: ir.Policy, section: ir.Section) -> AbstractEnv:
+def _env(policy: ir.Policy, section: ir.Section, depth: int | None = None) -> AbstractEnv:
     """Every scalar symbolic over its whole domain (``first_hit`` may also be ``none``)."""
     return AbstractEnv(policy.param_values(), {}, domains={
         "step": (0.0, INF), "steps": (1.0, INF), "progress": (0.0, 1.0), "since_recompute": (0.0, INF),
         "run": (0.0, INF), "history": (0.0, float(history_capacity(section))), "first_hit": (0.0, INF),
+        **unit_domains(section.unit, depth),
     })
 
 
-def conditions(policy: ir.Policy, section: ir.Section) -> list[Any]:
+def conditions(policy: ir.Policy, section: ir.Section, depth: int | None = None) -> list[Any]:
     """The truth (bool or formula) of every rule's condition, with every scalar symbolic."""
-    env = _env(policy, section)
+    env = _env(policy, section, depth)
     for let in section.lets:
         env.lets[let.name] = evaluate(let.expr, env)
     return [True if r.cond is None else _truth(evaluate(r.cond, env)) for r in section.rules]
@@ -66,8 +70,8 @@ def takes(conds: list[Any]) -> list[Any]:
     return out
 
 
-def dead_rules(policy: ir.Policy, section: ir.Section) -> list[DeadRule]:
-    conds = conditions(policy, section)
+def dead_rules(policy: ir.Policy, section: ir.Section, depth: int | None = None) -> list[DeadRule]:
+    conds = conditions(policy, section, depth)
     found = []
     for i, take in enumerate(takes(conds)):
         if take is not False and satisfiable(take):

@@ -13,7 +13,8 @@ from policy_lang.graph.machine import Exploration, Machine, scan
 
 
 def explore(policy: ir.Policy, section: ir.Section, steps: int, branch: str = "any",
-            states: bool = False) -> Exploration:
-    """Run the DP over ``steps`` calls of one section (see ``machine`` and ``hits``)."""
-    m = Machine(policy, section, steps, branch)
+            states: bool = False, depth: int | None = None) -> Exploration:
+    """Run the DP over ``steps`` calls of one section (see ``machine`` and ``hits``); ``depth``: the
+    model's number of blocks, for a policy resolved by ``ir.resolve_units`` (None: any depth)."""
+    m = Machine(policy, section, steps, branch, depth)
     return scan_hits(m) if m.track_fh and not states else scan(m)

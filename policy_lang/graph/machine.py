@@ -1,6 +1,6 @@
 """The state machine of one section for a given step count, explored by dynamic programming.
 
-Contract: ``explore(policy, section, steps, branch)`` returns an ``Exploration``: for every step
+Contract: ``explore(policy, section, steps, branch, depth=None)`` returns an ``Exploration``: for every step
 t = 0..N-1 the set of reachable abstract states and, over them, the DP values that the proofs
 need — min/max recomputes, the longest run of non-recompute calls (with its path), the first
 prediction that lacks history (with its path), the rules each step can take — plus a compact
@@ -38,6 +38,7 @@ from policy_lang.graph.abstract import (
     evaluate,
     has_unknown,
     kleene,
+    unit_domains,
 )
 from policy_lang.graph.sat import atoms_of, satisfiable
 
@@ -250,9 +251,10 @@ class Exploration:
 
 
 class Machine:
-    def __init__(self, policy: ir.Policy, section: ir.Section, steps: int, branch: str):
+    def __init__(self, policy: ir.Policy, section: ir.Section, steps: int, branch: str, depth: int | None = None):
         self.section, self.steps, self.branch = section, steps, branch
         self.params = policy.param_values()
+        self.domains = unit_domains(section.unit, depth)
         self.st = statics(section, self.params, steps)
         self.read = reads(section)
         self.exact_read = tuple(n for n in EXACT if n in self.read and (n != "branch" or branch != "any"))
@@ -326,13 +328,13 @@ class Machine:
     def _base(self, avail: tuple[int, bool]) -> AbstractEnv:
         base = self._bases.get(avail)
         if base is None:
-            base = self._bases[avail] = AbstractEnv(self.params, {}, avail=avail)
+            base = self._bases[avail] = AbstractEnv(self.params, {}, domains=self.domains, avail=avail)
             for let in self.section.lets:
                 base.lets[let.name] = evaluate(let.expr, base)
         return base
 
     def _env(self, values: dict[str, Any], acc: tuple, avail: tuple[int, bool]) -> AbstractEnv:
-        env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc), avail=avail)
+        env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc), self.domains, avail=avail)
         if self._conds is not None:
             env.lets = dict(self._base(avail).lets)
             return env
@@ -401,7 +403,7 @@ class Machine:
     def unknown_after_choice(self, t: int, hist: int, kind: str, order: int, over: str) -> bool:
         """A non-recompute choice the runtime cannot make here: an accumulator moves by an unknown
         increment, or ``limit budget`` needs an estimate that is unavailable."""
-        env = AbstractEnv(self.params, {}, avail=self.avail(t, hist))
+        env = AbstractEnv(self.params, {}, domains=self.domains, avail=self.avail(t, hist))
         if any(_reads_unavailable(inner, env, self.section) for inner in self._acc_inners):
             return True
         if self.st.budget and kind in ("cache", "predict"):

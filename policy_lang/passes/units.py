@@ -1,53 +1,57 @@
 """Pass ``check_units``: sections, probe and unit-bound signals fit together.
 
 Input: ``Compilation.ast`` and ``bindings``. Output: diagnostics only. Block ranges are
-half-open ``[start, stop)`` with open ends; ``model`` and ``frames`` cover the whole denoiser
-(every block). Reported: P0414 an empty or reversed range, P0406 two sections whose units
-overlap, P0407 ``restrict active_frames`` outside ``on frames``, P0408 a probe that overlaps a
+half-open ``[start, stop)`` with open ends, a negative bound counting from the model's end
+(``ir.resolve_range``); ``model`` and ``frames`` cover the whole denoiser (every block). What
+holds whatever the model's depth is checked here, what depends on it when the policy is attached
+(``ir.resolve_units``). Reported: P0414 a range empty on every model, P0406 two sections whose
+units overlap on every model where both exist, P0407 ``restrict active_frames`` outside ``on frames``, P0408 a probe that overlaps a
 unit (the probe always runs, so a section cannot also skip it), P0409 the ``probe`` source
-without a probe declaration, P0416 ``block``/``frame``/``mean over blocks`` under a unit that has
-no such thing, P0417 a probe no section reads (warning).
+without a probe declaration, P0416 ``block``/``frame``/``frames``/``mean over blocks`` under a unit
+that has no such thing (and ``blocks`` under ``on frames``), P0417 a probe no section reads (warning).
 """
 
 from __future__ import annotations
 
-import math
-
+from policy_lang import ir
 from policy_lang import syntax as s
 from policy_lang.diagnostics import Label
 from policy_lang.passes.base import Compilation
 
 
-def block_range(unit: s.Unit) -> tuple[float, float]:
-    """The half-open block interval a unit covers (``model``/``frames``: everything)."""
-    if unit.name.text in ("model", "frames") and not unit.each:
-        return (0, math.inf)
-    return (0 if unit.start is None else unit.start, math.inf if unit.stop is None else unit.stop)
+def _bounds(unit: s.Unit) -> tuple[int | None, int | None]:
+    """``(start, stop)`` as written; ``model`` and ``frames`` cover every block (``(None, None)``)."""
+    return (None, None) if unit.name.text in ("model", "frames") and not unit.each else (unit.start, unit.stop)
 
 
 def _known(unit: s.Unit) -> bool:
     return unit.name.text == "block" if unit.each else unit.name.text in ("model", "blocks", "frames")
 
 
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return max(a[0], b[0]) < min(a[1], b[1])
+def _always_overlap(a: s.Unit, b: s.Unit, depths: list[int]) -> bool:
+    """True when the two units overlap on every depth at which both select blocks (and on one at least)."""
+    both = [d for d in depths if ir.range_fits(*_bounds(a), d) and ir.range_fits(*_bounds(b), d)]
+    return bool(both) and all(max(ra[0], rb[0]) < min(ra[1], rb[1])
+                              for ra, rb in ((ir.resolve_range(*_bounds(a), d), ir.resolve_range(*_bounds(b), d))
+                                             for d in both))
 
 
 def _describe(unit: s.Unit) -> str:
-    text = ("each " if unit.each else "") + unit.name.text
-    if unit.has_slice:
-        text += f"[{'' if unit.start is None else unit.start}:{'' if unit.stop is None else unit.stop}]"
-    return text
+    return ("each " if unit.each else "") + unit.name.text + (ir.range_text(unit.start, unit.stop) if unit.has_slice else "")
 
 
 def check_units(c: Compilation) -> None:
     policy = c.ast
     units = [sec.unit for sec in policy.sections]
     probe = policy.probes[0] if policy.probes else None
+    # a bound is a constant or depth + a constant: these depths stand for every model (ir.representative_depths);
+    # what holds on some models only is checked when the policy is attached to one (ir.resolve_units)
+    depths = ir.representative_depths([b for u in units + ([probe.unit] if probe else []) for b in _bounds(u)])
     for unit in units + ([probe.unit] if probe else []):
-        if unit.has_slice and unit.start is not None and unit.stop is not None and unit.start >= unit.stop:
-            c.emit("P0414", f"the block range [{unit.start}:{unit.stop}] is empty", span=unit.span,
-                   help="ranges are half-open [start:stop) with start < stop")
+        if unit.has_slice and not any(ir.range_fits(unit.start, unit.stop, d) for d in depths):
+            c.emit("P0414", f"the block range {ir.range_text(unit.start, unit.stop)} is empty on every model",
+                   span=unit.span, help="ranges are half-open [start:stop) with start < stop; a negative bound "
+                                        "counts from the model's end (`blocks[-2:]` is the last two blocks)")
     if probe is not None and (probe.unit.name.text != "blocks" or probe.unit.each):
         c.emit("P0207", f"a probe is a block range, not `{_describe(probe.unit)}`", span=probe.unit.span,
                help="write `probe blocks[0:1]`")
@@ -58,13 +62,13 @@ def check_units(c: Compilation) -> None:
             c.emit("P0414", f"`{sec.unit.name.text}` takes no block range", span=sec.unit.span,
                    help=f"write `on {sec.unit.name.text}` or `on blocks[a:b]`")
         for other in known[:i]:
-            if _overlap(block_range(sec.unit), block_range(other.unit)):
+            if _always_overlap(sec.unit, other.unit, depths):
                 c.emit("P0406", f"the unit `{_describe(sec.unit)}` overlaps `{_describe(other.unit)}`",
                        span=sec.unit.span, labels=(Label(span=other.unit.span, message="overlapping unit"),),
                        notes=("each block is decided by one section; `model` and `frames` cover every block",),
                        help=_overlap_help(other.unit, sec.unit))
                 break
-        if probe is not None and _overlap(block_range(sec.unit), block_range(probe.unit)):
+        if probe is not None and _always_overlap(sec.unit, probe.unit, depths):
             c.emit("P0408", f"the probe `{_describe(probe.unit)}` overlaps the unit `{_describe(sec.unit)}`",
                    span=sec.unit.span, labels=(Label(span=probe.unit.span, message="probe"),),
                    notes=("probe blocks always run, so they cannot also be cached or predicted",),
@@ -110,7 +114,7 @@ def _overlap_help(first: s.Unit, second: s.Unit) -> str:
 
 
 def _stop(unit: s.Unit) -> int:
-    return unit.stop if unit.stop is not None else 1
+    return unit.stop if unit.stop is not None and unit.stop > 0 else 1
 
 
 def _section_signals(c: Compilation, sec: s.Section, has_probe: bool) -> bool:
@@ -140,7 +144,11 @@ def _section_signals(c: Compilation, sec: s.Section, has_probe: bool) -> bool:
 
 
 def _unit_signal(c: Compilation, node: s.Name, name: str, kind: str) -> None:
-    needs = {"block": ("each_block", "`on each block`"), "frame": ("frames", "`on frames`")}.get(name)
+    needs = {"block": ("each_block", "`on each block`"), "frame": ("frames", "`on frames`"),
+             "frames": ("frames", "`on frames`")}.get(name)
     if needs is not None and kind != needs[0]:
         c.emit("P0416", f"the signal `{name}` exists only under {needs[1]}", span=node.span,
                help=f"move this condition to a section {needs[1]}")
+    elif name == "blocks" and kind == "frames":
+        c.emit("P0416", "the signal `blocks` does not exist under `on frames`", span=node.span,
+               help="the frame loop decides per frame group: use `frame` and `frames`")

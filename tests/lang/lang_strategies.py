@@ -80,7 +80,7 @@ section_items = st.one_of(
 @st.composite
 def units(draw):
     has_slice = draw(st.booleans())
-    bound = st.none() | st.integers(min_value=0, max_value=64)
+    bound = st.none() | st.integers(min_value=-64, max_value=64)  # negative: from the model's end
     return s.Unit(draw(names), each=draw(st.booleans()), has_slice=has_slice,
                   start=draw(bound) if has_slice else None, stop=draw(bound) if has_slice else None)
 
@@ -115,7 +115,7 @@ policies = st.builds(s.Policy, names, st.none() | strings.map(s.String),
 # ---------------------------------------------------------------------------------------------
 
 NUMERIC_SIGNALS = sorted(n for n, (t, _) in ir.SCALAR_SIGNALS.items()
-                         if t in ("number", "integer") and n not in ("block", "frame"))
+                         if t in ("number", "integer") and n not in ("block", "frame", "frames"))
 
 
 def _call(fn: str, *args) -> s.Call:

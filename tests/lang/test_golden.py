@@ -3,7 +3,10 @@
 Each error case is named after the code it demonstrates (``p0201_….policy``) and marks every
 expected diagnostic inline on the line its span starts on: ``# error: P0201`` or
 ``# warning: P0213`` (diagnostics without a span, from ``--set``, are marked on the ``# set:``
-line that gives the overrides). The rendered diagnostics must equal the ``.stderr`` file.
+line that gives the overrides). A ``# blocks: N`` line also proves the compiled policy for a model
+with N blocks (``policy_lang.graph.analyze(..., depth=N)``, what attach does): the findings that
+depend on the depth (a range empty or outside that model) are part of the case. The rendered
+diagnostics must equal the ``.stderr`` file.
 Regenerate the expected files with ``POLICYC_REGEN=1 pytest tests/lang/test_golden.py``.
 """
 
@@ -17,6 +20,7 @@ import pytest
 
 from policy_lang import PolicyError, compile_source
 from policy_lang.codes import CODES
+from policy_lang.graph import analyze
 from policy_lang.render import render_human
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -25,6 +29,7 @@ OK = sorted((GOLDEN / "ok").glob("*.policy"))
 REGEN = os.environ.get("POLICYC_REGEN") == "1"
 MARKER = re.compile(r"#\s*(error|warning):\s*(P\d{4})")
 SET = re.compile(r"#\s*set:\s*(\w+)=(\S+)")
+BLOCKS = re.compile(r"#\s*blocks:\s*(\d+)")
 #: codes demonstrated by unit tests instead of golden files (see tests/lang/test_limits.py)
 NOT_GOLDEN = {"P0701", "P0703", "P0705", "P0799"}
 
@@ -63,6 +68,10 @@ def test_error_case(path):
     try:
         compiled = compile_source(source, filename=path.name, params=params)
         diagnostics = compiled.warnings
+        if depth := BLOCKS.search(source):
+            diagnostics = tuple(dict.fromkeys(diagnostics + tuple(analyze(
+                compiled.ir, source_map=compiled.source_map,
+                depth=int(depth.group(1))).diagnostics)))
     except PolicyError as err:
         diagnostics = err.diagnostics
     actual = {(_line_of(d, source, set_line), d.severity, d.code) for d in diagnostics}

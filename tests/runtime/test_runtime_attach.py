@@ -194,10 +194,15 @@ def test_policies_this_model_cannot_run_are_refused():
     probe_late = make(ir.BlocksUnit(start=0), [rule(0, lt(ir.Distance(fn="drift", source="probe"), 0.1),
                                                     ir.Cache()), rule(1, None, ir.Recompute())],
                       probe=ir.Probe(id="p", start=0, stop=1))
-    with pytest.raises(UnitError, match="probe"):
+    with pytest.raises(UnitError, match="probe") as err:
         runtime.attach(pipe, probe_late)
-    with pytest.raises(UnitError, match="no block"):
+    assert err.value.code == "P0408"
+    with pytest.raises(UnitError, match="outside a model with 4 blocks") as err:
         runtime.attach(pipe, make(ir.BlocksUnit(start=9), [rule(0, None, ir.Recompute())]))
+    assert err.value.code == "P0419" and "negative bounds" in err.value.help
+    with pytest.raises(UnitError, match=r"selects no block .* resolves to \[3:1\]") as err:
+        runtime.attach(pipe, make(ir.BlocksUnit(start=3, stop=-3), [rule(0, None, ir.Recompute())]))
+    assert err.value.code == "P0414"
     with pytest.raises(UnitError, match="frames"):
         runtime.attach(pipe, make(ir.FramesUnit(), [rule(0, None, ir.Recompute())]))
     assert _hooks(pipe.transformer) == []
