@@ -13,6 +13,8 @@ that has no such thing (and ``blocks`` under ``on frames``), P0417 a probe no se
 
 from __future__ import annotations
 
+import math
+
 from policy_lang import ir
 from policy_lang import syntax as s
 from policy_lang.diagnostics import Label
@@ -81,8 +83,17 @@ def check_units(c: Compilation) -> None:
                help="use `delta(probe)` or `drift(probe)` in a condition, or remove the probe")
 
 
+def block_range(unit: s.Unit) -> tuple[float, float]:
+    """The half-open block interval a unit counted from the start covers (``model``/``frames``: everything)."""
+    start, stop = _bounds(unit)
+    return (0 if start is None else start, math.inf if stop is None else stop)
+
+
 def _overlap_help(first: s.Unit, second: s.Unit) -> str:
     """How to make two overlapping units disjoint, in terms of the units the user wrote."""
+    if any(b is not None and b < 0 for u in (first, second) for b in _bounds(u)):
+        return ("make the ranges disjoint on every depth, e.g. both counted from the same end: "
+                "`blocks[:-4]` and `blocks[-4:]` (a negative bound counts from the model's end)")
     whole = next((u for u in (first, second) if block_range(u) == (0, math.inf) and not u.has_slice
                   and u.name.text in ("model", "frames")), None)
     if whole is not None:
