@@ -20,6 +20,7 @@ Contract
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -157,13 +158,15 @@ def df_methods(fb_threshold: float) -> list[Method]:
                                                               threshold=fb_threshold)]
 
 
-def tune_threshold(workload: Workload, target: float = 0.4, tries: int = 3) -> dict[str, Any]:
+def tune_threshold(workload: Workload, target: float = 0.4, tries: int = 6) -> dict[str, Any]:
     """A ``fbcache.policy`` threshold whose run recomputes about ``target`` of the calls.
 
     One all-recompute run (threshold 0) records the first block's step-to-step drift; the threshold
     whose greedy replay (drift since the last recompute ~ the sum of step drifts) recomputes
-    ``target`` of the calls is then checked on the model and scaled until the run's own fraction of
-    recomputed calls lies in [0.25, 0.55] (at most ``tries`` runs).
+    ``target`` of the calls is then checked on the model, and bisected (geometrically, between a
+    threshold that recomputed too much and one that recomputed too little; doubled or halved while
+    one side is unknown) until the run's own fraction of recomputed calls lies in [0.25, 0.55], at
+    most ``tries`` runs. The tried threshold closest to ``target`` is returned.
     """
     def run(threshold: float):
         handle = _policy("fbcache", threshold=threshold).enable(workload)
@@ -176,16 +179,22 @@ def tune_threshold(workload: Workload, target: float = 0.4, tries: int = 3) -> d
     trace = run(0.0)
     drifts = [e.signals.get("drift(probe)", float("inf")) for e in trace]
     threshold = _greedy_threshold(drifts, target)
-    tried = []
+    tried: list[tuple[float, float]] = []
+    low = high = None  # thresholds that recomputed too much / too little
     for _ in range(tries):
         threshold = float(f"{threshold:.4g}")
         fraction = run(threshold).compute_fraction()
         tried.append((threshold, fraction))
         if 0.25 <= fraction <= 0.55:
             break
-        threshold *= 1.6 if fraction > 0.55 else 1 / 1.6
+        if fraction > 0.55:
+            low = threshold
+        else:
+            high = threshold
+        threshold = math.sqrt(low * high) if low and high else threshold * (2.0 if fraction > 0.55 else 0.5)
+    best = min(tried, key=lambda t: abs(t[1] - target))
     finite = [d for d in drifts if d != float("inf")]
-    return {"threshold": float(f"{tried[-1][0]:.4g}"), "unit_fraction": tried[-1][1], "tried": tried,
+    return {"threshold": best[0], "unit_fraction": best[1], "tried": tried,
             "step_drift_median": statistics.median(finite) if finite else None}
 
 
