@@ -28,7 +28,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-IR_VERSION = 1
+IR_VERSION = 2
+#: versions ``load_ir`` reads: 1 differs from 2 only in the meaning of the signals ``block`` (the index
+#: inside the section's range) and ``blocks`` (the range's length, 1 under ``on blocks``); version 2
+#: reads them as the model's block index and block count, and adds block bounds counted from the end
+READS_VERSIONS = (1, 2)
 
 
 class _Node(BaseModel):
@@ -414,7 +418,7 @@ class IRError(ValueError):
 class Policy(_Node):
     """A whole compiled policy."""
 
-    ir_version: Literal[1] = IR_VERSION
+    ir_version: Literal[2] = IR_VERSION
     name: str
     doc: str = ""
     params: tuple[Param, ...] = ()
@@ -616,7 +620,8 @@ def load_ir(data: str | bytes | dict) -> Policy:
     """Validate IR JSON (text, UTF-8 bytes or parsed) and return the ``Policy``; ``IRError`` otherwise.
 
     Checks, in order: UTF-8 and JSON syntax (``NaN``/``Infinity`` refused), nesting depth, an
-    integer ``ir_version`` equal to ``IR_VERSION``, the schema (pydantic, ``extra="forbid"``), then
+    integer ``ir_version`` in ``READS_VERSIONS`` (version 1 only if it reads neither ``block`` nor
+    ``blocks``: their meaning changed in version 2), the schema (pydantic, ``extra="forbid"``), then
     what the schema cannot say: every signal, param and let a section reads exists (lets defined
     before use), every decision chain is non-empty and ends with an unconditional rule, and every
     block range selects a block on some model (negative bounds count from the end: ``resolve_range``).
@@ -641,9 +646,11 @@ def load_ir(data: str | bytes | dict) -> Policy:
     if "ir_version" not in obj:
         raise IRError(f"IR JSON has no `ir_version`; this policyc reads ir_version {IR_VERSION}")
     version = obj["ir_version"]
-    if type(version) is not int or version != IR_VERSION:
-        raise IRError(f"unsupported ir_version {version!r}; this policyc reads ir_version {IR_VERSION}: "
-                      "compile the .policy file again with this policyc")
+    if type(version) is not int or version not in READS_VERSIONS:
+        raise IRError(f"unsupported ir_version {version!r}; this policyc reads ir_version "
+                      f"{' and '.join(map(str, READS_VERSIONS))}: compile the .policy file again with this policyc")
+    if version == 1:
+        obj = {**obj, "ir_version": IR_VERSION}
     try:
         policy = Policy.model_validate(obj)
     except RecursionError:
@@ -653,7 +660,22 @@ def load_ir(data: str | bytes | dict) -> Policy:
         raise IRError(f"invalid IR: {exc.error_count()} error(s); first: {first['msg']} at "
                       f"{'.'.join(str(p) for p in first['loc']) or 'the top level'}") from None
     _check_references(policy)
+    if version == 1:
+        _check_version_1(policy)
     return policy
+
+
+def _check_version_1(policy: Policy) -> None:
+    """A version-1 document reads as version 2 unless it reads ``block`` or ``blocks``, whose meaning
+    changed: refused, never reinterpreted."""
+    for section in policy.sections:
+        exprs = [let.expr for let in section.lets] + [r.cond for r in section.rules if r.cond is not None]
+        read = {n.name for e in exprs for n in walk(e) if isinstance(n, Signal)} & {"block", "blocks"}
+        if read:
+            raise IRError(f"ir_version 1 document: section {section.id} reads `{'`, `'.join(sorted(read))}`, which "
+                          "version 1 counted inside the section's range and version 2 counts on the whole model "
+                          "(the model's block index and number of blocks): compile the .policy file again with "
+                          "this policyc")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -85,12 +85,12 @@ class Held:
 
 
 class UnitError(ValueError):
-    """A policy that cannot run on this model (reported at attach time); ``code`` and ``help`` when the
-    compiler has a diagnostic code for it (a block range this model's depth cannot run)."""
+    """A policy that cannot run on this model (reported at attach time); ``code``, ``help`` and the IR
+    ``node_id`` when the compiler has a diagnostic code for it (a block range this model's depth cannot run)."""
 
-    def __init__(self, message: str, code: str | None = None, help: str | None = None):
+    def __init__(self, message: str, code: str | None = None, help: str | None = None, node_id: str | None = None):
         super().__init__(message)
-        self.code, self.help = code, help
+        self.code, self.help, self.node_id = code, help, node_id
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def plan_units(policy: ir.Policy, n_blocks: int) -> tuple[list[UnitPlan], ProbeP
         resolved = ir.resolve_units(policy, n_blocks)
     except ir.RangeError as exc:
         where = "the probe" if exc.node_id == "probe" else f"section {exc.node_id}"
-        raise UnitError(f"{where}: {exc}", code=exc.code, help=exc.help) from None
+        raise UnitError(f"{where}: {exc}", code=exc.code, help=exc.help, node_id=exc.node_id) from None
     probe = None if resolved.probe is None else ProbePlan(resolved.probe.start, resolved.probe.stop)
     plans: list[UnitPlan] = []
     for section in resolved.sections:

@@ -99,7 +99,7 @@ def test_dump_after_a_pass(capsys):
     assert code == 0 and out.startswith("# after stage `resolve_names`")
     assert "tau_cache (param)" in out and "input (source)" in out
     code, out, _ = run(capsys, "compile", SCOPE, "--dump-after", "lower")
-    assert code == 0 and '"ir_version": 1' in out
+    assert code == 0 and '"ir_version": 2' in out
 
 
 def test_console_script_runs_in_a_fresh_process():

@@ -155,7 +155,7 @@ def _bad(good: dict) -> dict[str, tuple[object, str]]:
         "deeply nested": ("[" * 100_000 + "]" * 100_000, "nested more than"),
         "deeply nested object": ('{"a":' * 5000 + "1" + "}" * 5000, "nested more than"),
         "no version": ({k: v for k, v in good.items() if k != "ir_version"}, "has no `ir_version`"),
-        "version 2": ({**good, "ir_version": 2}, "unsupported ir_version 2"),
+        "version 3": ({**good, "ir_version": 3}, "unsupported ir_version 3"),
         "version true": ({**good, "ir_version": True}, "unsupported ir_version True"),
         "version 1.0": ({**good, "ir_version": 1.0}, "unsupported ir_version 1.0"),
         "version '1'": ({**good, "ir_version": "1"}, "unsupported ir_version '1'"),

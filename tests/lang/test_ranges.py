@@ -164,12 +164,18 @@ def test_explain_blocks_resolves_and_proves_at_that_depth(tmp_path):
     assert bad.returncode == 1 and "error[P0414]" in bad.stderr and "resolves to [2:2]" in bad.stderr
 
 
-def test_load_ir_reads_old_documents_and_refuses_ranges_that_never_exist():
-    old = json.loads((ROOT / "tests" / "golden" / "ok" / "blocks_and_probe.ir.json").read_text())
-    assert ir.load_ir(old).sections[0].unit == ir.BlocksUnit(start=1, stop=8)
-    old["sections"][0]["unit"] = {"kind": "blocks", "start": -1, "stop": -3}
+def test_load_ir_reads_version_1_unless_block_or_blocks_changed_meaning():
+    new = json.loads((ROOT / "tests" / "golden" / "ok" / "blocks_and_probe.ir.json").read_text())
+    assert new["ir_version"] == ir.IR_VERSION == 2
+    # blocks_and_probe reads `block` (s1): version 1 counted it inside the range, so it is refused
+    with pytest.raises(ir.IRError, match=r"ir_version 1 document: section s1 reads `block`.*compile the .policy"):
+        ir.load_ir({**new, "ir_version": 1})
+    plain = json.loads(compile_source(_policy("blocks[1:8];each block[8:]")).to_json())
+    old = ir.load_ir({**plain, "ir_version": 1})  # reads neither: the same policy in version 2
+    assert old == ir.load_ir(plain) and old.ir_version == 2
+    plain["sections"][0]["unit"] = {"kind": "blocks", "start": -1, "stop": -3}
     with pytest.raises(ir.IRError, match="selects no block on any model"):
-        ir.load_ir(old)
+        ir.load_ir(plain)
 
 
 @pytest.mark.parametrize("unit, cond", [("frames", "blocks > 4"), ("model", "frames > 2"), ("each block", "frames > 2")])

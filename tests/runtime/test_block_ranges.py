@@ -105,7 +105,7 @@ def test_a_model_too_shallow_for_dbcache_is_refused_with_a_code():
     pipe, _ = tiny_pipes.wan(cfg=False, steps=STEPS, layers=3)
     with pytest.raises(UnitError) as err:
         runtime.attach(pipe, compile_file(ROOT / "policies" / "dbcache.policy").ir)
-    assert err.value.code == "P0414" and "resolves to [2:2]" in str(err.value)
+    assert err.value.code == "P0414" and "resolves to [2:2]" in str(err.value) and err.value.node_id == "s0"
 
 
 def test_dbcache_on_the_testbed_and_a_deeper_testbed():
