@@ -24,14 +24,18 @@ PixArt / DiT       ``transformer_blocks``                        block-0 adaLN-s
 =================  ============================================  ==========================
 
 Any other transformer falls back to diffusers' own discovery (the identifiers of
-``diffusers.hooks._common``) and no ``modulated_input``. The noise level of a call is not the
+``diffusers.hooks._common``); its ``modulated_input`` is the output of block 0's first timestep-modulated
+norm (``AdaLayerNorm*``, ``*NormZero``: ``generic_modulated_input``), if it has one. The noise level of a call is not the
 adapter's business: ``runtime.sampler`` reads it from the sampler.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
-from collections.abc import Callable
+import re
+import textwrap
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +43,8 @@ import torch
 
 #: Block identifiers in the order diffusers looks for them (``_ALL_TRANSFORMER_BLOCK_IDENTIFIERS``
 #: is an unordered set there; the definition order of the model's children decides, as in FBCache).
-GENERIC_BLOCK_LISTS = ("blocks", "transformer_blocks", "single_transformer_blocks", "layers",
+GENERIC_BLOCK_LISTS = ("blocks", "transformer_blocks", "joint_transformer_blocks", "single_transformer_blocks",
+                       "double_stream_blocks", "single_stream_blocks", "double_blocks", "layers",
                        "visual_transformer_blocks", "temporal_transformer_blocks")
 
 #: Output layout of block classes diffusers' ``TransformerBlockRegistry`` does not register:
@@ -65,6 +70,8 @@ class BlockSpec:
     encoder_index: int | None
     params: tuple[str, ...] = ()
     _positions: dict[str, int] = field(default_factory=dict, repr=False)
+    hidden_arg: str = "hidden_states"  # argument names (diffusers' registry names others: Cosmos3 `gen_seq`)
+    encoder_arg: str = "encoder_hidden_states"
 
     def arg(self, name: str, args: tuple, kwargs: dict) -> Any:
         """The argument ``name`` of a call to this block, wherever it was passed."""
@@ -93,9 +100,14 @@ class BlockSpec:
             out[self.encoder_index] = encoder
         return tuple(out)
 
+    @property
+    def hidden_name(self) -> str:
+        """The block's latent argument: ``hidden_states``, else its first one (ZImage, Cosmos3: ``x``)."""
+        return self.hidden_arg if self.hidden_arg in self.params or not self.params else self.params[0]
+
     def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden = self.arg("hidden_states", args, kwargs)
-        encoder = self.arg("encoder_hidden_states", args, kwargs) if self.encoder_index is not None else None
+        hidden = self.arg(self.hidden_name, args, kwargs)
+        encoder = self.arg(self.encoder_arg, args, kwargs) if self.encoder_index is not None else None
         return hidden, encoder
 
 
@@ -115,10 +127,44 @@ def _adaln_single(block: BlockSpec, args: tuple, kwargs: dict) -> torch.Tensor:
     module = block.module
     hidden = block.arg("hidden_states", args, kwargs)
     timestep = block.arg("timestep", args, kwargs)
+    if getattr(module, "norm_type", None) == "ada_norm_zero" and timestep is not None:  # DiT
+        return module.norm1(hidden, timestep, block.arg("class_labels", args, kwargs), hidden_dtype=hidden.dtype)[0]
     if getattr(module, "norm_type", None) != "ada_norm_single" or timestep is None:
         return module.norm1(hidden) if not isinstance(module.norm1, torch.nn.Identity) else hidden
     shift, scale = (module.scale_shift_table[None] + timestep.reshape(hidden.shape[0], 6, -1)).chunk(6, dim=1)[:2]
     return module.norm1(hidden) * (1 + scale) + shift
+
+
+_ADANORM = re.compile(r"Ada\w*Norm|NormZero")
+_EMB_ARGS = ("temb", "emb", "time_emb", "timestep_emb", "conditioning_embedding", "vec", "timestep")
+_EMB_PARAMS = ("emb", "temb", "conditioning_embedding", "time_emb", "timestep", "c")
+
+
+def generic_modulated_input(block: BlockSpec) -> ModulatedInput | None:
+    """``modulated_input`` of a block with a timestep-modulated norm: the output of its first
+    ``AdaLayerNorm*``/``*NormZero`` module, called on the block's hidden states and timestep embedding
+    (None when the block has no such norm or no embedding argument to give it)."""
+    norm = next((m for _, m in block.module.named_modules() if _ADANORM.search(type(m).__name__)), None)
+    emb_arg = next((n for n in _EMB_ARGS if n in block.params), None)
+    if norm is None or emb_arg is None:
+        return None
+    params = list(inspect.signature(norm.forward).parameters.values())[1:]
+    target = next((n for n in _EMB_PARAMS if n in {p.name for p in params}), None)
+    if target is None:
+        return None
+    plan = {target: emb_arg}
+    for param in params:
+        if param.name == "encoder_hidden_states":
+            plan[param.name] = "encoder_hidden_states"
+        elif param.name not in plan and param.default is inspect.Parameter.empty and param.kind not in (
+                param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            return None
+
+    def modulated(spec: BlockSpec, args: tuple, kwargs: dict) -> torch.Tensor:
+        out = norm(spec.arg(spec.hidden_name, args, kwargs), **{k: spec.arg(v, args, kwargs) for k, v in plan.items()})
+        return out[0] if isinstance(out, tuple) else out
+
+    return modulated
 
 
 @dataclass(frozen=True)
@@ -152,9 +198,16 @@ def adapter_for(model: torch.nn.Module) -> ModelAdapter:
     return GENERIC
 
 
-def _block_output_layout(block: torch.nn.Module) -> tuple[int | None, int | None]:
+def _block_output_layout(block: torch.nn.Module) -> tuple:
+    """(hidden index, encoder index[, hidden argument, encoder argument]) of the block's output.
+
+    The project's table first, then diffusers' ``TransformerBlockRegistry``, then the block's ``return``
+    statements; when the registry and a plain ``return`` disagree, the ``return`` wins (diffusers 0.42.1
+    registers ``BriaTransformerBlock`` as returning a bare tensor; it returns ``encoder, hidden``).
+    """
     from diffusers.hooks._helpers import TransformerBlockRegistry
 
+    parsed = _layout_from_source(type(block).forward)
     for cls in type(block).__mro__:
         if cls.__name__ in EXTRA_BLOCK_OUTPUTS:
             hidden, encoder = EXTRA_BLOCK_OUTPUTS[cls.__name__]
@@ -163,11 +216,56 @@ def _block_output_layout(block: torch.nn.Module) -> tuple[int | None, int | None
             meta = TransformerBlockRegistry.get(cls)
         except ValueError:
             continue
-        if meta.return_encoder_hidden_states_index is None:
-            return None, None  # a bare tensor
-        return meta.return_hidden_states_index, meta.return_encoder_hidden_states_index
-    raise AdapterError(f"unknown output layout of block class {type(block).__name__}; add it to "
-                       "runtime.adapters.EXTRA_BLOCK_OUTPUTS")
+        registered = (None, None) if meta.return_encoder_hidden_states_index is None else (
+            meta.return_hidden_states_index, meta.return_encoder_hidden_states_index)
+        if parsed is not None and parsed != registered:
+            return parsed
+        return (*registered, meta.hidden_states_argument_name, meta.encoder_hidden_states_argument_name)
+    if parsed is not None:
+        return parsed
+    raise AdapterError(f"unknown output layout of block class {type(block).__name__} (not in diffusers' "
+                       "TransformerBlockRegistry, and its forward does not plainly return `hidden_states` or "
+                       "`hidden_states, encoder_hidden_states`); add it to runtime.adapters.EXTRA_BLOCK_OUTPUTS")
+
+
+def _returns(node: ast.AST) -> Iterator[ast.Return]:
+    """The return statements of a function body, not of the functions nested in it."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            continue
+        if isinstance(child, ast.Return):
+            yield child
+        yield from _returns(child)
+
+
+def _role(name: str) -> str | None:
+    if "encoder" in name or name in ("context", "txt", "text", "c"):
+        return "encoder"
+    if "hidden" in name or name in ("x", "img", "latents"):
+        return "hidden"
+    return None
+
+
+def _layout_from_source(forward: Callable) -> tuple[int | None, int | None] | None:
+    """The output layout read from the block's ``return`` statements: every one must return the same
+    plain names, a hidden-states name alone (a bare tensor) or one hidden and one encoder name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    layouts = set()
+    for ret in _returns(tree.body[0]):
+        values = ret.value.elts if isinstance(ret.value, ast.Tuple) else [ret.value]
+        if not all(isinstance(v, ast.Name) for v in values):
+            return None
+        roles = [_role(v.id) for v in values]
+        if roles == ["hidden"]:
+            layouts.add((None, None) if not isinstance(ret.value, ast.Tuple) else None)
+        elif sorted(map(str, roles)) == ["encoder", "hidden"]:
+            layouts.add((roles.index("hidden"), roles.index("encoder")))
+        else:
+            return None
+    return layouts.pop() if len(layouts) == 1 and None not in layouts else None
 
 
 @dataclass
@@ -178,6 +276,41 @@ class ModelLayout:
     adapter: ModelAdapter
     blocks: list[BlockSpec] = field(default_factory=list)
     num_train_timesteps: int = 1000
+    interleaved: str | None = None  # why the blocks do not run list after list (Latte), if they do not
+    modulated_input: ModulatedInput | None = None  # the adapter's, else found in block 0
+
+    def range_problem(self, start: int, stop: int) -> str | None:
+        """Why blocks ``[start, stop)`` cannot be bypassed as one unit (None: they can).
+
+        A multi-block range must run contiguously (not interleaved with another list) and keep one
+        stream layout: a range from a dual-stream block (hidden and encoder streams) into a single-stream
+        block (one stream the model concatenated in between, Chroma, AuraFlow) has no residual.
+        """
+        if stop - start <= 1:
+            return None
+        if self.interleaved:
+            return self.interleaved
+        streams = {self.blocks[i].encoder_index is None for i in range(start, stop)}
+        if len(streams) > 1:
+            first = next(b.name for b in self.blocks[start:stop] if b.encoder_index is not None)
+            last = next(b.name for b in self.blocks[start:stop] if b.encoder_index is None)
+            return (f"{type(self.model).__name__} joins its text and image streams between `{first}` (two "
+                    f"streams) and `{last}` (one stream): a range across both has no residual")
+        return None
+
+
+def _interleaved(model: torch.nn.Module, lists: list[str]) -> str | None:
+    """Whether the model's forward runs two block lists in lockstep (``zip(self.a, self.b)``, Latte)."""
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return None
+    for a in lists:
+        for b in lists:
+            if a != b and re.search(rf"zip\(\s*self\.{a}\s*,\s*self\.{b}\b", source):
+                return (f"{type(model).__name__} runs `{a}` and `{b}` interleaved (one of each in turn, with a "
+                        "reshape between): only single-block units (`on each block`) can run on it")
+    return None
 
 
 def discover(model: torch.nn.Module, scheduler: Any = None) -> ModelLayout:
@@ -188,13 +321,14 @@ def discover(model: torch.nn.Module, scheduler: Any = None) -> ModelLayout:
     if not ordered:
         raise AdapterError(f"{type(model).__name__} has no transformer block list (looked for "
                            f"{', '.join(adapter.block_lists)}); it cannot run a policy")
-    layout = ModelLayout(model=model, adapter=adapter)
+    layout = ModelLayout(model=model, adapter=adapter, interleaved=_interleaved(model, ordered))
     if scheduler is not None:
         layout.num_train_timesteps = int(getattr(scheduler.config, "num_train_timesteps", 1000) or 1000)
     for list_name in ordered:
         for i, block in enumerate(children[list_name]):
-            hidden_index, encoder_index = _block_output_layout(block)
+            hidden_index, encoder_index, *names = _block_output_layout(block)
             params = tuple(inspect.signature(block.forward).parameters)
             layout.blocks.append(BlockSpec(len(layout.blocks), f"{list_name}.{i}", block, hidden_index,
-                                           encoder_index, params))
+                                           encoder_index, params, {}, *names))
+    layout.modulated_input = adapter.modulated_input or generic_modulated_input(layout.blocks[0])
     return layout

@@ -11,9 +11,11 @@ compose with diffusers' offloading and layerwise casting and are removed by ``re
 * ``BlockHook`` (name ``policyc_block``) on every block that starts, belongs to or ends a unit or the
   probe. At a unit's first block it asks the unit's runner to decide; a computed unit runs its blocks
   and stores ``out - in`` (hidden and encoder streams separately) at its last block; a cached,
-  predicted or skipped unit makes its first block return ``in + residual`` (or the stored raw output)
-  and the following blocks of the range return their inputs unchanged, exactly the way diffusers'
-  FirstBlockCache bypasses blocks, so the model's head and final norm still run.
+  predicted or skipped unit makes its blocks return their inputs unchanged and its last block return
+  the range's input ``+ residual`` (or the stored raw output), as diffusers' FirstBlockCache bypasses
+  blocks, so the model's head and final norm still run. Taking the range's input rather than the last
+  block's keeps what the model adds between the blocks (WanVACE hints, ControlNet residuals), already
+  part of the residual, from being added twice.
 
 A block called outside its transformer's forward (no open call) just runs; during a pipeline call that
 means the root hook was bypassed (something rebound the transformer's ``forward`` around it): the
@@ -155,7 +157,7 @@ class RootHook(ModelHook):
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         context = self.state_manager._context
-        call = self.session.begin_call(context, self.session.layout_arg("timestep", args, kwargs))
+        call = self.session.begin_call(context, self.session.layout_arg(self.session.timestep_name, args, kwargs))
         try:
             if self.model_runner is None:
                 output = self.fn_ref.original_forward(*args, **kwargs)
@@ -169,7 +171,10 @@ class RootHook(ModelHook):
 
     def _run_model_unit(self, call: CallState, args: tuple, kwargs: dict) -> Any:
         sources = {}
-        hidden = self.session.layout_arg("hidden_states", args, kwargs)
+        hidden = self.session.layout_arg(self.session.hidden_name, args, kwargs)
+        if not isinstance(hidden, torch.Tensor):  # a list of per-sample latents (ZImage, Cosmos3): not a unit
+            self.session.unsupported_input(hidden)
+            return self.fn_ref.original_forward(*args, **kwargs)
         if "input" in self.model_runner.sources:
             # latents can be updated in place by a scheduler; the reference must not move with them
             sources["input"] = hidden.detach().clone()
@@ -178,6 +183,10 @@ class RootHook(ModelHook):
         if outcome.compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             sample = _sample_of(output)
+            if not isinstance(sample, torch.Tensor):  # per-sample outputs: nothing a unit can keep
+                self.session.unsupported_input(sample)
+                self.model_runner.discard(call.branch)
+                return output
             self.model_runner.store(call, sample, raw=(sample, None))
             self._templates[call.branch] = type(output)
             self._shapes[call.branch] = (layout, layout_key(sample))
@@ -223,10 +232,16 @@ class BlockHook(ModelHook):
             return self.fn_ref.original_forward(*args, **kwargs)
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)
+        if not isinstance(hidden, torch.Tensor):
+            self.session.unsupported_input(hidden)
+            return self.fn_ref.original_forward(*args, **kwargs)
         if self.probe_head:
             self._keep_probe_input(call, hidden)
         if self.modulated_source and self.session.wants_modulated:
-            call.modulated = self.session.layout.adapter.modulated_input(spec, args, kwargs)
+            try:
+                call.modulated = self.session.layout.modulated_input(spec, args, kwargs)
+            except Exception as exc:  # noqa: BLE001 — the signal is unavailable; the unit recomputes, with a warning
+                self.session.modulated_failed(exc)
         runner = self.runner
         if runner is not None and self.head:
             sources = {"input": hidden, "probe": call.probe, "modulated_input": call.modulated}
@@ -234,7 +249,7 @@ class BlockHook(ModelHook):
             call.ranges[id(runner)] = self._in_flight(runner, call, outcome, hidden, encoder)
         entry = call.ranges.get(id(runner)) if runner is not None else None
         if entry is not None and not entry.outcome.compute:
-            output = self._bypass(entry.outcome, hidden, encoder)
+            output = self._bypass(entry, hidden, encoder)
         else:
             output = self.fn_ref.original_forward(*args, **kwargs)
             if entry is not None:
@@ -255,7 +270,9 @@ class BlockHook(ModelHook):
     def _in_flight(self, runner: UnitRunner, call: CallState, outcome: Outcome, hidden: torch.Tensor,
                    encoder: torch.Tensor | None) -> InFlight:
         """The reference a computed unit keeps while its blocks run (see the module docstring)."""
-        if not outcome.compute or not (runner.needs_history or runner.keeps_outputs or "input" in runner.sources):
+        if not outcome.compute:  # bypassed: the tail answers from this input (see ``_bypass``)
+            return InFlight(outcome, hidden, encoder, (hidden, encoder), (version_of(hidden), version_of(encoder)))
+        if not (runner.needs_history or runner.keeps_outputs or "input" in runner.sources):
             return InFlight(outcome, hidden, encoder)
         versions = (version_of(hidden), version_of(encoder))
         if runner.overwrites_input is False and versions[0] is not None:
@@ -298,13 +315,23 @@ class BlockHook(ModelHook):
             return None  # unknown this call: the signal reads as unavailable, the unit recomputes
         return out_hidden - call.probe_in
 
-    def _bypass(self, outcome: Outcome, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
-        if not self.head or outcome.skip:
+    def _bypass(self, entry: InFlight, hidden: torch.Tensor, encoder: torch.Tensor | None) -> Any:
+        """A bypassed range: its blocks pass their input through and the last one returns the range's
+        input plus the residual (or the stored output). What the model adds between the blocks of the
+        range (WanVACE's control hints, ControlNet residuals) is part of the stored residual, so it is not
+        added a second time. Should a block between write into the range's input, the last block's own
+        input is used instead (diffusers' FirstBlockCache semantics)."""
+        if not self.tail:
+            return self.spec.join(hidden, encoder)
+        outcome = entry.outcome
+        if not entry.overwritten():
+            hidden = entry.hidden
+            encoder = entry.encoder if encoder is not None else None
+        if outcome.skip:
             return self.spec.join(hidden, encoder)
         if outcome.as_output:
             return self.spec.join(outcome.hidden, outcome.encoder if encoder is not None else None)
-        new_hidden = hidden + outcome.hidden
         new_encoder = encoder
         if encoder is not None and outcome.encoder is not None:
             new_encoder = encoder + outcome.encoder
-        return self.spec.join(new_hidden, new_encoder)
+        return self.spec.join(hidden + outcome.hidden, new_encoder)

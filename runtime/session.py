@@ -79,7 +79,7 @@ from runtime.hooks import (
 from runtime.parallel import ParallelError, Ranks, parallel_config_of, ranks_of, register_inside
 from runtime.sampler import SchedulerClock, TimestepNoise
 from runtime.trace import Trace
-from runtime.units import UnitRunner, plan_units
+from runtime.units import UnitError, UnitRunner, plan_units
 
 #: diffusers modules whose hooks implement a cache technique a policy would fight with.
 _DIFFUSERS_CACHE_MODULES = tuple(f"diffusers.hooks.{m}" for m in (
@@ -183,6 +183,11 @@ class Session:
         self._timestep_noise.num_train = num_train
         self.clock: SchedulerClock | None = None  # the clock of the loop running now
         plans, probe = plan_units(policy, len(self.layout.blocks))
+        for name, start, stop in [(p.name, p.start, p.stop) for p in plans if p.kind == "range"] + (
+                [("probe", probe.start, probe.stop)] if probe is not None else []):
+            problem = self.layout.range_problem(start, stop)
+            if problem:
+                raise UnitError(f"{name} (blocks {start}..{stop - 1}) cannot be one unit: {problem}")
         self.trace = Trace()
         # context parallelism (runtime.parallel): signals reduced across ranks, decisions checked
         self.parallel: Ranks | None = ranks_of(transformer, group, check_decisions)
@@ -191,10 +196,17 @@ class Session:
         self.current: CallState | None = None
         self.runners = [UnitRunner(policy, plan, self) for plan in plans]
         self.wants_modulated = any(k.endswith("(modulated_input)") for r in self.runners for k in r.keys)
-        if self.wants_modulated and self.layout.adapter.modulated_input is None:
+        if self.wants_modulated and self.layout.modulated_input is None:
             raise AttachError(f"the policy reads `modulated_input`, which the adapter of "
-                              f"{type(transformer).__name__} ({self.layout.adapter.name}) does not provide")
+                              f"{type(transformer).__name__} ({self.layout.adapter.name}) does not provide: its "
+                              "first block has no timestep-modulated norm (AdaLayerNorm*, *NormZero) to read; "
+                              "help: read `delta(input)` or a probe instead")
         self._model_params = tuple(inspect.signature(transformer.forward).parameters)
+        #: the latent argument (ZImage: ``x``, Cosmos3: ``vision_tokens``) and the timestep's (HiDream: ``timesteps``)
+        self.hidden_name = next((n for n in ("hidden_states", "x", "sample", "latents") if n in self._model_params),
+                                self._model_params[0] if self._model_params else "hidden_states")
+        self.timestep_name = next((n for n in ("timestep", "timesteps", "t", "sigma") if n in self._model_params),
+                                  "timestep")
         self._index = 0
         self._fresh = True
         self._counts: dict[str, int] = {}
@@ -327,6 +339,23 @@ class Session:
             return holder is self._root_forward
         # a diffusers hook registered after ours (group offload, layerwise casting) wraps it in the same registry
         return getattr(getattr(holder, "func", None), "__qualname__", "").startswith("HookRegistry.register_hook")
+
+    def unsupported_input(self, hidden: Any) -> None:
+        """`on model` met a latent input or output that is not one tensor: the call runs in full, with one
+        warning (``faults["unsupported_input"]``)."""
+        self.count_fault("unsupported_input")
+        if self.faults["unsupported_input"] == 1:
+            warnings.warn(f"policyc: the latent input or output of {type(self.transformer).__name__} is a "
+                          f"{type(hidden).__name__}, not a tensor; `on model` runs every call in full on it",
+                          PolicyBypassedWarning, stacklevel=3)
+
+    def modulated_failed(self, exc: Exception) -> None:
+        """Block 0's modulated norm could not be evaluated: `modulated_input` is unavailable (recompute)."""
+        self.count_fault("modulated_input_unavailable")
+        if self.faults["modulated_input_unavailable"] == 1:
+            warnings.warn(f"policyc: `modulated_input` of {type(self.transformer).__name__} could not be computed "
+                          f"({type(exc).__name__}: {exc}); the units reading it recompute", PolicyBypassedWarning,
+                          stacklevel=3)
 
     def outside_call(self) -> None:
         """A hooked block ran with no call open: during a pipeline call the root hook was bypassed."""
