@@ -56,6 +56,8 @@ FORCED: dict[str, tuple[dict[str, Any], str]] = {
                  "a flat ratio curve (no error accumulates), at most 2 skips in a row"),
     "taylorseer": (dict(interval=3, warmup_steps=3), "a full step every 3rd step, order-2 Taylor between"),
     "predit": (dict(tau=100.0, dynamics=1000.0, j_max=3), "the horizon is always j_max = 3"),
+    "dbcache": (dict(threshold=1.0, warmup_steps=2, max_continuous=2),
+                "F2B1; a drift threshold no step reaches, at most 2 cached steps in a row: R C C ..."),
     "scope": (dict(tau_cache=1.0, tau_predict=1.0), "cache / predict whenever the runs and the error budget allow; "
               "the budget is a literal 0.15, so `scope@budget=1.0` (the file with `limit budget 1.0`) runs beside it"),
 }
@@ -126,7 +128,8 @@ def _variant(name: str, old: str, new: str, label: str, **params: Any) -> Method
 
 def library_methods(fb_threshold: float, *, memory_variants: bool = True) -> list[Method]:
     methods = [_policy("recompute"), _policy("fbcache", threshold=fb_threshold)]
-    methods += [_policy(name, **FORCED[name][0]) for name in ("teacache", "magcache", "taylorseer", "predit")]
+    methods += [_policy(name, **FORCED[name][0]) for name in ("teacache", "magcache", "taylorseer", "predit",
+                                                               "dbcache")]
     if memory_variants:  # order-2 Taylor histories: per block and per model, against the block stack above
         for unit, label in (("each block", "each-block"), ("model", "model")):
             methods.append(_variant("taylorseer", "on blocks {", f"on {unit} {{", label, **FORCED["taylorseer"][0]))
@@ -140,7 +143,8 @@ def _peer(name: str, label: str, **params: Any) -> Method:
 
 
 def peer_methods_matched(steps: int, fb_threshold: float) -> list[Method]:
-    """diffusers' FirstBlockCache, TaylorSeerCache (block identifiers), MagCache; cache-dit DBCache F1B0."""
+    """diffusers' FirstBlockCache, TaylorSeerCache (block identifiers), MagCache; cache-dit DBCache F1B0 (as
+    fbcache) and F2B1 (as dbcache.policy)."""
     return [
         _peer("fbcache", f"threshold={fb_threshold}", threshold=fb_threshold),
         _peer("taylorseer", "interval=3,warmup=3,order=2", cache_interval=3, disable_cache_before_step=3, max_order=2),
@@ -148,6 +152,8 @@ def peer_methods_matched(steps: int, fb_threshold: float) -> list[Method]:
               mag_ratios=[1.0] * steps),
         _peer("dbcache", f"F1B0,threshold={fb_threshold}", fn=1, bn=0, threshold=fb_threshold, warmup=1,
               max_continuous=1000),
+        _peer("dbcache", "F2B1,threshold=1,warmup=2,max_continuous=2", fn=2, bn=1, threshold=1.0, warmup=2,
+              max_continuous=2),
     ]
 
 
