@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo clean
+.PHONY: install test test-fast lint demo clean models-matrix
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: install lint
 
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow" -x
+
+# every transformer diffusers builds tiny x every check (~5 min on one core); rewrites docs/models.md
+models-matrix: install
+	$(PY) scripts/models_matrix.py
 
 demo: install
 	$(VENV)/bin/policyc run policies/scope.policy --model testbed-df --out out/demo
