@@ -73,13 +73,13 @@ def test_monotone_accumulator_ends_mixed_runs():
 
 def test_scope_bounds_and_the_1000_step_analysis_time():
     compiled = compile_file(ROOT / "policies" / "scope.policy")
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a loaded machine stretches wall time, not this
     a = analyze(compiled.ir, 1000, compiled.source_map)
-    seconds = time.perf_counter() - started
+    seconds = time.process_time() - started
     r = a.sections[0].exploration
     assert a.diagnostics == []
     assert r.max_stale == 4 and r.min_recomputes == 203 and r.max_recomputes == 1000  # warmup 4
-    assert seconds < 3.0, seconds  # ~0.3 s on an idle core; generous for a shared CI box
+    assert seconds < 5.0, seconds  # a blow-up guard (~0.3 s CPU); the O(N^2) analysis took minutes
 
 
 def test_prediction_before_enough_history_names_the_path():
