@@ -214,8 +214,8 @@ def test_decide_is_cheap():
                           ir.LimitBudget(id="s0.g2", bound=c(0.5))])
     ctl = ctl_for(sec)
     sig_ = {"delta(input)": 0.05, "pred_error(2,noise)": 0.05, "pred_error(0,noise)": 0.05}
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time, robust to a loaded machine
     for _ in range(200):
         drive(ctl, 50, signals=lambda s: sig_)
-    per_call = (time.perf_counter() - t) / 10_000
+    per_call = (time.process_time() - t) / 10_000
     assert per_call < 1e-3, per_call  # ~10 us on a laptop; generous for a loaded CI box
