@@ -66,12 +66,17 @@ def action_text(a) -> str:
     return a.kind
 
 
+def _from_end(u) -> str:
+    return " (a negative bound counts from the model's end: -1 is the last block)" if any(
+        b is not None and b < 0 for b in (u.start, u.stop)) else ""
+
+
 def unit_text(u) -> str:
     if isinstance(u, ir.ModelUnit):
         return "the whole model call"
     if isinstance(u, ir.FramesUnit):
         return "each frame group"
-    rng = f"blocks [{'' if u.start is None else u.start}:{'' if u.stop is None else u.stop}]"
+    rng = f"blocks {ir.range_text(u.start, u.stop)}" + _from_end(u)
     return ("each block of " if isinstance(u, ir.EachBlockUnit) else "the block range ") + rng
 
 
@@ -89,7 +94,7 @@ def summarize(policy: ir.Policy) -> str:
             out.append(f"  {p.name} = {p.value} ({p.type}{rng})")
     if policy.probe is not None:
         pr = policy.probe
-        out.append(f"probe: blocks [{'' if pr.start is None else pr.start}:{'' if pr.stop is None else pr.stop}] "
+        out.append(f"probe: blocks {ir.range_text(pr.start, pr.stop)}{_from_end(pr)} "
                    "always run; their residual is the source `probe`")
     for sec in policy.sections:
         out.append(f"section {sec.id}: one decision for {unit_text(sec.unit)}")
