@@ -36,6 +36,9 @@ def test_negative_bounds_parse_lower_and_print_as_written():
     assert (policy.sections[0].unit.start, policy.sections[0].unit.stop) == (1, -2)
     assert (policy.sections[1].unit.start, policy.sections[1].unit.stop) == (-2, None)
     assert ir.load_ir(policy.model_dump_json()) == policy  # the relative form survives the IR
+    from policy_lang.summary import summarize
+
+    assert "blocks [1:-2] (a negative bound counts from the model's end" in summarize(policy)
 
 
 def test_minus_zero_is_refused_by_the_parser_and_by_fmt(tmp_path):
