@@ -1,14 +1,15 @@
 """policyc's compiler: ``.policy`` text -> checked IR (``policy_lang.ir``) and a proven state machine.
 
 The facade is lazy so that ``import policy_lang.ir`` (what the runtime needs) does not load the
-parser. Public API: ``compile_source``, ``compile_file``, ``PolicyError``, ``CompiledPolicy``.
+parser. Public API: ``compile_source``, ``compile_file``, ``PolicyError``, ``PolicyWarning``,
+``CompiledPolicy``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["compile_source", "compile_file", "PolicyError", "CompiledPolicy"]
+__all__ = ["compile_source", "compile_file", "PolicyError", "PolicyWarning", "CompiledPolicy"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ first byte that is not UTF-8; ``read_source`` does the same for a file.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,16 @@ class PolicyError(Exception):
     def codes(self) -> tuple[str, ...]:
         return tuple(d.code for d in self.diagnostics)
 
+    @classmethod
+    def refusal(cls, code: str, message: str, help: str, node_id: str | None = None,
+                compiled: CompiledPolicy | None = None) -> PolicyError:
+        """A run-time refusal (P08xx) rendered like a compiler error: pointing at ``node_id``'s span when
+        ``compiled`` knows the source."""
+        span = compiled.source_map.get(node_id) if compiled is not None and node_id else None
+        d = diagnostic(code, message, span=span, help=help)
+        return cls([d], compiled.source if compiled is not None else "",
+                   (compiled.source_map.filename if compiled is not None else "") or "<policy>")
+
 
 @dataclass(frozen=True)
 class CompiledPolicy:
@@ -116,6 +127,85 @@ class CompiledPolicy:
         """The proven state machine (``policy_lang.graph.PolicyAnalysis`` at ``DEFAULT_STEPS``; its
         ``to_json()`` serialises it beside the IR); ``policy_lang.graph.analyze`` for another N."""
         return self.artifacts.get("graph")
+
+    @classmethod
+    def of(cls, policy: ir.Policy) -> CompiledPolicy:
+        """A policy that arrived as IR (JSON, or built in Python): no source, so findings carry no span."""
+        return cls(ir=policy, source_map=SourceMap(), source="")
+
+    def with_params(self, **params: Any) -> CompiledPolicy:
+        """The same policy with ``params`` overridden, checked and proven again exactly as
+        ``policyc compile --set`` does (``PolicyError`` on a bad value or a failed proof: P05xx, P06xx).
+        Overrides accumulate over repeated calls."""
+        if not params:
+            return self
+        overrides = {**self.artifacts.get("overrides", {}), **params}
+        if self.source:
+            out = compile_source(self.source, self.source_map.filename, params=overrides)
+        else:
+            try:
+                policy = self.ir.with_params(params)
+            except ir.ParamError as exc:
+                raise PolicyError([diagnostic("P0504", str(exc), help="pick a value of the param's type "
+                                                                        "inside its declared range")]) from None
+            from policy_lang.graph import DEFAULT_STEPS
+
+            out = CompiledPolicy.of(policy)
+            found = out.proofs(DEFAULT_STEPS)
+            if any(d.severity == "error" for d in found):
+                raise PolicyError(found)
+            out = CompiledPolicy(policy, out.source_map, "", found, dict(out.artifacts))
+        out.artifacts["overrides"] = overrides
+        return out
+
+    def proofs(self, steps: int, depth: int | None = None) -> tuple[Diagnostic, ...]:
+        """Every finding (P06xx, errors and warnings) of the state-machine proofs at ``steps`` calls per
+        unit and branch, with this policy's params, on a model of ``depth`` blocks when known (block
+        ranges resolved as the runtime resolves them); computed once per (step count, depth)."""
+        cache = self.artifacts.setdefault("proofs", {})
+        if (steps, depth) not in cache:
+            from policy_lang.graph import DEFAULT_STEPS, analyze
+
+            found = analyze(self.ir, steps, self.source_map, depth=depth).diagnostics
+            if any(d.code == "P0601" for d in found):
+                # a run that spans every reusable step of a short schedule is "unbounded" only if it stays
+                # so on a longer one; otherwise the schedule's end is the bound, and it is proven
+                longer = analyze(self.ir, max(2 * steps, DEFAULT_STEPS), self.source_map, depth=depth).diagnostics
+                if not any(d.code == "P0601" for d in longer):
+                    found = [d for d in found if d.code != "P0601"]
+            cache[(steps, depth)] = tuple(found)
+        return cache[(steps, depth)]
+
+    def check_at(self, steps: int, mode: str = "error", depth: int | None = None) -> tuple[Diagnostic, ...]:
+        """Prove the policy for a run of ``steps`` calls (the point of use: ``runtime.attach``,
+        ``runtime.df.generate``). ``mode="error"``: an error finding raises ``PolicyError`` (rendered as
+        ``policyc explain`` renders it); ``"warn"``: every finding is a ``PolicyWarning``; ``"off"``:
+        nothing is proven. Warnings are issued once per step count. Returns the findings."""
+        if mode not in ("error", "warn", "off"):
+            raise ValueError(f"prove must be 'error', 'warn' or 'off', not {mode!r}")
+        if mode == "off" or steps < 1:
+            return ()
+        first = (steps, depth) not in self.artifacts.get("proofs", {})
+        found = self.proofs(steps, depth)
+        errors = [d for d in found if d.severity == "error"]
+        if errors and mode == "error":
+            raise PolicyError(found, self.source, self.source_map.filename or "<policy>")
+        if first:
+            from policy_lang.render import render_human
+
+            for d in found:
+                text = render_human([d], self.source, self.source_map.filename or "<policy>", color=False)
+                warnings.warn(PolicyWarning(f"policy `{self.name}` at {steps} steps:\n{text.rstrip()}", d),
+                              stacklevel=3)
+        return found
+
+
+class PolicyWarning(UserWarning):
+    """A finding of the proofs at the step count of a run (``CompiledPolicy.check_at``); ``.diagnostic``."""
+
+    def __init__(self, message: str, diagnostic: Diagnostic | None = None):
+        super().__init__(message)
+        self.diagnostic = diagnostic
 
 
 def run_stages(source: str, filename: str = "<string>", params: dict[str, Any] | None = None,

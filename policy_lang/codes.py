@@ -8,7 +8,7 @@ codes, so a typo in a pass cannot invent a code).
 
 Groups: P01xx lexing and parsing · P02xx names · P03xx types · P04xx structure, totality and
 units · P05xx params and overrides · P06xx state-machine proofs (appended by ``policy_lang.graph``)
-· P07xx limits and resources.
+· P07xx limits and resources · P08xx run-time refusals (the runtime, at attach or first call).
 """
 
 from __future__ import annotations
@@ -92,6 +92,9 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0607": ("error", "a negative `warmup` or `tail`"),
     "P0608": ("warning", "`warmup` and `tail` cover every call: the decision chain never runs"),
     # P07xx — limits and resources
+    # P08xx — run-time refusals: the policy cannot run on this model or call (``runtime.attach``)
+    "P0802": ("error", "a signal this unit cannot provide on this model"),
+    "P0803": ("error", "units that cannot run together on this model"),
     "P0701": ("error", "too many errors"),
     "P0702": ("error", "expression nested too deeply"),
     "P0703": ("error", "cannot read the policy file"),

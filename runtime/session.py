@@ -167,7 +167,18 @@ class Session:
     """A policy attached to one transformer (and its pipeline)."""
 
     def __init__(self, transformer: torch.nn.Module, policy: ir.Policy, pipeline: Any = None, noise: Any = None,
-                 group: Any = None, check_decisions: bool | None = None):
+                 group: Any = None, check_decisions: bool | None = None,
+                 compiled: Any = None, prove: str = "error"):
+        if prove not in ("error", "warn", "off"):
+            raise ValueError(f"prove must be 'error', 'warn' or 'off', not {prove!r}")
+        if compiled is None:
+            from policy_lang import CompiledPolicy
+
+            compiled = CompiledPolicy.of(policy)
+        self.compiled = compiled
+        self.prove = prove
+        #: the findings of the proofs per step count proven (``prove_at``)
+        self.findings: dict[int, tuple] = {}
         _check_free(transformer)
         self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
         self.scheduler = getattr(pipeline, "scheduler", None)
@@ -182,12 +193,16 @@ class Session:
             self._timestep_noise = TimestepNoise(transformer, noise, num_train)
         self._timestep_noise.num_train = num_train
         self.clock: SchedulerClock | None = None  # the clock of the loop running now
-        plans, probe = plan_units(policy, len(self.layout.blocks))
-        for name, start, stop in [(p.name, p.start, p.stop) for p in plans if p.kind == "range"] + (
-                [("probe", probe.start, probe.stop)] if probe is not None else []):
-            problem = self.layout.range_problem(start, stop)
-            if problem:
-                raise UnitError(f"{name} (blocks {start}..{stop - 1}) cannot be one unit: {problem}")
+        try:
+            plans, probe = plan_units(policy, len(self.layout.blocks))
+            for name, start, stop, node in [(p.name, p.start, p.stop, p.section.id) for p in plans if p.kind == "range"] + (
+                    [("probe", probe.start, probe.stop, "probe")] if probe is not None else []):
+                problem = self.layout.range_problem(start, stop)
+                if problem:
+                    raise UnitError(f"{name} (blocks {start}..{stop - 1}) cannot be one unit: {problem}", "P0803",
+                                    "choose a range whose blocks run one after another in this model", node)
+        except UnitError as exc:  # shown like a compiler error, at the section's line
+            raise exc.located(self.compiled) from None
         self.trace = Trace()
         # context parallelism (runtime.parallel): signals reduced across ranks, decisions checked
         self.parallel: Ranks | None = ranks_of(transformer, group, check_decisions)
@@ -459,8 +474,18 @@ class Session:
         self._counts[branch] = step + 1
         self._last_noise[branch] = noise
         self._fresh = False
-        self.current = CallState(self._index, branch, step, self._steps(context, position), noise)
+        steps = self._steps(context, position)
+        self.prove_at(steps)  # before any block of this call runs
+        self.current = CallState(self._index, branch, step, steps, noise)
         return self.current
+
+    def prove_at(self, steps: int) -> None:
+        """Prove the policy, with this session's params, for calls of ``steps`` steps (once per step
+        count): ``PolicyError`` for an error finding under ``prove="error"``, ``PolicyWarning`` s
+        otherwise; the findings are kept in ``self.findings`` (per step count)."""
+        if steps in self.findings or self.prove == "off" or steps < 1:
+            return
+        self.findings[steps] = self.compiled.check_at(steps, self.prove, depth=len(self.layout.blocks))
 
     def _restarted(self, base: str, index: int | None, noise: float) -> bool:
         """A bare transformer: a new denoising pass starts when the sampler's step index goes back (to 0),
@@ -523,12 +548,39 @@ def _is_scheduler(obj: Any) -> bool:
     return obj is not None and callable(getattr(obj, "set_timesteps", None)) and callable(getattr(obj, "step", None))
 
 
+def load_compiled(policy: Any) -> Any:
+    """A ``CompiledPolicy`` from what ``load_policy`` accepts, keeping the compiler's source and spans
+    when there is a source (so that findings at run time point at the user's lines)."""
+    from policy_lang import CompiledPolicy, compile_file, compile_source
+
+    if isinstance(policy, CompiledPolicy):
+        return policy
+    if isinstance(policy, (str, Path)) and not (isinstance(policy, str) and "{" in policy and '"ir_version"' in policy):
+        is_path = isinstance(policy, Path) or ("\n" not in policy and "{" not in policy)
+        if not is_path:
+            return compile_source(policy)
+        if Path(policy).suffix != ".json":
+            return compile_file(str(policy))
+    return CompiledPolicy.of(load_policy(policy))
+
+
 def attach(target: Any, policy: Any, *, noise: Any = None, group: Any = None, check_decisions: bool | None = None,
-           **params: Any) -> Session:
+           prove: str = "error", **params: Any) -> Session:
     """Attach ``policy`` to a diffusers pipeline or transformer; see the module docstring."""
-    compiled = load_policy(policy).with_params(params)
+    if prove not in ("error", "warn", "off"):
+        raise ValueError(f"prove must be 'error', 'warn' or 'off', not {prove!r}")
+    compiled = load_compiled(policy)
+    if prove == "off":
+        compiled = type(compiled)(compiled.ir.with_params(params), compiled.source_map, compiled.source)
+    else:  # checked and proven again as `policyc compile --set` would (PolicyError)
+        compiled = compiled.with_params(**params)
+    return _session(target, compiled, noise, prove, group, check_decisions)
+
+
+def _session(target: Any, compiled: Any, noise: Any, prove: str, group: Any, check_decisions: bool | None) -> Session:
     if isinstance(target, torch.nn.Module):
-        return Session(target, compiled, noise=noise, group=group, check_decisions=check_decisions)
+        return Session(target, compiled.ir, noise=noise, group=group, check_decisions=check_decisions,
+                       compiled=compiled, prove=prove)
     if noise is not None:
         raise TypeError("noise= is for a bare transformer in your own loop; a pipeline's own scheduler tells "
                         "the noise level of every call")
@@ -536,4 +588,5 @@ def attach(target: Any, policy: Any, *, noise: Any = None, group: Any = None, ch
     if not isinstance(transformer, torch.nn.Module):
         raise TypeError(f"cannot attach to {type(target).__name__}: pass a diffusers pipeline with a "
                         "`transformer` or the transformer itself")
-    return Session(transformer, compiled, pipeline=target, group=group, check_decisions=check_decisions)
+    return Session(transformer, compiled.ir, pipeline=target, group=group, check_decisions=check_decisions,
+                   compiled=compiled, prove=prove)

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from policy_lang import ir
+from policy_lang import PolicyError, ir
 from runtime.controller import StepContext, UnitController
 from runtime.parallel import decision_code
 from runtime.predict import History
@@ -84,13 +84,19 @@ class Held:
         return self.version is None or version_of(self.tensor) == self.version
 
 
-class UnitError(ValueError):
-    """A policy that cannot run on this model (reported at attach time); ``code``, ``help`` and the IR
-    ``node_id`` when the compiler has a diagnostic code for it (a block range this model's depth cannot run)."""
+class UnitError(PolicyError, ValueError):
+    """A policy that cannot run on this model, refused at attach time like a compiler error: a code
+    (P08xx), the message, a help and the IR id it is about; ``located(compiled)`` points it at the
+    user's line."""
 
-    def __init__(self, message: str, code: str | None = None, help: str | None = None, node_id: str | None = None):
-        super().__init__(message)
-        self.code, self.help, self.node_id = code, help, node_id
+    def __init__(self, message: str, code: str = "P0802", help: str = "", node_id: str | None = None,
+                 compiled: Any = None):
+        refusal = PolicyError.refusal(code, message, help, node_id, compiled)
+        super().__init__(refusal.diagnostics, refusal.source, refusal.filename)
+        self.message, self.code, self.help, self.node_id = message, code, help, node_id
+
+    def located(self, compiled: Any) -> UnitError:
+        return UnitError(self.message, self.code, self.help, self.node_id, compiled)
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,12 @@ def plan_units(policy: ir.Policy, n_blocks: int) -> tuple[list[UnitPlan], ProbeP
             plans += [UnitPlan(section, "range", i, i + 1, i, n_blocks, f"block {i}") for i in range(unit.start, unit.stop)]
         else:
             raise UnitError(f"section {section.id}: `on frames` runs only in the diffusion-forcing loop "
-                            "(runtime.df); a diffusers pipeline call has no frame groups")
+                            "(runtime.df); a diffusers pipeline call has no frame groups", "P0803",
+                            "run it with `runtime.df.generate` (e.g. `policyc run --model testbed-df`), or "
+                            "decide `on model` / `on blocks`", section.id)
     if any(p.kind == "model" for p in plans) and len(plans) > 1:
-        raise UnitError("`on model` replaces the whole call; it cannot be combined with block units")
+        raise UnitError("`on model` replaces the whole call; it cannot be combined with block units", "P0803",
+                        "keep either the `on model` section or the block sections")
     for p in plans:
         _check_sources(resolved, p, probe)
     return plans, probe
@@ -149,12 +158,15 @@ def _check_sources(policy: ir.Policy, plan: UnitPlan, probe: ProbePlan | None) -
         source = m.group(2) if m else None
         if source == "probe" and (probe is None or plan.kind == "model" or probe.stop > plan.start):
             raise UnitError(f"section {plan.section.id} reads `probe`, which needs `probe blocks[a:b]` ending at "
-                            f"or before the unit's first block ({plan.name})")
+                            f"or before the unit's first block ({plan.name})", "P0802",
+                            "declare `probe blocks[0:1]` and decide `on blocks[1:]`", plan.section.id)
         if source == "modulated_input" and plan.kind == "model":
-            raise UnitError(f"section {plan.section.id}: `modulated_input` exists only at a block unit; "
-                            "use `on blocks` (TeaCache caches the block stack's residual)")
+            raise UnitError(f"section {plan.section.id}: `modulated_input` exists only at a block unit, not "
+                            "under `on model`", "P0802",
+                            "use `on blocks` (TeaCache caches the block stack's residual)", plan.section.id)
         if m and (m.group(1), source) in ir.CURRENT_CALL_ONLY:
-            raise UnitError(f"section {plan.section.id}: `{key}` would read the output of the current call")
+            raise UnitError(f"section {plan.section.id}: `{key}` would read the output of the current call",
+                            "P0802", "compare outputs of earlier calls: `delta(output)`", plan.section.id)
 
 
 @dataclass
@@ -338,7 +350,8 @@ class UnitRunner:
             pairs = [(outs[-1], outs[-2] if len(outs) > 1 else None) for outs in st.block_outputs]
             batch.mean_blocks(m.group(1), "output", pairs)
         else:
-            raise UnitError(f"the runtime cannot compute signal `{key}`")
+            raise UnitError(f"the runtime cannot compute signal `{key}`", "P0802",
+                            "read a signal listed in docs/language.md", self.plan.section.id)
 
     def _candidates(self, st: UnitState, ctx: StepContext, batch: SignalBatch) -> dict[Any, tuple]:
         """Tensors a non-recompute action could return; their finiteness is read in the same sync."""

@@ -65,7 +65,8 @@ def test_runtime_sees_only_the_ir_and_the_facade():
 
 
 def _facade_names() -> set[str]:
-    return {f"policy_lang.{n}" for n in ("compile_source", "compile_file", "PolicyError", "CompiledPolicy")}
+    return {f"policy_lang.{n}" for n in ("compile_source", "compile_file", "PolicyError", "PolicyWarning",
+                                                     "CompiledPolicy")}
 
 
 def test_compiler_layers_flow_one_way():

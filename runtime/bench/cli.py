@@ -124,17 +124,23 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 def model_errors(handler):
-    """Run a command handler; a ``ModelError`` is printed with its help line (exit status 1)."""
+    """Run a command handler; a ``ModelError`` is printed with its help line, a ``PolicyError`` (a policy
+    refused at attach or first call: proofs at the run's step count, P08xx) as ``compile`` prints it
+    (exit status 1)."""
     import functools
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        from policy_lang import PolicyError
         from runtime.bench.pipelines import ModelError
 
         try:
             return handler(args)
         except ModelError as err:
             sys.stderr.write(err.render())
+            return 1
+        except PolicyError as err:  # refused at attach or at the first call: rendered as `compile` does
+            sys.stderr.write(str(err).rstrip("\n") + "\n")
             return 1
 
     return run

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policy_lang import PolicyError
 from runtime.bench import metrics
 from runtime.bench.counting import ComputeCount, ComputeMeter, amdahl_ideal, compute_fraction, is_idle
 from runtime.bench.workload import Method, Workload
@@ -252,6 +253,8 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
                 compute_fraction=compute_fraction(meter.count, base.count),
                 block_fraction=meter.count.block_calls / max(base.count.block_calls, 1),
                 repeatable=bool(np.array_equal(metered, out))))
+    except PolicyError:  # a policy refused at this workload: `policyc bench` prints it and exits 1
+        raise
     except Exception as exc:  # a peer that fails on this model is reported, never hidden
         result.status, result.error = "failed", _error_text(exc)
         restored &= _still_restores(base)

@@ -72,20 +72,41 @@ def split_model(model: Any) -> tuple[torch.nn.Module, Any]:
     return transformer, scheduler
 
 
-def make_planner(policy: ir.Policy | None, transformer: torch.nn.Module, causal_block_size: int,
-                 ranks: Any = None) -> Planner:
+def make_planner(policy: Any, transformer: torch.nn.Module, causal_block_size: int, ranks: Any = None,
+                 prove: str = "error") -> Planner:
+    """The planner of ``policy`` (an ``ir.Policy`` or a ``CompiledPolicy``; None: compute every frame)."""
     if policy is None:
         return Planner()
-    return FrameUnitsPlanner(policy=policy, block_causal=is_block_causal(transformer, causal_block_size), ranks=ranks)
+    compiled = None if isinstance(policy, ir.Policy) else policy
+    return FrameUnitsPlanner(policy=policy if compiled is None else compiled.ir, compiled=compiled, prove=prove,
+                             block_causal=is_block_causal(transformer, causal_block_size), ranks=ranks)
+
+
+def resolve_compiled(policy: Any, params: dict[str, Any] | None, prove: str) -> Any:
+    """A ``CompiledPolicy`` with ``params`` applied, checked and proven again (``PolicyError``) unless
+    ``prove="off"``; ``None`` stays ``None``."""
+    if policy is None:
+        return None
+    from runtime.session import load_compiled
+
+    compiled = load_compiled(policy)
+    if prove == "off":
+        return type(compiled)(compiled.ir.with_params(params or {}), compiled.source_map, compiled.source)
+    return compiled.with_params(**(params or {}))
 
 
 def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
              negative_prompt_embeds: torch.Tensor | None = None, params: dict[str, Any] | None = None,
              reuse_clean_kv: bool | None = None, stale_context: bool = False, group: Any = None,
-             check_decisions: bool | None = None, **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
-    """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc)."""
+             check_decisions: bool | None = None, prove: str = "error",
+             **loop_kwargs: Any) -> tuple[torch.Tensor, DFTrace]:
+    """Generate with ``policy`` on the project's diffusion-forcing loop (see module doc). The policy is
+    proven for each frame group's step count before the group's first block runs (``prove`` as
+    ``runtime.attach``)."""
+    if prove not in ("error", "warn", "off"):
+        raise ValueError(f"prove must be 'error', 'warn' or 'off', not {prove!r}")
     transformer, scheduler = split_model(model)
-    resolved = resolve_policy(policy, params)
+    resolved = resolve_compiled(policy, params, prove)
     ranks = ranks_of(transformer, group, check_decisions)
     if ranks is not None and (reuse_clean_kv or stale_context):
         raise ParallelError("reuse_clean_kv and stale_context replace the attention processor, which does not "
@@ -94,7 +115,7 @@ def generate(model: Any, policy: Any = None, *, prompt_embeds: torch.Tensor,
     cbs = loop_kwargs.get("causal_block_size")
     if cbs is not None:  # the loop will switch the model's mask to these blocks (pipeline semantics)
         transformer._set_ar_attention(cbs)
-    planner = make_planner(resolved, transformer, cbs or transformer.config.num_frame_per_block, ranks)
+    planner = make_planner(resolved, transformer, cbs or transformer.config.num_frame_per_block, ranks, prove)
     for factor in ("vae_scale_factor_temporal", "vae_scale_factor_spatial"):  # a pipeline knows its VAE
         if hasattr(model, factor):
             loop_kwargs.setdefault(factor, getattr(model, factor))

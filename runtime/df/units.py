@@ -81,6 +81,9 @@ class FrameUnitsPlanner(Planner):
     block_causal: bool = True
     context_denoiser: Any = None  # a StaleContextDenoiser to tell which frames to run (runtime.df.context)
     ranks: Any = None  # runtime.parallel.Ranks under context parallelism: the decision check
+    #: the CompiledPolicy to prove at each group's step count (None: the policy's IR, no spans)
+    compiled: Any = None
+    prove: str = "error"  # "error" | "warn" | "off", as runtime.attach
     name: str = field(init=False, default="")
     exactness: str = field(init=False, default="exact")
 
@@ -108,6 +111,7 @@ class FrameUnitsPlanner(Planner):
         self.groups: list[_Group] = []
         self.sigmas = torch.zeros(0)
         self.decisions = Trace()  # one TraceEntry per group decision (runtime.trace format; call = chunk)
+        self.findings: dict[int, tuple] = {}  # the proofs' findings per group step count (prove_at)
         self.chunk = 0
 
     def begin_chunk(self, chunk: int, num_groups: int, sigmas: torch.Tensor) -> None:
@@ -141,7 +145,21 @@ class FrameUnitsPlanner(Planner):
                 batch.distance(fn, source, current, reference)
         return batch.compute()
 
+    def prove_at(self, steps: int) -> None:
+        """Prove the policy for a frame group of ``steps`` denoising steps (once per step count):
+        ``PolicyError`` on an error finding under ``prove="error"``, ``PolicyWarning`` s otherwise."""
+        if steps in self.findings or self.prove == "off" or steps < 1:
+            return
+        if self.compiled is None:
+            from policy_lang import CompiledPolicy
+
+            self.compiled = CompiledPolicy.of(self.policy)
+        self.findings[steps] = self.compiled.check_at(steps, self.prove)
+
     def plan(self, ctx: IterationContext, latents: torch.Tensor) -> FramePlan:
+        for g in ctx.groups:  # before this iteration runs any block
+            if g.updated:
+                self.prove_at(g.steps)
         actions, reasons, codes, where = [], [], [], []
         for g in ctx.groups:
             group = self.groups[g.index]

@@ -67,7 +67,7 @@ class _QuadraticInSigma:
 def _run_fake(policy, over="noise"):
     transformer, scheduler = tiny_skyreels()
     fake = _QuadraticInSigma(scheduler, KW["num_inference_steps"], (1, 4, 4, 4))
-    planner = None if policy is None else FrameUnitsPlanner(policy=policy, block_causal=True)
+    planner = None if policy is None else FrameUnitsPlanner(policy=policy, block_causal=True, prove="off")
     latents, trace = run_diffusion_forcing(transformer, scheduler, PE, NE, generator=torch.Generator().manual_seed(1),
                                            planner=planner, denoiser=fake, **KW)
     return latents, trace, fake

@@ -10,7 +10,7 @@ import torch
 from diffusers.hooks import FirstBlockCacheConfig
 
 import runtime
-from policy_lang import ir
+from policy_lang import PolicyError, ir
 from runtime.session import AttachError, load_policy
 from runtime.units import UnitError
 
@@ -32,7 +32,14 @@ def lt(left, value):
 
 def make(unit, rules, guards=(), probe=None, params=()):
     return ir.Policy(name="t", params=params, probe=probe,
-                     sections=(ir.Section(id="s0", unit=unit, guards=tuple(guards), rules=tuple(rules)),))
+                     sections=(ir.Section(id="s0", unit=unit, guards=_stale_none(guards), rules=tuple(rules)),))
+
+
+def _stale_none(guards):
+    """These policies reuse without a cap on purpose: say so (`limit stale none`), or attach refuses P0601."""
+    if any(isinstance(g, ir.LimitStale) for g in guards):
+        return tuple(guards)
+    return (*guards, ir.LimitStale(id=f"s0.g{len(guards)}", calls=None))
 
 
 ALL_RECOMPUTE_BLOCKS = make(ir.EachBlockUnit(), [rule(0, None, ir.Recompute())])
@@ -184,8 +191,9 @@ def test_params_override_and_policy_sources(tmp_path):
     pipe, _ = tiny.wan(cfg=False)
     with runtime.attach(pipe, fb, threshold=0.3) as session:
         assert session.policy.param("threshold").value == 0.3
-    with pytest.raises(ir.ParamError):
+    with pytest.raises(PolicyError) as refused:  # checked as `policyc compile --set` checks it
         runtime.attach(pipe, fb, threshold=3.0)
+    assert refused.value.codes == ("P0505",)
     assert _hooks(pipe.transformer) == []
 
 
@@ -203,6 +211,11 @@ def test_policies_this_model_cannot_run_are_refused():
     with pytest.raises(UnitError, match=r"selects no block .* resolves to \[3:1\]") as err:
         runtime.attach(pipe, make(ir.BlocksUnit(start=3, stop=-3), [rule(0, None, ir.Recompute())]))
     assert err.value.code == "P0414"
+    source = "policy deep {\n    on blocks[20:40] {\n        if step > 0: cache\n        else: recompute\n" \
+             "        limit stale 2\n    }\n}\n"
+    with pytest.raises(PolicyError) as refused:  # a range beyond the depth, at the user's line
+        runtime.attach(pipe, source)
+    assert refused.value.codes == ("P0419",) and "--> <string>:2:" in str(refused.value)
     with pytest.raises(UnitError, match="frames"):
         runtime.attach(pipe, make(ir.FramesUnit(), [rule(0, None, ir.Recompute())]))
     assert _hooks(pipe.transformer) == []

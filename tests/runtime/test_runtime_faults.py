@@ -33,7 +33,14 @@ def lt(left, value):
 
 
 def make(unit, rules, guards=()):
-    return ir.Policy(name="t", sections=(ir.Section(id="s0", unit=unit, guards=tuple(guards), rules=tuple(rules)),))
+    return ir.Policy(name="t", sections=(ir.Section(id="s0", unit=unit, guards=_stale_none(guards), rules=tuple(rules)),))
+
+
+def _stale_none(guards):
+    """These policies reuse without a cap on purpose: say so (`limit stale none`), or attach refuses P0601."""
+    if any(isinstance(g, ir.LimitStale) for g in guards):
+        return tuple(guards)
+    return (*guards, ir.LimitStale(id=f"s0.g{len(guards)}", calls=None))
 
 
 DELTA = ir.Distance(fn="delta", source="input")

@@ -58,7 +58,7 @@ def test_history_keeps_the_later_result_at_a_repeated_node_and_a_short_history_r
     pipe.scheduler = FlowMatchHeunDiscreteScheduler(shift=3.0)
     always = ir.Policy(name="t", sections=(ir.Section(id="s0", unit=ir.BlocksUnit(), rules=(
         ir.Rule(id="s0.r0", cond=None, action=ir.Predict(method="taylor", order=2, over="noise")),)),))
-    with runtime.attach(pipe, always) as session:
+    with runtime.attach(pipe, always, prove="off") as session:  # unbounded on purpose
         out = run(pipe, kwargs)
     got = [(e.step, e.action, e.guard) for e in session.trace]
     assert got[3] == (3, "recompute", "history")  # 4 results counted, 2 distinct noise levels stored
