@@ -150,7 +150,8 @@ def _finite(outs: list[torch.Tensor]) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
+    # a UnitError renders as a diagnostic (error[P08xx]: ...); its bare message is the reason
+    text = getattr(exc, "message", None) or (str(exc).splitlines()[0] if str(exc) else "")
     return f"{type(exc).__name__}: {text}"[:160]
 
 
