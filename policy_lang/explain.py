@@ -24,10 +24,10 @@ from typing import Any
 
 from policy_lang import ir
 from policy_lang.graph import PolicyAnalysis, SectionReport, analyze, path_text, unit_text
-from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS
 from policy_lang.graph.dot import COLORS, edge_label, node_label, to_dot
 from policy_lang.graph.guards import chain_runs
+from policy_lang.ir_printer import action_text, expr_text
 
 _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group decides on its own",
                "each_block": "each block decides on its own", "blocks": "the block range as one unit"}
@@ -35,14 +35,6 @@ _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group d
 
 #: most calls ``policyc explain --steps`` analyses (bwpredict: ~0.6 s CPU at 1000, ~2.5 s at 3000)
 MAX_STEPS = 10_000
-
-def _action_text(a: ir.Action) -> str:
-    if isinstance(a, ir.Predict):
-        return f"predict {a.method}(order: {a.order}, over: {a.over})"
-    if isinstance(a, ir.Cache) and a.output:
-        return "cache output"
-    return a.kind
-
 
 def _num(x: float) -> str:
     return "unbounded" if math.isinf(x) else f"{x:.4g}"
@@ -76,7 +68,7 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
         taken = ex.rule_steps.get(rule.id)
         when = f"possible at {_steps(taken)}" if taken else f"never taken at {ex.steps} steps" + (
             "" if runs else ": the guards recompute every call")
-        lines.append(f"    {rule.id}  {_action_text(rule.action):<40} {cond}   [{when}]")
+        lines.append(f"    {rule.id}  {action_text(rule.action):<40} {cond}   [{when}]")
     for guard, steps in ex.guard_steps.items():
         if guard not in ("warmup", "tail", "refresh_every"):
             lines.append(f"    guard {guard} can force a recompute at {_steps(steps)}")

@@ -1,13 +1,13 @@
 """Emitter ``--emit summary``: a compiled ``ir.Policy`` described in plain words.
 
 Contract: ``summarize(policy)`` (and ``emit(compiled)``, the CLI entry) returns text (no trailing state-machine facts; those belong to
-``policyc explain``). ``expr_text(e)`` prints an IR expression in surface syntax, fully
-parenthesised where precedence would be ambiguous, so a reader can match it to the source.
+``policyc explain``). Expressions and actions are printed by ``policy_lang.ir_printer``.
 """
 
 from __future__ import annotations
 
 from policy_lang import ir
+from policy_lang.ir_printer import action_text, expr_text
 
 _GUARD_WORDS = {
     "warmup": "the first {n} calls recompute",
@@ -17,53 +17,6 @@ _GUARD_WORDS = {
     "limit_budget": "the accumulated estimated error since the last recompute stays below {n}",
     "refresh_every": "every call with step % {n} == 0 recomputes",
 }
-_UNARY = {"neg": "-", "not": "not "}
-
-
-def expr_text(e) -> str:
-    if isinstance(e, ir.Const):
-        v = e.value
-        if v is None:
-            return "none"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, tuple):
-            return "[" + ", ".join(repr(x) for x in v) + "]"
-        return repr(v)
-    if isinstance(e, (ir.ParamRef, ir.LetRef, ir.Signal)):
-        return e.name
-    if isinstance(e, ir.Distance):
-        return f"{e.fn}({e.source})"
-    if isinstance(e, ir.PredError):
-        return f"pred_error(order: {e.order}, over: {e.over})"
-    if isinstance(e, ir.Accumulate):
-        return f"accumulate({expr_text(e.expr)})"
-    if isinstance(e, ir.MeanOverBlocks):
-        return f"mean over blocks ({expr_text(e.expr)})"
-    if isinstance(e, ir.Poly):
-        return f"poly({expr_text(e.coeffs)}, {expr_text(e.expr)})"
-    if isinstance(e, ir.Call):
-        return f"{e.fn}({', '.join(expr_text(a) for a in e.args)})"
-    if isinstance(e, ir.Unary):
-        return _UNARY[e.op] + _atomic(e.operand)
-    if isinstance(e, ir.Binary):
-        return f"{_atomic(e.left)} {e.op} {_atomic(e.right)}"
-    raise TypeError(f"not an IR expression: {e!r}")
-
-
-def _atomic(e) -> str:
-    text = expr_text(e)
-    return f"({text})" if isinstance(e, (ir.Binary, ir.Unary)) else text
-
-
-def action_text(a) -> str:
-    if isinstance(a, ir.Predict):
-        return f"predict {a.method}(order: {a.order}, over: {a.over})"
-    if isinstance(a, ir.Cache):
-        return "cache output" if a.output else "cache"
-    return a.kind
 
 
 def _from_end(u) -> str:

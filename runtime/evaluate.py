@@ -1,11 +1,10 @@
 """Concrete evaluation of IR expressions: compile once, run per decision point.
 
 Contract
-* ``signal_key(node)`` gives the canonical text of a signal expression, the key under which the
-  runtime supplies (and the trace records) its value: ``"delta(input)"``, ``"drift(probe)"``,
-  ``"pred_error(2,noise)"``, ``"change_rate"``, ``"mean_blocks(delta(output))"``,
-  ``"accumulate(delta(input))"``. Every expression has a key (a canonical printer), so nested
-  forms such as ``accumulate(poly(p.coeffs, delta(modulated_input)))`` have one too.
+* ``signal_key(node)`` (``policy_lang.ir_printer``, re-exported) gives the canonical key of an
+  expression, under which the runtime supplies (and the trace records) its value:
+  ``"delta(input)"``, ``"pred_error(2,noise)"``, ``"mean_blocks(delta(output))"``,
+  ``"accumulate(delta(input))"``; nested forms have one too.
 * ``tensor_keys(expr)`` lists the keys a runtime must compute for ``expr`` (distances,
   ``pred_error``, ``change_rate``, ``curvature``, ``mean over blocks``); accumulators are kept by
   the controller, so their *inner* keys are listed, not the accumulator.
@@ -35,6 +34,7 @@ from typing import Any, Protocol
 
 from policy_lang import ir
 from policy_lang.ir import children
+from policy_lang.ir_printer import signal_key
 
 Value = Any  # float | int | bool | str | None | tuple[float, ...] | UNKNOWN
 
@@ -62,48 +62,6 @@ Program = Callable[[Env], Value]
 
 #: Scalar signals that a runtime computes from tensors (the rest come from the step context).
 TENSOR_SCALARS = frozenset({"change_rate", "curvature"})
-
-
-def _num(v: float) -> str:
-    return repr(int(v)) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else repr(v)
-
-
-def signal_key(node: Any) -> str:
-    """The canonical key (and printed form) of an IR expression."""
-    if isinstance(node, ir.Distance):
-        return f"{node.fn}({node.source})"
-    if isinstance(node, ir.PredError):
-        return f"pred_error({node.order},{node.over})"
-    if isinstance(node, ir.Signal):
-        return node.name
-    if isinstance(node, ir.MeanOverBlocks):
-        return f"mean_blocks({signal_key(node.expr)})"
-    if isinstance(node, ir.Accumulate):
-        return f"accumulate({signal_key(node.expr)})"
-    if isinstance(node, ir.Const):
-        v = node.value
-        if v is None:
-            return "none"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, tuple):
-            return "[" + ", ".join(_num(x) for x in v) + "]"
-        return _num(v) if isinstance(v, float) else repr(v)
-    if isinstance(node, ir.ParamRef):
-        return node.name
-    if isinstance(node, ir.LetRef):
-        return node.name
-    if isinstance(node, ir.Poly):
-        return f"poly({signal_key(node.coeffs)}, {signal_key(node.expr)})"
-    if isinstance(node, ir.Call):
-        return f"{node.fn}(" + ", ".join(signal_key(a) for a in node.args) + ")"
-    if isinstance(node, ir.Unary):
-        return f"-({signal_key(node.operand)})" if node.op == "neg" else f"not ({signal_key(node.operand)})"
-    if isinstance(node, ir.Binary):
-        return f"({signal_key(node.left)} {node.op} {signal_key(node.right)})"
-    raise EvalError(f"no signal key for {type(node).__name__}")
 
 
 def tensor_keys(expr: Any) -> list[str]:

@@ -32,7 +32,6 @@ from typing import Any
 from policy_lang import ir
 from policy_lang.codes import diagnostic
 from policy_lang.diagnostics import Diagnostic, Label, SourceMap
-from policy_lang.graph.abstract import expr_text
 from policy_lang.graph.bounds import ASSUMPTIONS, ErrorBound, error_bounds
 from policy_lang.graph.chain import DeadRule, dead_rules
 from policy_lang.graph.dp import explore
@@ -48,6 +47,7 @@ from policy_lang.graph.machine import (
     required_history,
     section_needs,
 )
+from policy_lang.ir_printer import expr_text
 
 __all__ = ["analyze", "prove", "PolicyAnalysis", "SectionReport", "DEFAULT_STEPS", "unit_text", "path_text"]
 

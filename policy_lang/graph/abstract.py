@@ -9,7 +9,6 @@ Contract
   ``Formula`` over atoms (``Atom``: term op constant; ``Opaque``: anything else).
 * ``policy_lang.graph.sat.satisfiable(formula)`` decides such formulas.
 * ``compile_exact(expr, ...)`` is the fast path for expressions over exact values only.
-* ``expr_text(expr)`` prints an expression the way the user would write it (for notes).
 
 The semantics of concrete values match ``runtime.evaluate`` exactly (IEEE arithmetic, ``none``
 propagation, ordering with ``none`` is false, short-circuit ``and``/``or``). When the environment
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_lang import ir
+from policy_lang.ir_printer import expr_text, number_text
 
 INF = math.inf
 
@@ -126,70 +126,8 @@ class AbstractEnv:
         return self.avail[0] < results or (previous and not self.avail[1])
 
 
-def expr_text(e: Any) -> str:
-    """The expression as the user would write it."""
-    if isinstance(e, ir.Const):
-        v = e.value
-        if v is None:
-            return "none"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        if isinstance(v, tuple):
-            return "[" + ", ".join(_fmt(x) for x in v) + "]"
-        return _fmt(v)
-    if isinstance(e, (ir.ParamRef, ir.LetRef)):
-        return e.name
-    if isinstance(e, ir.Signal):
-        return e.name
-    if isinstance(e, ir.Distance):
-        return f"{e.fn}({e.source})"
-    if isinstance(e, ir.PredError):
-        return f"pred_error(order: {e.order})" if e.over == "noise" else \
-            f"pred_error(order: {e.order}, over: {e.over})"
-    if isinstance(e, ir.Accumulate):
-        return f"accumulate({expr_text(e.expr)})"
-    if isinstance(e, ir.MeanOverBlocks):
-        return f"mean over blocks {expr_text(e.expr)}"
-    if isinstance(e, ir.Poly):
-        return f"poly({expr_text(e.coeffs)}, {expr_text(e.expr)})"
-    if isinstance(e, ir.Call):
-        return f"{e.fn}(" + ", ".join(expr_text(a) for a in e.args) + ")"
-    if isinstance(e, ir.Unary):
-        if e.op == "neg":
-            return f"-{_paren(e.operand, _PREC['neg'], right=True)}"
-        return f"not {_paren(e.operand, _PREC['not'], right=True)}"
-    if isinstance(e, ir.Binary):
-        prec = _PREC[e.op]
-        return f"{_paren(e.left, prec, e.op == '**')} {e.op} {_paren(e.right, prec, e.op != '**')}"
-    return type(e).__name__
-
-
-_PREC = {"or": 1, "and": 2, "not": 3, "<": 4, "<=": 4, ">": 4, ">=": 4, "==": 4, "!=": 4, "+": 5, "-": 5,
-         "*": 6, "/": 6, "neg": 7, "**": 8}
-
-
-def _prec(e: Any) -> int:
-    if isinstance(e, ir.Binary):
-        return _PREC[e.op]
-    if isinstance(e, ir.Unary):
-        return _PREC[e.op]
-    return 99
-
-
-def _paren(e: Any, parent: int, right: bool = False) -> str:
-    """Parenthesize ``e`` when it binds looser than its parent (or equally, on the associative side)."""
-    p = _prec(e)
-    return f"({expr_text(e)})" if p < parent or (p == parent and right) else expr_text(e)
-
-
-def _fmt(v: float | int) -> str:
-    return repr(int(v)) if isinstance(v, float) and v.is_integer() and abs(v) < 1e15 else repr(v)
-
-
 def _key(v: Any) -> str:
-    return v.key if isinstance(v, Term) else _fmt(v) if isinstance(v, (int, float)) else repr(v)
+    return v.key if isinstance(v, Term) else number_text(v) if isinstance(v, (int, float)) else repr(v)
 
 
 # --------------------------------------------------------------------------------------------

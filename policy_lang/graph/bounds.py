@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from policy_lang import ir
 from policy_lang.graph.chain import implied_upper_bound
 from policy_lang.graph.machine import Exploration
+from policy_lang.ir_printer import action_text
 
 ASSUMPTIONS = (
     "errors are relative to the unit's output norm and are the runtime's estimates "
@@ -54,12 +55,6 @@ class ErrorBound:
         return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
 
 
-def _action_text(a: ir.Action) -> str:
-    if isinstance(a, ir.Predict):
-        return f"predict {a.method}(order: {a.order}, over: {a.over})"
-    return "cache output" if isinstance(a, ir.Cache) and a.output else a.kind
-
-
 def error_bounds(policy: ir.Policy, ex: Exploration, lipschitz: float = 1.0) -> list[ErrorBound]:
     section, n = ex.section, ex.steps
     budget = min((e for _, e in ex.statics.budget), default=math.inf)
@@ -77,5 +72,5 @@ def error_bounds(policy: ir.Policy, ex: Exploration, lipschitz: float = 1.0) -> 
         total = min(free_calls * eta if free_calls else 0.0, budget * runs if math.isfinite(budget) else math.inf)
         propagated = (1.0 / max(n, 1)) * total * math.exp(lipschitz) if math.isfinite(total) else math.inf
         order = a.order + 1 if isinstance(a, ir.Predict) else 1
-        out.append(ErrorBound(rule.id, _action_text(a), order, eta, run_error, propagated, lipschitz, k))
+        out.append(ErrorBound(rule.id, action_text(a), order, eta, run_error, propagated, lipschitz, k))
     return out

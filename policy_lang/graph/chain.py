@@ -30,11 +30,11 @@ from policy_lang.graph.abstract import (
     _not,
     _truth,
     evaluate,
-    expr_text,
     unit_domains,
 )
 from policy_lang.graph.machine import history_capacity
 from policy_lang.graph.sat import atoms_of, satisfiable
+from policy_lang.ir_printer import expr_text
 
 
 @dataclass(frozen=True)

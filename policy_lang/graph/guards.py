@@ -30,7 +30,8 @@ from typing import Any
 from policy_lang import ir
 from policy_lang.codes import diagnostic
 from policy_lang.diagnostics import Diagnostic, Label, SourceMap
-from policy_lang.graph.abstract import AbstractEnv, evaluate, expr_text
+from policy_lang.graph.abstract import AbstractEnv, evaluate
+from policy_lang.ir_printer import expr_text, number_text
 
 __all__ = ["guard_findings", "chain_runs", "unreached_findings"]
 
@@ -52,7 +53,7 @@ def _literal(e: Any) -> bool:
 def _num(v: Any) -> str:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "none" if v is None else str(v).lower()
-    return str(int(v)) if math.isfinite(v) and float(v).is_integer() else repr(v)
+    return number_text(v)
 
 
 def _at(arg: Any, steps: int) -> str:

@@ -37,7 +37,7 @@ MUTANTS = {
         "    used = list(nodes)[-n - 1:-1] if len(nodes) > n else list(nodes)[-n:]",
     ),
     "errorprop-amplifies-own-step": (
-        "runtime/errorprop.py",
+        "policy_lang/graph/errorprop.py",
         "        bound = (1.0 + lipschitz * step) * bound + step * eta",
         "        bound = (1.0 + lipschitz * step) * (bound + step * eta)",
     ),

@@ -1,4 +1,4 @@
-"""Error propagation (runtime.errorprop): the bound holds on dx/dsigma = lambda x + f(sigma) integrated
+"""Error propagation (policy_lang.graph.errorprop): the bound holds on dx/dsigma = lambda x + f(sigma) integrated
 with Euler when f is replaced by predictions, it is attained when nothing cancels, and the budget."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errorprop import Budget, errors_from_decisions, propagated_bound, propagated_bounds
+from policy_lang.graph.errorprop import Budget, errors_from_decisions, propagated_bound, propagated_bounds
 from runtime.predict import History
 
 from .strategies import NUMERICS

@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 
 from policy_lang import compile_file, ir
 from policy_lang.graph import branches_of
-from policy_lang.graph.abstract import compile_exact, expr_text
+from policy_lang.graph.abstract import compile_exact
 from policy_lang.graph.dp import explore
 from policy_lang.graph.machine import Machine, reads
 from policy_lang.graph.vector import compile_vector
+from policy_lang.ir_printer import expr_text
 
 from .irb import b, c, sig
 from .strategies import policies

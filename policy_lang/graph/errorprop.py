@@ -1,5 +1,9 @@
 """Propagation of per-step prediction errors to the final latent (derived in docs/numerics.md), and the error budget.
 
+It lives next to the bound it serves: ``policy_lang.graph.bounds`` prints the closed form of this
+recursion on a uniform grid (each product is at most ``exp(L)``); this module is the exact recursion
+on any schedule, for checking a run's decisions against it (``tests/numerics/test_errorprop.py``).
+
 Contract
 --------
 A sampler takes K steps ``x_(k+1) = x_k + dsigma_k * v_hat_k`` with ``dsigma_k = sigma_(k+1) - sigma_k``.
