@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_lang import ir
+import policy_lang.ir as ir
 
 __all__ = ["expr_text", "signal_key", "number_text", "action_text"]
 
