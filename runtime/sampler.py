@@ -197,6 +197,10 @@ class SchedulerClock:
         return levels
 
 
+#: the names a transformer's forward gives its timestep argument (Cosmos3: ``vision_timesteps``, t/1000)
+TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "vision_timesteps")
+
+
 class TimestepNoise:
     """The noise level of a bare transformer's call: a user callable or schedule, else the convention."""
 
@@ -218,13 +222,18 @@ class TimestepNoise:
             raise ValueError(f"noise= must be a diffusers scheduler, a callable timestep -> noise level in "
                              f"[0, 1] or a sequence of noise levels, not {type(noise).__name__}")
 
+    @property
+    def unset(self) -> bool:
+        """Neither a callable nor a schedule was given: the level comes from the timestep argument alone."""
+        return self.callable is None and self.schedule is None
+
     def level(self, timestep: Any, step: int) -> float:
         """The noise level of the ``step``-th call of a branch whose ``timestep`` argument is given."""
         if self.schedule is not None:
             return self.schedule[min(step, len(self.schedule) - 1)]
         if self.callable is not None:
             return _clamp(float(self.callable(timestep)))
-        if timestep is None:
-            return 0.0
+        if timestep is None:  # the session refuses such a call unless a callable or schedule answers
+            raise ValueError("no timestep argument to read the noise level from")
         t = timestep if isinstance(timestep, torch.Tensor) else torch.tensor(float(timestep))
         return level_from_timestep(self.convention, float(t.detach().float().mean()), self.num_train)

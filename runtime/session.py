@@ -77,7 +77,7 @@ from runtime.hooks import (
     inside_accelerate,
 )
 from runtime.parallel import ParallelError, Ranks, parallel_config_of, ranks_of, register_inside
-from runtime.sampler import SchedulerClock, TimestepNoise
+from runtime.sampler import TIMESTEP_NAMES, SchedulerClock, TimestepNoise
 from runtime.trace import Trace
 from runtime.units import UnitError, UnitRunner, plan_units
 
@@ -220,8 +220,7 @@ class Session:
         #: the latent argument (ZImage: ``x``, Cosmos3: ``vision_tokens``) and the timestep's (HiDream: ``timesteps``)
         self.hidden_name = next((n for n in ("hidden_states", "x", "sample", "latents") if n in self._model_params),
                                 self._model_params[0] if self._model_params else "hidden_states")
-        self.timestep_name = next((n for n in ("timestep", "timesteps", "t", "sigma") if n in self._model_params),
-                                  "timestep")
+        self.timestep_name = next((n for n in TIMESTEP_NAMES if n in self._model_params), "timestep")
         self._index = 0
         self._fresh = True
         self._counts: dict[str, int] = {}
@@ -458,6 +457,13 @@ class Session:
             noise = min(max(float(context.sigma), 0.0), 1.0)
         elif position is not None:
             noise = position.noise
+        elif timestep is None and self._timestep_noise.unset:
+            raise AttachError(
+                f"cannot tell the noise level of {type(self.transformer).__name__}'s calls: no sampler is attached "
+                f"and the call passes no timestep (looked for the arguments {', '.join(TIMESTEP_NAMES)}); the "
+                f"policy `{self.policy.name}` would read noise 0 and never see a new trajectory begin\n"
+                "help: run the model inside its diffusers pipeline, or attach with `noise=` (the scheduler, a "
+                "callable timestep -> noise level, or the per-step schedule)")
         else:
             noise = self._timestep_noise.level(timestep, self._counts.get(base, 0))
         if self.pipeline is None and self._counts and self._restarted(base, index, noise):

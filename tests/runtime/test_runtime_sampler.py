@@ -18,6 +18,7 @@ import runtime
 from policy_lang import ir
 from runtime.predict import History
 from runtime.sampler import CONVENTIONS, level_from_timestep
+from runtime.session import AttachError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 RECOMPUTE = ROOT / "policies" / "recompute.policy"
@@ -170,3 +171,25 @@ def test_bare_transformer_noise_from_a_scheduler_a_callable_or_a_schedule():
         runtime.attach(transformer, RECOMPUTE, noise="fast")
     with pytest.raises(TypeError, match="bare transformer"):
         runtime.attach(pipe, RECOMPUTE, noise=[0.5])
+
+
+def test_a_call_with_no_timestep_and_no_sampler_is_refused_before_any_block_runs():
+    """Noise 0 on every call would be silently wrong (no trajectory would ever restart): refuse with help;
+    `noise=` answers for such a model."""
+    pipe, kwargs = tiny.wan(cfg=False, steps=2)
+    transformer, text = pipe.transformer, kwargs["prompt_embeds"]
+    latents = torch.randn(1, 4, 2, 8, 8, generator=tiny.generator(3))
+    ran = []
+    handle = transformer.blocks[0].register_forward_pre_hook(lambda *a: ran.append(1))
+    try:
+        with runtime.attach(transformer, RECOMPUTE) as session:
+            with pytest.raises(AttachError, match="cannot tell the noise level") as refused:
+                transformer(hidden_states=latents, timestep=None, encoder_hidden_states=text, return_dict=False)
+            assert "help: run the model inside its diffusers pipeline, or attach with `noise=`" in str(refused.value)
+            assert ran == [] and len(session.trace) == 0
+        with runtime.attach(transformer, RECOMPUTE, noise=[0.9, 0.4]) as session:
+            with pytest.raises(Exception) as wan_itself:  # the policy lets the call through: Wan needs a timestep
+                transformer(hidden_states=latents, timestep=None, encoder_hidden_states=text, return_dict=False)
+            assert not isinstance(wan_itself.value, AttachError)
+    finally:
+        handle.remove()
