@@ -14,13 +14,16 @@ heavy imports happen inside the handlers. Both print to stdout and write files u
   integer param, e.g. a refresh interval, scaled by ``INTEGER_SCALES`` and rounded). Writes ``bench.json`` (the whole report)
   and ``pareto.png``; ``--json`` prints the list of method objects (keys ``method``, ``kind``,
   ``speedup``, ``psnr``, ``ssim``, ``compute_fraction``, ``baseline_seconds``, ``policy_seconds`` +
-  extras), otherwise a table. Exit 1 when a policy failed or was idle (peers may fail: reported).
+  extras, among them the per-seed distribution and quality-retained fields of
+  :mod:`runtime.bench.harness`), otherwise a table (pooled and median PSNR, seeds that stayed the
+  same video, quality delta in points). Exit 1 when a policy failed or was idle (peers may fail: reported).
 * ``policyc run POLICY [--model M] [--steps N] [--seed S] [--prompt DIGIT] [--set NAME=VALUE]...
   [--out DIR]`` — generates with the policy (progress bar), writes ``frames/`` (PNG + GIF),
   ``baseline/``, ``decisions.png`` and ``trace.json`` (a ``policyc-trace`` v1 file of the last
   pipeline call, every chunk under diffusion forcing: ``runtime.simulate.load_trace`` reads it and
   ``simulate`` replays it), and prints speedup, compute fraction and PSNR / SSIM against the
-  unaccelerated run.
+  unaccelerated run, whether this seed stayed the same video (PSNR >= 30 dB) and, on the testbeds,
+  the quality scores of both videos (:func:`runtime.bench.metrics.quality_score`).
 
 The model options (:func:`add_model_arguments`, shared with ``policyc calibrate``): ``--model`` is a
 built-in model (``runtime.bench.models``) or a user's pipeline — a ``save_pretrained`` folder or
@@ -236,15 +239,20 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _db(value: float | None) -> str:
+    return "inf" if value is not None and value == float("inf") else _fmt(value, ".2f")
+
+
 def _line(r) -> str:
-    psnr = "inf" if r.psnr is not None and r.psnr == float("inf") else _fmt(r.psnr, ".2f")
-    text = (f"{r.method:<36} {r.kind:<6} {r.status:<6} {_fmt(r.speedup, '.2f'):>7} {_fmt(r.cpu_speedup, '.2f'):>7} {psnr:>7} "
-            f"{_fmt(r.ssim, '.4f'):>7} {_fmt(r.compute_fraction, '.3f'):>6} {_fmt(r.efficiency, '.2f'):>5}")
+    same = "-" if r.same_video_share is None else f"{sum(x.same_video for x in r.runs)}/{len(r.runs)}"
+    text = (f"{r.method:<36} {r.kind:<6} {r.status:<6} {_fmt(r.speedup, '.2f'):>7} {_fmt(r.cpu_speedup, '.2f'):>7} "
+            f"{_db(r.psnr):>7} {_db(r.median_psnr):>7} {same:>6} {_fmt(r.ssim, '.4f'):>7} "
+            f"{_fmt(r.quality_delta, '+.1f'):>6} {_fmt(r.compute_fraction, '.3f'):>6} {_fmt(r.efficiency, '.2f'):>5}")
     return text + (f"  {r.error}" if r.error else "")
 
 
-HEADER = (f"{'method':<36} {'kind':<6} {'status':<6} {'speedup':>7} {'cpu':>7} {'psnr':>7} {'ssim':>7} {'frac':>6} "
-          f"{'eff':>5}")
+HEADER = (f"{'method':<36} {'kind':<6} {'status':<6} {'speedup':>7} {'cpu':>7} {'psnr':>7} {'median':>7} "
+          f"{'same':>6} {'ssim':>7} {'qdelta':>6} {'frac':>6} {'eff':>5}")
 
 
 def cmd_bench(args) -> int:
@@ -340,11 +348,18 @@ def cmd_run(args) -> int:
         save_trace(out / "trace.json", rows, compiled.name)
     fid = metrics.fidelity(baseline, output)
     fraction = compute_fraction(meter.count, base_meter.count)
+    same = fid["psnr"] >= metrics.SAME_VIDEO_DB
     print(f"{compiled.name} on {workload.name}, {workload.steps} steps, seed {args.seed}")
     print(f"  speedup {base_seconds / seconds:.2f}x (one run each; `policyc bench` for a measured speedup)  "
           f"compute fraction {fraction:.3f}")
     psnr = "inf" if fid["psnr"] == float("inf") else f"{fid['psnr']:.2f}"
-    print(f"  PSNR {psnr} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}")
+    print(f"  PSNR {psnr} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}  "
+          f"{'same video' if same else 'a different video'} (PSNR {'>=' if same else '<'} "
+          f"{metrics.SAME_VIDEO_DB:g} dB)")
+    if workload.quality is not None:
+        for label, scores in (("baseline", workload.quality(baseline)), ("accelerated", workload.quality(output))):
+            print(f"  quality {label:<11} {metrics.quality_score(scores):5.1f} / 100  ("
+                  + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in scores.items()) + ")")
     print(f"  frames: {frames[-1]}  (baseline: {out / 'baseline' / 'video.gif'})")
     if picture:
         print(f"  decisions: {picture}")

@@ -20,6 +20,13 @@ returns a :class:`BenchReport` holding one :class:`MethodResult` per method:
   (:mod:`runtime.bench.metrics`): ``ssim`` and ``rel_l2`` are means; ``psnr`` is that of the mean
   normalised MSE, ``-10 log10(mean_s 10^(-psnr_s / 10))``, so one identical seed does not make it
   infinite (``inf`` only when every seed is identical; JSON writes ``null`` and sets ``identical``);
+* the per-seed distribution (:func:`runtime.bench.metrics.psnr_distribution`): ``median_psnr``,
+  ``psnr_q25`` / ``psnr_q75`` / ``psnr_min`` / ``psnr_max``, ``same_video_share`` (seeds at
+  ``>= 30 dB``) and its 95 % interval ``same_video_ci``; each seed's numbers are in ``runs``;
+* when the workload has a ``quality`` scorer (the testbeds): ``quality_baseline`` / ``quality`` /
+  ``quality_delta`` / ``quality_delta_se`` / ``quality_detail``
+  (:func:`runtime.bench.metrics.quality_retained`) — the unaccelerated and accelerated videos of the
+  same seeds scored by the testbeds' evaluator; each seed's scores are in ``runs``;
 * ``compute_fraction`` — executed block MACs over the baseline's (:mod:`runtime.bench.counting`),
   mean over seeds; ``ideal_speedup = 1 / compute_fraction`` and ``efficiency = speedup / ideal``;
   ``amdahl_speedup`` is the ideal when only the blocks' share ``p`` of the baseline's time can shrink
@@ -56,6 +63,9 @@ from runtime.bench.workload import Method, Workload
 
 JSON_KEYS = ("method", "kind", "speedup", "psnr", "ssim", "compute_fraction", "baseline_seconds",
              "policy_seconds")
+DISTRIBUTION_KEYS = ("median_psnr", "psnr_q25", "psnr_q75", "psnr_min", "psnr_max", "same_video_share",
+                     "same_video_ci", "quality_baseline", "quality", "quality_delta", "quality_delta_se",
+                     "quality_detail")
 
 
 @dataclass
@@ -71,6 +81,9 @@ class SeedRun:
     compute_fraction: float
     block_fraction: float
     repeatable: bool  # metered and timed accelerated runs gave the same output
+    same_video: bool = False  # psnr >= metrics.SAME_VIDEO_DB
+    quality_baseline: dict[str, float] | None = None  # the unaccelerated video's QUALITY_KEYS scores
+    quality: dict[str, float] | None = None  # the accelerated video's
 
 
 @dataclass
@@ -92,6 +105,18 @@ class MethodResult:
     cpu_speedup: float | None = None
     restored: bool | None = None
     block_share: float | None = None  # of the baseline's wall time, spent in the blocks
+    median_psnr: float | None = None
+    psnr_q25: float | None = None
+    psnr_q75: float | None = None
+    psnr_min: float | None = None
+    psnr_max: float | None = None
+    same_video_share: float | None = None
+    same_video_ci: list[float] | None = None
+    quality_baseline: float | None = None  # points out of 100 (metrics.quality_score), mean over seeds
+    quality: float | None = None
+    quality_delta: float | None = None  # accelerated - unaccelerated, points
+    quality_delta_se: float | None = None
+    quality_detail: dict[str, dict[str, float]] | None = None
     runs: list[SeedRun] = field(default_factory=list)
 
     @property
@@ -124,7 +149,7 @@ class MethodResult:
                    rel_l2=self.rel_l2, block_fraction=self.block_fraction, cpu_speedup=self.cpu_speedup,
                    ideal_speedup=self.ideal_speedup, efficiency=self.efficiency, block_share=self.block_share,
                    amdahl_speedup=self.amdahl_speedup, amdahl_efficiency=self.amdahl_efficiency,
-                   restored=self.restored,
+                   restored=self.restored, **{k: getattr(self, k) for k in DISTRIBUTION_KEYS},
                    runs=[asdict(r) for r in self.runs])
         return _json_safe(out)
 
@@ -211,6 +236,7 @@ class _Baseline:
     def __init__(self, workload: Workload):
         self.workload = workload
         self.outputs: dict[int, np.ndarray] = {}
+        self.qualities: dict[int, dict[str, float]] = {}
         with ComputeMeter(workload.transformer) as meter:
             workload.call(0)
         self.count = meter.count
@@ -219,6 +245,14 @@ class _Baseline:
         out, seconds, cpu = _timed(self.workload.call, seed)
         ref = self.outputs.setdefault(seed, out)
         return seconds, cpu, bool(np.array_equal(ref, out))
+
+    def quality(self, seed: int) -> dict[str, float] | None:
+        """The reference video's quality scores (scored once per seed), or None without a scorer."""
+        if self.workload.quality is None:
+            return None
+        if seed not in self.qualities:
+            self.qualities[seed] = self.workload.quality(self.outputs[seed])
+        return self.qualities[seed]
 
 
 def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: _Baseline,
@@ -252,7 +286,9 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
                 ssim=fid["ssim"], rel_l2=fid["rel_l2"],
                 compute_fraction=compute_fraction(meter.count, base.count),
                 block_fraction=meter.count.block_calls / max(base.count.block_calls, 1),
-                repeatable=bool(np.array_equal(metered, out))))
+                repeatable=bool(np.array_equal(metered, out)), same_video=fid["psnr"] >= metrics.SAME_VIDEO_DB,
+                quality_baseline=base.quality(seed),
+                quality=None if workload.quality is None else workload.quality(out)))
     except PolicyError:  # a policy refused at this workload: `policyc bench` prints it and exits 1
         raise
     except Exception as exc:  # a peer that fails on this model is reported, never hidden
@@ -266,6 +302,12 @@ def _run_method(workload: Workload, method: Method, seeds: Sequence[int], base: 
     result.baseline_seconds = statistics.median(r.baseline_seconds for r in runs)
     result.policy_seconds = statistics.median(r.policy_seconds for r in runs)
     result.psnr = pooled_psnr([r.psnr for r in runs])
+    for key, value in metrics.psnr_distribution([r.psnr for r in runs]).items():
+        setattr(result, key, value)
+    if all(r.quality is not None for r in runs):
+        for key, value in metrics.quality_retained([r.quality_baseline for r in runs],
+                                                   [r.quality for r in runs]).items():
+            setattr(result, key, value)
     result.ssim = float(np.mean([r.ssim for r in runs]))
     result.rel_l2 = float(np.mean([r.rel_l2 for r in runs]))
     result.compute_fraction = float(np.mean([r.compute_fraction for r in runs]))

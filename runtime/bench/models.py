@@ -12,6 +12,10 @@ model. Built in: the project's testbeds (``runtime.testbeds.load``):
   own loop (``runtime.df.generate``; asynchronous ``ar_step=2``, causal blocks of 2 frames), so that
   frame policies (SCOPE) run; the output is the final video mapped from ``[-1, 1]`` to ``[0, 1]``.
 
+Both get a ``quality`` scorer (:func:`digit_quality`): the testbeds' own evaluator
+(``runtime.testbeds.quality.score`` with the digit classifier) on one output — frame accuracy for the
+prompted digit, whether every frame shows the same digit, whether the motion follows the data's law.
+
 :func:`register_model` adds more (tests register tiny random pipelines). An unknown name is a
 ``KeyError`` listing the known ones. ``weights`` (a folder) overrides where the trained testbeds'
 weights are read from.
@@ -43,6 +47,25 @@ def _to_unit_range(latents):
     return (latents.clamp(-1.0, 1.0) + 1.0) / 2.0
 
 
+def digit_quality(digit: int, width: int):
+    """A scorer of one testbed output (frames in ``[0, 1]``) against the prompted ``digit``."""
+    import torch
+
+    from runtime.bench.metrics import as_video
+    from runtime.testbeds.classifier import load_classifier
+    from runtime.testbeds.quality import score
+
+    clf = load_classifier()
+
+    def quality(output) -> dict[str, float]:
+        frames = torch.from_numpy(as_video(output)[..., 0]).float() * 2.0 - 1.0  # F x H x W in [-1, 1]
+        res = score(frames[None, None], torch.tensor([digit]), clf, span=width - 8)
+        return {"frame_accuracy": res["frame_accuracy"], "consistent": res["consistent_videos"],
+                "motion_law": res["motion_law_videos"]}
+
+    return quality
+
+
 def _testbed_loader(name: str) -> Loader:
     def load(steps: int | None = None, prompt: int | None = None, guidance: float | None = None,
              weights: str | None = None) -> Workload:
@@ -57,12 +80,15 @@ def _testbed_loader(name: str) -> Loader:
         steps = steps or DEFAULT_STEPS
         spec = pipe.testbed_spec
         if spec.kind == "wan":
-            return Workload.for_pipeline(pipe, steps=steps, output_type="np", name=name, prompt_embeds=pe,
-                                         negative_prompt_embeds=ne, guidance_scale=scale)
-        return Workload.for_df(pipe, steps=steps, prompt_embeds=pe, negative_prompt_embeds=ne, name=name,
-                               decode=_to_unit_range, guidance_scale=scale, num_frames=spec.frames - 1,
-                               height=spec.height, width=spec.width, ar_step=DF_AR_STEP,
-                               causal_block_size=DF_CAUSAL_BLOCK)
+            workload = Workload.for_pipeline(pipe, steps=steps, output_type="np", name=name, prompt_embeds=pe,
+                                             negative_prompt_embeds=ne, guidance_scale=scale)
+        else:
+            workload = Workload.for_df(pipe, steps=steps, prompt_embeds=pe, negative_prompt_embeds=ne, name=name,
+                                       decode=_to_unit_range, guidance_scale=scale, num_frames=spec.frames - 1,
+                                       height=spec.height, width=spec.width, ar_step=DF_AR_STEP,
+                                       causal_block_size=DF_CAUSAL_BLOCK)
+        workload.quality = digit_quality(DEFAULT_DIGIT if prompt is None else prompt, spec.width)
+        return workload
 
     return load
 

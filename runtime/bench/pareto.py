@@ -2,8 +2,8 @@
 
 Contract
 --------
-* :func:`pareto_front` — the results no other result beats on both speedup and PSNR (failed and
-  idle ones excluded), sorted by speedup.
+* :func:`pareto_front` — the results no other result beats on both speedup and PSNR (or another
+  ``attr``, e.g. ``quality_delta``; failed and idle ones excluded), sorted by speedup.
 * Curves are keyed by ``(kind, family)``: a policy and a peer of the same name (``fbcache``) are two
   curves.
 * :func:`psnr_at_speedup` — for each ``(kind, family)``, the best PSNR among its points whose measured
@@ -11,7 +11,9 @@ Contract
   points); families that never reach it are absent.
 * :func:`plot_pareto` — one curve per family (x: wall-clock speedup, y: PSNR in dB), policies solid,
   peers dashed, the overall front outlined, saved as a PNG (matplotlib, Agg back end). An identical
-  output (PSNR = inf) is drawn at the top of the axis with an upward triangle.
+  output (PSNR = inf) is drawn at the top of the axis with an upward triangle. When the results carry
+  a quality score (the testbeds' evaluator), a second panel draws speedup against the quality delta
+  in points (:mod:`runtime.bench.metrics`), with its own front.
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ def families(results: Iterable[MethodResult]) -> dict[tuple[str, str], list[Meth
     return dict(grouped)  # points in sweep order (most faithful setting first)
 
 
-def pareto_front(results: Iterable[MethodResult]) -> list[MethodResult]:
-    points = _usable(results)
-    front = [
-        r for r in points
-        if not any((o.speedup >= r.speedup and o.psnr >= r.psnr) and (o.speedup > r.speedup or o.psnr > r.psnr)
-                   for o in points)
-    ]
+def pareto_front(results: Iterable[MethodResult], attr: str = "psnr") -> list[MethodResult]:
+    points = [r for r in _usable(results) if getattr(r, attr) is not None]
+
+    def beats(o: MethodResult, r: MethodResult) -> bool:
+        a, b = getattr(o, attr), getattr(r, attr)
+        return o.speedup >= r.speedup and a >= b and (o.speedup > r.speedup or a > b)
+
+    front = [r for r in points if not any(beats(o, r) for o in points)]
     return sorted(front, key=lambda r: r.speedup)
 
 
@@ -61,38 +64,52 @@ def plot_pareto(results: Iterable[MethodResult], path: str | Path, *, title: str
     import matplotlib.pyplot as plt
 
     results = list(results)
-    grouped = families(results)
-    finite = [r.psnr for pts in grouped.values() for r in pts if math.isfinite(r.psnr)]
-    top = (max(finite) + 5.0) if finite else 60.0
-    fig, ax = plt.subplots(figsize=(8.5, 5.6), dpi=120)
-    colors = plt.get_cmap("tab20").colors
-    for i, ((kind, name), points) in enumerate(
-            sorted(grouped.items(), key=lambda kv: (kv[0][0] != "policy", kv[0][1]))):
-        xs = [r.speedup for r in points]
-        ys = [r.psnr if math.isfinite(r.psnr) else top for r in points]
-        style = "-" if points[0].kind == "policy" else "--"
-        (line,) = ax.plot(xs, ys, style, marker="o" if kind == "policy" else "s", label=f"{name} ({kind})",
-                          color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
-                          linewidth=2.2 if points[0].kind == "policy" else 1.3)
-        for x, r in zip(xs, points):
-            if not math.isfinite(r.psnr):
-                ax.plot([x], [top], marker="^", color=line.get_color(), markersize=9)
-    front = pareto_front(results)
-    if front:
-        ax.plot([r.speedup for r in front], [min(r.psnr, top) for r in front], color="black",
-                linewidth=6, alpha=0.12, label="Pareto front")
+    axes_spec = [("psnr", "PSNR vs unaccelerated output (dB)")]
+    if any(r.quality_delta is not None for r in _usable(results)):
+        axes_spec.append(("quality_delta", "quality Δ vs unaccelerated, same seeds (points)"))
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(8.5 + 5.0 * (len(axes_spec) - 1), 5.6), dpi=120,
+                             squeeze=False)
+    for ax, (attr, label) in zip(axes[0], axes_spec):
+        _panel(ax, results, attr, label, legend=ax is axes[0][-1])
     skipped = sorted({r.method for r in results if r.status != "ok"})
     if skipped:
         fig.text(0.01, 0.01, "not plotted (failed / idle): " + ", ".join(skipped), fontsize=6, color="dimgray",
                  va="bottom", wrap=True)
-    ax.set_xlabel("wall-clock speedup (median of per-seed ratios)")
-    ax.set_ylabel("PSNR vs unaccelerated output (dB)")
-    ax.set_title(title or "speedup vs fidelity")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.suptitle(title or "speedup vs fidelity")
     fig.tight_layout(rect=(0, 0.08 if skipped else 0, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _panel(ax, results: list[MethodResult], attr: str, label: str, legend: bool) -> None:
+    """One axis: speedup (x) against ``attr`` (y) per family, and that axis's Pareto front."""
+    import matplotlib.pyplot as plt
+
+    grouped = {k: [r for r in pts if getattr(r, attr) is not None] for k, pts in families(results).items()}
+    grouped = {k: pts for k, pts in grouped.items() if pts}
+    finite = [getattr(r, attr) for pts in grouped.values() for r in pts if math.isfinite(getattr(r, attr))]
+    top = (max(finite) + 5.0) if finite else 60.0
+    colors = plt.get_cmap("tab20").colors
+    for i, ((kind, name), points) in enumerate(
+            sorted(grouped.items(), key=lambda kv: (kv[0][0] != "policy", kv[0][1]))):
+        xs = [r.speedup for r in points]
+        ys = [getattr(r, attr) if math.isfinite(getattr(r, attr)) else top for r in points]
+        style = "-" if points[0].kind == "policy" else "--"
+        (line,) = ax.plot(xs, ys, style, marker="o" if kind == "policy" else "s", label=f"{name} ({kind})",
+                          color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
+                          linewidth=2.2 if points[0].kind == "policy" else 1.3)
+        for x, r in zip(xs, points):
+            if not math.isfinite(getattr(r, attr)):
+                ax.plot([x], [top], marker="^", color=line.get_color(), markersize=9)
+    front = pareto_front(results, attr)
+    if front:
+        ax.plot([r.speedup for r in front], [min(getattr(r, attr), top) for r in front], color="black",
+                linewidth=6, alpha=0.12, label="Pareto front")
+    ax.set_xlabel("wall-clock speedup (median of per-seed ratios)")
+    ax.set_ylabel(label)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))

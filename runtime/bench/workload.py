@@ -19,6 +19,10 @@ Contract
   ``enable(workload) -> Handle`` switches the technique on; ``Handle.disable()`` switches it off and
   must leave the model exactly as it was. ``family`` groups the points of a threshold sweep into one
   curve; ``params`` records the setting of this point.
+* ``quality`` (optional) scores one output of ``call`` for the quality-retained metric: a dict of the
+  fractions in :data:`runtime.bench.metrics.QUALITY_KEYS`. The trained testbeds have one
+  (:mod:`runtime.bench.models`); a user's pipeline has none, and its reports leave the quality
+  fields empty.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Workload:
     df: bool = False  # runs runtime.df's loop: frame policies go in the slot below
     df_policy: tuple[Any, dict[str, Any]] | None = None  # (compiled policy, params) or None
     before_call: list[Callable[[], None]] = field(default_factory=list)  # loop workloads: per-call resets
+    quality: Callable[[Any], dict[str, float]] | None = None  # one output -> QUALITY_KEYS fractions
 
     @property
     def transformer(self) -> torch.nn.Module:

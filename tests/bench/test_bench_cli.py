@@ -114,3 +114,33 @@ def test_json_stdout_is_one_document_even_when_cache_dit_logs(tiny_model, tmp_pa
     assert rest == "after the command: stdout again\n"  # the handler is given back its stream
     assert "[Cache-DiT]" in captured.err  # the library did log: to stderr
     assert "stray log line\nstray print\n" in captured.err
+
+
+def test_bench_json_carries_per_seed_and_quality_columns_on_the_testbed(tmp_path, capsys):
+    status = main(["bench", "policies/fora.policy", "--model", "testbed", "--steps", "3", "--seeds", "2",
+                   "--json", "--out", str(tmp_path)])
+    assert status == 0
+    (obj,) = json.loads(capsys.readouterr().out)
+    psnrs = sorted(r["psnr"] for r in obj["runs"])
+    assert obj["median_psnr"] == pytest.approx((psnrs[0] + psnrs[1]) / 2)
+    assert obj["psnr_min"] == pytest.approx(psnrs[0]) and obj["psnr_max"] == pytest.approx(psnrs[1])
+    assert obj["same_video_share"] == sum(p >= 30 for p in psnrs) / 2
+    assert [r["same_video"] for r in obj["runs"]] == [r["psnr"] >= 30 for r in obj["runs"]]
+    assert 0 <= obj["same_video_ci"][0] <= obj["same_video_share"] <= obj["same_video_ci"][1] <= 1
+    for run in obj["runs"]:
+        assert set(run["quality"]) == set(run["quality_baseline"]) == {"frame_accuracy", "consistent", "motion_law"}
+    base = [100 * sum(r["quality_baseline"].values()) / 3 for r in obj["runs"]]
+    acc = [100 * sum(r["quality"].values()) / 3 for r in obj["runs"]]
+    assert obj["quality_baseline"] == pytest.approx(sum(base) / 2) and obj["quality"] == pytest.approx(sum(acc) / 2)
+    assert obj["quality_delta"] == pytest.approx(obj["quality"] - obj["quality_baseline"])
+    saved = json.loads((tmp_path / "bench.json").read_text())["methods"][0]
+    assert saved["median_psnr"] == obj["median_psnr"] and saved["quality_detail"] == obj["quality_detail"]
+
+
+def test_bench_without_an_evaluator_leaves_quality_empty(tiny_model, tmp_path, capsys):
+    assert main(["bench", "--model", tiny_model, "--peer", "fbcache", "--seeds", "2", "--json",
+                 "--out", str(tmp_path)]) == 0
+    (obj,) = json.loads(capsys.readouterr().out)
+    assert obj["median_psnr"] is not None and obj["same_video_share"] is not None
+    assert obj["quality"] is None and obj["quality_delta"] is None
+    assert all(r["quality"] is None for r in obj["runs"])

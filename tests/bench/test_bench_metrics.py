@@ -62,3 +62,47 @@ def test_pipeline_frames_layout_and_errors():
         metrics.psnr(frames, frames[:, :4])
     tiny = _frames(shape=(2, 2, 2, 3))
     assert math.isnan(metrics.ssim(tiny, tiny + 0.1))  # no 3x3 window fits a 2x2 frame
+
+
+def test_bimodal_psnrs_give_the_median_and_same_video_share():
+    # the testbed's two modes: same video (~48 dB) or a different one (~21 dB); one seed identical
+    values = [21.0, 48.0, 22.0, 47.0, 21.5, math.inf, 48.5]
+    d = metrics.psnr_distribution(values)
+    assert d["median_psnr"] == 47.0  # sorted: 21, 21.5, 22, 47, 48, 48.5, inf
+    assert d["psnr_q25"] == pytest.approx(21.75) and d["psnr_q75"] == pytest.approx(48.25)
+    assert d["psnr_min"] == 21.0 and math.isinf(d["psnr_max"])
+    assert d["same_video_share"] == pytest.approx(4 / 7)  # 47, 48, 48.5 and the identical seed
+    low, high = d["same_video_ci"]
+    assert 0.25 < low < 4 / 7 < high < 0.85
+    # the pooled number mostly counts flipped seeds: it sits near the low mode
+    from runtime.bench.harness import pooled_psnr
+    assert pooled_psnr([v for v in values if v < 30]) < pooled_psnr(values) < 30 < d["median_psnr"]
+
+
+def test_same_video_threshold_is_inclusive_and_quartiles_reach_inf():
+    d = metrics.psnr_distribution([30.0, math.inf])
+    assert d["same_video_share"] == 1.0 and math.isinf(d["median_psnr"]) and math.isinf(d["psnr_q25"])
+    assert metrics.psnr_distribution([29.99])["same_video_share"] == 0.0
+    with pytest.raises(ValueError):
+        metrics.psnr_distribution([])
+
+
+def test_wilson_interval_known_values():
+    assert metrics.wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = metrics.wilson_interval(5, 10)
+    assert low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    assert metrics.wilson_interval(10, 10)[1] == pytest.approx(1.0) and metrics.wilson_interval(10, 10)[0] > 0.69
+
+
+def test_quality_retained_is_a_paired_difference_in_points():
+    good = {"frame_accuracy": 1.0, "consistent": 1.0, "motion_law": 1.0}
+    broken = {"frame_accuracy": 0.25, "consistent": 0.0, "motion_law": 0.0}
+    q = metrics.quality_retained([good, good, good, good], [good, broken, good, good])
+    assert q["quality_baseline"] == 100.0
+    assert q["quality"] == pytest.approx(100 - 100 * (1 - 0.25 / 3) / 4)
+    assert q["quality_delta"] == pytest.approx(q["quality"] - 100.0)
+    assert q["quality_delta_se"] == pytest.approx(np.std([0, -91.6667, 0, 0], ddof=1) / 2, rel=1e-4)
+    assert q["quality_detail"]["consistent"] == {"baseline": 1.0, "accelerated": 0.75}
+    assert math.isnan(metrics.quality_retained([good], [good])["quality_delta_se"])
+    with pytest.raises(ValueError):
+        metrics.quality_retained([good], [])

@@ -55,3 +55,30 @@ def test_markdown_from_json_round_trip(tmp_path):
     assert "| pab | peer | failed: `RuntimeError: boom` |" in text
     assert "| noop | policy | idle | 1.00 | – | ∞ |" in text
     assert markdown([report]).startswith("# Benchmarks")
+
+
+def test_per_seed_and_quality_columns_render_and_pareto_has_a_quality_panel(tmp_path):
+    from runtime.bench.harness import SeedRun
+    from runtime.bench.pareto import pareto_front, plot_pareto
+
+    a, b = _r("scope(a=1)", "policy", 2.0, 30.0, 0.5), _r("scope(a=2)", "policy", 3.0, 25.0, 0.33)
+    c = _r("fbcache", "peer", 2.5, 28.0, 0.4)
+    for r, psnrs, delta in ((a, [21.0, 48.0, 48.5], -0.5), (b, [21.0, 22.0, 48.0], -3.0), (c, [21.0, 47.0, 48.0], -4.0)):
+        r.runs = [SeedRun(seed=i, baseline_seconds=1, policy_seconds=1, baseline_cpu_seconds=1, policy_cpu_seconds=1,
+                          psnr=p, ssim=0.9, rel_l2=0.1, compute_fraction=0.5, block_fraction=0.5, repeatable=True,
+                          same_video=p >= 30) for i, p in enumerate(psnrs)]
+        r.median_psnr, r.psnr_q25, r.psnr_q75 = sorted(psnrs)[1], 30.0, 40.0
+        r.same_video_share, r.same_video_ci = sum(p >= 30 for p in psnrs) / 3, [0.2, 0.9]
+        r.quality_delta, r.quality_delta_se = delta, 0.5
+    row = next(line for line in markdown([{"workload": "w", "steps": 4, "seeds": [0, 1, 2], "environment": {},
+                                            "methods": [a.to_json()]}]).splitlines() if line.startswith("| scope"))
+    assert "| 48.0 [30.0–40.0] | 2/3 (20%–90%) |" in row and "| -0.5 ± 0.5 |" in row
+    # on the quality axis the peer (2.5x, -4.0) is beaten by scope(a=2) (3.0x, -3.0); on PSNR it is not
+    assert [r.method for r in pareto_front([a, b, c], "quality_delta")] == ["scope(a=1)", "scope(a=2)"]
+    assert "fbcache" in [r.method for r in pareto_front([a, b, c])]
+    one = plot_pareto([a, b, c], tmp_path / "q.png")
+    from PIL import Image
+    wide = Image.open(one).size[0]
+    for r in (a, b, c):
+        r.quality_delta = None
+    assert Image.open(plot_pareto([a, b, c], tmp_path / "p.png")).size[0] < wide  # one panel without quality
