@@ -623,7 +623,7 @@ def load_ir(data: str | bytes | dict) -> Policy:
     integer ``ir_version`` in ``READS_VERSIONS`` (version 1 only if it reads neither ``block`` nor
     ``blocks``: their meaning changed in version 2), the schema (pydantic, ``extra="forbid"``), then
     what the schema cannot say: every signal, param and let a section reads exists (lets defined
-    before use), every decision chain is non-empty and ends with an unconditional rule, and every
+    before use; ``block``, ``blocks``, ``frame``, ``frames`` only under units that have them), every decision chain is non-empty and ends with an unconditional rule, and every
     block range selects a block on some model (negative bounds count from the end: ``resolve_range``).
     """
     if isinstance(data, (bytes, bytearray)):
@@ -714,12 +714,22 @@ def _check_references(policy: Policy) -> None:
             for node in walk(expr):
                 if isinstance(node, Signal) and node.name not in SCALAR_SIGNALS:
                     raise IRError(f"invalid IR: {where} reads the unknown signal {node.name!r}")
+                if isinstance(node, Signal) and not _unit_has(section.unit.kind, node.name):
+                    raise IRError(f"invalid IR: {where} reads `{node.name}`, which a `{section.unit.kind}` unit "
+                                  "does not have (the compiler's P0416)")
                 if isinstance(node, ParamRef) and node.name not in params:
                     raise IRError(f"invalid IR: {where} reads the undeclared param {node.name!r}")
                 if isinstance(node, LetRef) and node.name not in lets:
                     raise IRError(f"invalid IR: {where} reads the let {node.name!r} before it is defined")
             if defines is not None:
                 lets.add(defines)
+
+
+def _unit_has(kind: str, signal: str) -> bool:
+    """``block`` exists under ``each_block`` only, ``frame``/``frames`` under ``frames`` only, ``blocks``
+    everywhere but ``frames`` (what the runtime gives each unit)."""
+    need = {"block": ("each_block",), "frame": ("frames",), "frames": ("frames",)}.get(signal)
+    return kind in need if need else not (signal == "blocks" and kind == "frames")
 
 
 def ir_json_schema() -> dict:

@@ -186,3 +186,11 @@ def test_blocks_and_frames_exist_only_where_the_runtime_gives_them(unit, cond):
     with pytest.raises(PolicyError) as err:
         compile_source(f"policy p {{ on {unit} {{ if {cond}: cache\n else: recompute\n limit stale 2 }} }}")
     assert err.value.codes == ("P0416",)
+
+
+def test_load_ir_refuses_a_unit_signal_the_unit_does_not_have():
+    good = json.loads(compile_source(_policy("model")).to_json())
+    cond = {"kind": "binary", "op": "<", "left": {"kind": "signal", "name": "block"}, "right": {"kind": "const", "value": 2}}
+    good["sections"][0]["rules"][0]["cond"] = cond
+    with pytest.raises(ir.IRError, match="reads `block`, which a `model` unit does not have"):
+        ir.load_ir(good)
