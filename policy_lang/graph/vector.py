@@ -45,8 +45,15 @@ def _integral(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and abs(int(x)) < 2 ** 53
 
 
+def _wide(x: Any) -> Any:
+    """An int beyond int64 (``floor(1e300)``) as the float it came from: numpy cannot hold it, and it
+    compares and is picked as Python compares it (the float equals the int exactly)."""
+    return float(x) if isinstance(x, int) and abs(x) >= 2 ** 63 else x
+
+
 def _pick(args: list[Any], better: Any) -> Any:
     """Python's ``min``/``max`` of the arguments: the first one unless a later one compares better."""
+    args = [_wide(x) for x in args]
     out = args[0]
     for x in args[1:]:
         out = np.where(better(x, out), x, out)
@@ -82,9 +89,7 @@ class VectorOps(abstract.ScalarOps):
             return abstract._compare(a, op, b)
         if a is None or b is None:  # a number is never none; ordering with none is false
             return op == "!="
-        # an int beyond int64 (floor(1e300)) compares as the float it came from, as Python does
-        a, b = (float(x) if isinstance(x, int) and abs(x) >= 2 ** 63 else x for x in (a, b))
-        return _CMP[op](a, b)
+        return _CMP[op](_wide(a), _wide(b))
 
     @staticmethod
     def arith(op: str, a: Any, b: Any) -> Any:

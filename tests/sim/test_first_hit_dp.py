@@ -131,3 +131,13 @@ def test_vector_evaluation_equals_the_scalar_one_element_for_element(expr):
         want = scalar({"first_hit": k, "step": 4, "steps": 9})
         one = got[k] if isinstance(got, np.ndarray) and got.ndim else got
         assert _same(one, want), (expr_text(expr), k, one, want)
+
+
+def test_clamp_to_an_int_beyond_int64_picks_like_python():
+    """Found by hypothesis: ``clamp(0, first_hit, floor(1e300))`` overflowed numpy's int64 in the vector
+    evaluator while the scalar one answers."""
+    expr = ir.Call(fn="clamp", args=(c(0), sig("first_hit"), ir.Call(fn="floor", args=(c(1e300),))))
+    names = frozenset({"first_hit", "step", "steps"})
+    scalar, vector = compile_exact(expr, {}, names), compile_vector(expr, {}, names)
+    got = vector({"first_hit": np.arange(7, dtype=np.int64), "step": 4, "steps": 9})
+    assert [scalar({"first_hit": k, "step": 4, "steps": 9}) for k in range(7)] == list(got) == list(range(7))
