@@ -91,6 +91,18 @@ def test_runtime_agrees_with_the_simulator(wan, policy):
     recorded = session.trace.rows_for()
     replayed = simulate(policy, session.trace.signal_trace())
     assert compare(replayed, recorded) == []
+    # the soundness oracle on the torch runtime: every decision is one the proofs allow at that step
+    from policy_lang.graph import analyze
+    from policy_lang.graph.machine import reads
+
+    analysis = analyze(policy, STEPS, depth=len(session.layout.blocks))
+    for row in recorded:
+        if row.guard == "nan" or not analysis.sections:  # a fault, or a step count attach would refuse
+            continue
+        branch = row.branch if "branch" in reads(policy.sections[0]) else "any"
+        ex = analysis.report("s0", branch).exploration
+        allowed = ex.rule_steps.get(row.rule_id, ()) if row.rule_id else ex.guard_steps.get(row.guard, ())
+        assert row.step in allowed, row
     units = len(session.units)
     assert len(recorded) == STEPS * 2 * units  # cond and uncond at every step, for every unit
 

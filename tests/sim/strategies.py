@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import strategies as st
 
 from policy_lang import ir
@@ -114,13 +116,20 @@ def signal_keys(policy: ir.Policy) -> list[str]:
     return keys
 
 
+#: non-finite readings: a fault where the signal is available, ignored where it is not (the runtime
+#: supplies +inf for an unavailable signal)
+FAULTS = (math.inf, math.nan)
+
+
 @st.composite
-def traces(draw, policy: ir.Policy, max_steps: int = 30):
-    """(steps, branch, noise per step, signals per step): finite, non-negative signal values."""
-    steps = draw(st.integers(1, max_steps))
+def traces(draw, policy: ir.Policy, max_steps: int = 30, faults: bool = False):
+    """(steps, branch, noise per step, signals per step): non-negative signal values; with ``faults``
+    some traces also hold inf/NaN readings. Steps 1..``max_steps``, short runs drawn as often as long."""
+    steps = draw(st.one_of(st.integers(1, min(30, max_steps)), st.integers(1, max_steps)))
     branch = draw(st.sampled_from(("cond", "uncond", "default")))
     keys = signal_keys(policy)
-    rows = draw(st.lists(st.lists(st.sampled_from(LEVELS), min_size=len(keys), max_size=len(keys)),
+    values = st.sampled_from(LEVELS + FAULTS) if faults and draw(st.booleans()) else st.sampled_from(LEVELS)
+    rows = draw(st.lists(st.lists(values, min_size=len(keys), max_size=len(keys)),
                          min_size=steps, max_size=steps))
     # distinct levels: a computed result at a repeated level replaces the last one (docs/state_machine.md)
     noise = draw(st.lists(st.floats(0.0, 1.0), min_size=steps, max_size=steps, unique=True))
