@@ -6,6 +6,9 @@ Output: ``ModelLayout`` — the ordered transformer blocks (``BlockSpec``: where
 (how to build the timestep-modulated input of block 0, the signal source ``modulated_input`` of
 TeaCache).
 Errors: ``AdapterError`` when a model has no block list or a block's output layout is unknown.
+A model compiled before it is attached (``torch.compile(model)``, an ``OptimizedModule``) is read
+through ``unwrap_compiled``: its blocks are the original module's (``_orig_mod``), and the hooks put on
+them run inside the compiled wrapper's frame, so the wrapper keeps running the policy.
 
 The adapter table (``ADAPTERS``) is the project's own, so that models diffusers'
 ``TransformerBlockRegistry`` does not know (SkyReels-V2) work too:
@@ -190,6 +193,15 @@ ADAPTERS: tuple[ModelAdapter, ...] = (
 GENERIC = ModelAdapter("generic", (), GENERIC_BLOCK_LISTS)
 
 
+def unwrap_compiled(model: Any) -> Any:
+    """The module a ``torch.compile`` wrapper (``OptimizedModule``, possibly nested) compiles; else ``model``."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    while isinstance(model, OptimizedModule):
+        model = model._orig_mod
+    return model
+
+
 def adapter_for(model: torch.nn.Module) -> ModelAdapter:
     for cls in type(model).__mro__:
         for adapter in ADAPTERS:
@@ -315,6 +327,7 @@ def _interleaved(model: torch.nn.Module, lists: list[str]) -> str | None:
 
 def discover(model: torch.nn.Module, scheduler: Any = None) -> ModelLayout:
     """Find the block lists of ``model`` the way diffusers does, through the adapter table."""
+    model = unwrap_compiled(model)
     adapter = adapter_for(model)
     children = dict(model.named_children())
     ordered = [n for n in children if n in adapter.block_lists and isinstance(children[n], torch.nn.ModuleList)]

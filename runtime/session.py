@@ -66,7 +66,7 @@ import torch
 from diffusers.hooks import HookRegistry
 
 from policy_lang import ir
-from runtime.adapters import AdapterError, ModelLayout, adapter_for, discover
+from runtime.adapters import AdapterError, ModelLayout, adapter_for, discover, unwrap_compiled
 from runtime.hooks import (
     BLOCK_HOOK,
     ROOT_HOOK,
@@ -179,6 +179,7 @@ class Session:
         self.prove = prove
         #: the findings of the proofs per step count proven (``prove_at``)
         self.findings: dict[int, tuple] = {}
+        transformer = unwrap_compiled(transformer)  # compiled before attach: hook the module it compiles
         _check_free(transformer)
         self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
         self.scheduler = getattr(pipeline, "scheduler", None)

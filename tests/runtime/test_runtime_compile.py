@@ -1,0 +1,80 @@
+"""runtime.attach and torch.compile: a model compiled before or after attaching runs the policy.
+
+The backend is dynamo's ``CompileCounter`` (it counts the graphs and runs them as traced FX graphs):
+what is tested is that dynamo traces through the policy's hooks, not a code generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tiny_pipes as tiny
+import torch
+from torch._dynamo.testing import CompileCounter
+
+import runtime
+
+FBCACHE = Path(__file__).resolve().parents[2] / "policies" / "fbcache.policy"
+THRESHOLD = 0.3  # tiny Wan, 3 steps: step 1 reuses the cache (fbcache acts)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def run(pipe, kwargs):
+    return pipe(**kwargs, generator=tiny.generator(42))[0]
+
+
+def _eager():
+    pipe, kwargs = tiny.wan(cfg=False, steps=3, layers=2)
+    plain = run(pipe, kwargs)
+    with runtime.attach(pipe, FBCACHE, threshold=THRESHOLD) as session:
+        accelerated = run(pipe, kwargs)
+        actions = [e.action for e in session.trace.entries]
+    assert "cache" in actions
+    return pipe, kwargs, plain, accelerated, actions
+
+
+def _compile_wrapper(pipe, counter):  # torch.compile(model), assigned to the pipeline, then attach
+    pipe.transformer = torch.compile(pipe.transformer, backend=counter)
+    return runtime.attach(pipe, FBCACHE, threshold=THRESHOLD)
+
+
+def _compile_wrapper_bare(pipe, counter):  # attach(torch.compile(model)) on the transformer itself
+    pipe.transformer = torch.compile(pipe.transformer, backend=counter)
+    session = runtime.attach(pipe.transformer, FBCACHE, threshold=THRESHOLD)
+    assert session.transformer is pipe.transformer._orig_mod
+    return session
+
+
+def _compile_in_place_first(pipe, counter):  # model.compile() then attach
+    pipe.transformer.compile(backend=counter)
+    return runtime.attach(pipe, FBCACHE, threshold=THRESHOLD)
+
+
+def _compile_in_place_after(pipe, counter):  # attach then model.compile()
+    session = runtime.attach(pipe, FBCACHE, threshold=THRESHOLD)
+    pipe.transformer.compile(backend=counter)
+    return session
+
+
+@pytest.mark.parametrize("order", [_compile_wrapper, _compile_wrapper_bare, _compile_in_place_first,
+                                   _compile_in_place_after], ids=lambda f: f.__name__.lstrip("_"))
+def test_compiled_model_runs_the_policy(order):
+    pipe, kwargs, plain, accelerated, actions = _eager()
+    counter = CompileCounter()
+    session = order(pipe, counter)
+    out = run(pipe, kwargs)
+    assert counter.frame_count > 0  # dynamo compiled the model's frames
+    assert [e.action for e in session.trace.entries] == actions  # the policy decided inside the compiled model
+    torch.testing.assert_close(out, accelerated, atol=1e-5, rtol=1e-5)
+    assert (out - plain).abs().max() > 1e-4  # and its cache changed the output
+    assert session.attached
+    session.detach()
+    if order is _compile_wrapper:  # detached, the compiled wrapper runs the plain model again
+        torch.testing.assert_close(run(pipe, kwargs), plain, atol=1e-5, rtol=1e-5)
