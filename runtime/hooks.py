@@ -54,6 +54,7 @@ from runtime.adapters import BlockSpec
 from runtime.units import Outcome, UnitRunner, layout_key, version_of
 
 ROOT_HOOK = "policyc_root"
+_PLAIN = object()  # BlockHook._enter: run the block as if no policy were attached
 BLOCK_HOOK = "policyc_block"
 
 
@@ -226,15 +227,30 @@ class BlockHook(ModelHook):
         self.probe_overwrites: bool | None = None  # learned: does the probe's first block write its input?
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        # Under torch.compile the policy's bookkeeping runs eagerly before and after the block
+        # (``_enter``/``_leave`` are compiler-disabled): the block itself traces to whole graphs.
+        bypass = self._enter(args, kwargs)
+        if bypass is _PLAIN:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        if bypass is not None:
+            return bypass
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        self._leave(output)
+        return output
+
+    @torch.compiler.disable
+    def _enter(self, args: tuple, kwargs: dict) -> Any:
+        """Probe input, modulated input and (at a unit's first block) the decision; the output of a
+        bypassed block, None when the block runs, ``_PLAIN`` when it runs without the policy."""
         call: CallState | None = self.session.current
         if call is None:
             self.session.outside_call()
-            return self.fn_ref.original_forward(*args, **kwargs)
+            return None
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)
         if not isinstance(hidden, torch.Tensor):
             self.session.unsupported_input(hidden)
-            return self.fn_ref.original_forward(*args, **kwargs)
+            return _PLAIN
         if self.probe_head:
             self._keep_probe_input(call, hidden)
         if self.modulated_source and self.session.wants_modulated:
@@ -248,23 +264,34 @@ class BlockHook(ModelHook):
             outcome = runner.decide(call, sources, layout_key(hidden))
             call.ranges[id(runner)] = self._in_flight(runner, call, outcome, hidden, encoder)
         entry = call.ranges.get(id(runner)) if runner is not None else None
-        if entry is not None and not entry.outcome.compute:
-            output = self._bypass(entry, hidden, encoder)
-        else:
-            output = self.fn_ref.original_forward(*args, **kwargs)
-            if entry is not None:
-                out_hidden, out_encoder = spec.split(output)
-                runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
-                if self.tail and (runner.needs_history or runner.keeps_outputs) and self._input_intact(runner, call,
-                                                                                                      entry):
-                    runner.store(call, out_hidden - entry.hidden,
-                                 None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,
-                                 raw=(out_hidden, out_encoder))
+        if entry is None or entry.outcome.compute:
+            return None
+        output = self._bypass(entry, hidden, encoder)
+        if self.probe_tail:
+            call.probe = self._probe_residual(call, spec.split(output)[0])
+        if self.tail:
+            del call.ranges[id(runner)]
+        return output
+
+    @torch.compiler.disable
+    def _leave(self, output: Any) -> None:
+        """After a block ran: per-block outputs, the unit's result at its last block, the probe residual."""
+        call: CallState | None = self.session.current
+        if call is None:
+            return
+        spec, runner = self.spec, self.runner
+        entry = call.ranges.get(id(runner)) if runner is not None else None
+        if entry is not None:
+            out_hidden, out_encoder = spec.split(output)
+            runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
+            if self.tail and (runner.needs_history or runner.keeps_outputs) and self._input_intact(runner, call, entry):
+                runner.store(call, out_hidden - entry.hidden,
+                             None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,
+                             raw=(out_hidden, out_encoder))
         if self.probe_tail:
             call.probe = self._probe_residual(call, spec.split(output)[0])
         if entry is not None and self.tail:
             del call.ranges[id(runner)]
-        return output
 
     # ------------------------------------------------------------------ in-place blocks
     def _in_flight(self, runner: UnitRunner, call: CallState, outcome: Outcome, hidden: torch.Tensor,

@@ -433,6 +433,7 @@ class Session:
                                 "thread-safe: run one call at a time per pipeline, or give each thread its "
                                 "own pipeline and session")
 
+    @torch.compiler.disable  # host bookkeeping (lock, thread, noise level) runs outside compiled graphs
     def begin_call(self, context: Any, timestep: Any) -> CallState:
         owner = self._pipeline_thread
         if owner is not None and owner != threading.get_ident():
@@ -505,6 +506,7 @@ class Session:
         last = self._last_noise.get(base)
         return last is not None and noise > last + 1e-6
 
+    @torch.compiler.disable
     def end_call(self, call: CallState, failed: bool = False) -> None:
         """Close ``call``; a call that raised (``failed``) leaves every unit to start afresh."""
         self.current = None

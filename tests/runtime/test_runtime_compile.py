@@ -78,3 +78,38 @@ def test_compiled_model_runs_the_policy(order):
     session.detach()
     if order is _compile_wrapper:  # detached, the compiled wrapper runs the plain model again
         torch.testing.assert_close(run(pipe, kwargs), plain, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- counts
+EACH_BLOCK = """policy each_block "per-block delta cache" {
+    on each block {
+        if delta(input) < 0.1: cache
+        else: recompute
+        limit stale 2
+    }
+}"""
+POLICIES = {"none": None, "recompute.policy": FBCACHE.parent / "recompute.policy", "fbcache.policy": FBCACHE,
+            "each block": EACH_BLOCK}
+#: (graphs, graph breaks) of the first 3-step run of tiny Wan (2 blocks), and the graphs a second run
+#: compiles (recompiles as decisions change): the table "torch.compile" of docs/runtime.md.
+COUNTS = {"none": (1, 0, 0), "recompute.policy": (2, 3, 0), "fbcache.policy": (4, 5, 0), "each block": (4, 5, 0)}
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_graph_and_break_counts(name):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    pipe, kwargs = tiny.wan(cfg=False, steps=3, layers=2)
+    session = runtime.attach(pipe, POLICIES[name]) if POLICIES[name] is not None else None
+    counter = CompileCounter()
+    pipe.transformer.compile(backend=counter)
+    run(pipe, kwargs)
+    graphs, breaks = counter.frame_count, sum(counters["graph_break"].values())
+    run(pipe, kwargs)
+    assert (graphs, breaks, counter.frame_count - graphs) == COUNTS[name]
+    reasons = " ".join(counters["graph_break"])
+    for inside in ("is_inference", "nbytes", "get_ident", "`acquire`", "tolist"):  # nothing breaks a block's graph
+        assert inside not in reasons
+    if session is not None:
+        assert len(session.trace.entries) > 0
