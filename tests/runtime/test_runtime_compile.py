@@ -113,3 +113,16 @@ def test_graph_and_break_counts(name):
         assert inside not in reasons
     if session is not None:
         assert len(session.trace.entries) > 0
+
+
+def test_per_block_policy_on_40_blocks_stays_under_the_recompile_limit():
+    pipe, kwargs = tiny.wan(cfg=False, steps=3, layers=40)
+    runtime.attach(pipe, EACH_BLOCK)
+    counter = CompileCounter()
+    pipe.transformer.compile(backend=counter)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):  # a hit raises instead of running eager
+        run(pipe, kwargs)
+        graphs = counter.frame_count
+        run(pipe, kwargs)
+    assert graphs == 5  # the 4 graphs of 2 blocks and one more resume variant: not one per block
+    assert counter.frame_count == graphs  # no recompilation as decisions change
