@@ -494,6 +494,7 @@ class Session:
         if steps in self.findings or self.prove == "off" or steps < 1:
             return
         self.findings[steps] = self.compiled.check_at(steps, self.prove, depth=len(self.layout.blocks))
+        self.trace.note_findings(steps, self.findings[steps])
 
     def _restarted(self, base: str, index: int | None, noise: float) -> bool:
         """A bare transformer: a new denoising pass starts when the sampler's step index goes back (to 0),

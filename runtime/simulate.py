@@ -200,9 +200,14 @@ def _shape(key: str, level: float, step: int) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def dump_json(rows: Sequence[TraceRow], policy: str = "") -> str:
-    return json.dumps({"format": TRACE_FORMAT, "version": TRACE_VERSION, "policy": policy,
-                       "rows": [_jsonable(asdict(r)) for r in rows]}, allow_nan=True)
+def dump_json(rows: Sequence[TraceRow], policy: str = "", findings: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The JSON document; ``findings`` (what the proofs found at the run's step counts, see
+    ``runtime.trace.Trace.note_findings``) is written only when there are some — readers ignore it."""
+    doc: dict[str, Any] = {"format": TRACE_FORMAT, "version": TRACE_VERSION, "policy": policy,
+                           "rows": [_jsonable(asdict(r)) for r in rows]}
+    if findings:
+        doc["findings"] = [dict(f) for f in findings]
+    return json.dumps(doc, allow_nan=True)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -268,10 +273,12 @@ def load_csv(text: str) -> list[TraceRow]:
     return rows
 
 
-def save_trace(path: str | Path, rows: Sequence[TraceRow], policy: str = "") -> None:
-    """Write a trace; ``.csv`` gives CSV, anything else JSON."""
+def save_trace(path: str | Path, rows: Sequence[TraceRow], policy: str = "",
+               findings: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write a trace; ``.csv`` gives CSV (rows only), anything else JSON (with ``findings`` if any)."""
     path = Path(path)
-    path.write_text(dump_csv(rows) if path.suffix == ".csv" else dump_json(rows, policy), encoding="utf-8")
+    text = dump_csv(rows) if path.suffix == ".csv" else dump_json(rows, policy, findings)
+    path.write_text(text, encoding="utf-8")
 
 
 def load_trace(path: str | Path) -> list[TraceRow]:

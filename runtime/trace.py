@@ -71,6 +71,14 @@ class Trace:
         #: keep only the entries of the last ``keep_calls`` trajectories (None: all). A long-lived
         #: service sets it so that the trace does not grow with every call.
         self.keep_calls = keep_calls
+        #: what the proofs found at the step counts of this session's runs (``note_findings``), as the
+        #: ``findings`` of the policyc-trace file: ``{"steps", "code", "severity", "message", "help"}``
+        self.findings: list[dict[str, Any]] = []
+
+    def note_findings(self, steps: int, diagnostics: Any) -> None:
+        """Record the proofs' findings for runs of ``steps`` steps (once per step count, by the caller)."""
+        self.findings.extend({"steps": steps, "code": d.code, "severity": d.severity, "message": d.message,
+                              "help": d.help} for d in diagnostics)
 
     def add(self, entry: TraceEntry) -> None:
         entries = self.entries
@@ -122,4 +130,4 @@ class Trace:
 
     def save(self, path: str | Path, policy: str = "", call: int | None = None) -> None:
         """Write one trajectory in the simulator's JSON or CSV trace format (by suffix)."""
-        save_trace(path, self.rows_for(call), policy)
+        save_trace(path, self.rows_for(call), policy, self.findings)

@@ -336,16 +336,17 @@ def cmd_run(args) -> int:
     save_video(baseline, out / "baseline")
     session = handle.info.get("session")
     if session is not None:  # the last pipeline call: one trajectory
-        entries, rows = list(session.trace), session.trace.rows_for()
+        entries, rows, findings = list(session.trace), session.trace.rows_for(), session.trace.findings
     else:  # diffusion forcing: every chunk of the last run (a chunk restarts the group controllers)
         trace = workload.memo["df_trace"]
         entries = df_decisions(trace)
         rows = [e.to_row() for e in trace.decisions] if trace.decisions is not None else []
+        findings = trace.decisions.findings if trace.decisions is not None else []
     picture = None
     if entries:
         picture = decision_picture(entries, out / "decisions.png", title=f"{compiled.name} on {workload.name}")
     if rows:  # the documented policyc-trace v1 file: runtime.simulate.load_trace reads it
-        save_trace(out / "trace.json", rows, compiled.name)
+        save_trace(out / "trace.json", rows, compiled.name, findings)
     fid = metrics.fidelity(baseline, output)
     fraction = compute_fraction(meter.count, base_meter.count)
     same = fid["psnr"] >= metrics.SAME_VIDEO_DB

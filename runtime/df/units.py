@@ -155,6 +155,7 @@ class FrameUnitsPlanner(Planner):
 
             self.compiled = CompiledPolicy.of(self.policy)
         self.findings[steps] = self.compiled.check_at(steps, self.prove)
+        self.decisions.note_findings(steps, self.findings[steps])
 
     def plan(self, ctx: IterationContext, latents: torch.Tensor) -> FramePlan:
         for g in ctx.groups:  # before this iteration runs any block

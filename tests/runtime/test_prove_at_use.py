@@ -92,6 +92,23 @@ def test_a_warning_finding_at_the_run_step_count_is_a_policy_warning():
     assert [d.code for d in session.findings[6]] == ["P0602"]
 
 
+def test_the_findings_go_into_the_trace_and_its_file(tmp_path):
+    import json
+
+    from runtime.simulate import load_trace
+
+    pipe, kwargs = tiny.wan(cfg=False, steps=6, layers=1)
+    with runtime.attach(pipe, compile_source(SHORT_WARMUP)) as session:
+        with pytest.warns(PolicyWarning, match="P0602"):
+            pipe(**kwargs, generator=tiny.generator())
+    assert [(f["steps"], f["code"], f["severity"]) for f in session.trace.findings] == [(6, "P0602", "warning")]
+    assert session.trace.findings[0]["help"]
+    session.trace.save(tmp_path / "trace.json", "short")
+    doc = json.loads((tmp_path / "trace.json").read_text())
+    assert doc["findings"] == session.trace.findings
+    assert len(load_trace(tmp_path / "trace.json")) == len(session.trace)  # readers ignore the findings
+
+
 def test_df_generate_proves_each_group_step_count():
     from tests.df.test_units import KW, NE, PE, tiny_skyreels
 
