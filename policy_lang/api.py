@@ -78,16 +78,18 @@ def stages() -> tuple[Stage, ...]:
 class PolicyError(Exception):
     """A policy that does not compile; ``.diagnostics`` holds every finding (errors and warnings)."""
 
-    def __init__(self, diagnostics, source: str = "", filename: str = "<string>"):
+    def __init__(self, diagnostics, source: str = "", filename: str = "<string>", refused: str | None = None):
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
         self.source = source
         self.filename = filename
+        #: set when the runtime refused a compiled policy for one use (``"a run of 8 steps"``, ``"this model"``)
+        self.refused = refused
         super().__init__(self.diagnostics[0].message if self.diagnostics else "policy error")
 
     def __str__(self) -> str:
         from policy_lang.render import render_human
 
-        return render_human(self.diagnostics, self.source, self.filename, color=False)
+        return render_human(self.diagnostics, self.source, self.filename, color=False, refused=self.refused)
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -101,7 +103,7 @@ class PolicyError(Exception):
         span = compiled.source_map.get(node_id) if compiled is not None and node_id else None
         d = diagnostic(code, message, span=span, help=help)
         return cls([d], compiled.source if compiled is not None else "",
-                   (compiled.source_map.filename if compiled is not None else "") or "<policy>")
+                   (compiled.source_map.filename if compiled is not None else "") or "<policy>", refused="this model")
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,8 @@ class CompiledPolicy:
         found = self.proofs(steps, depth)
         errors = [d for d in found if d.severity == "error"]
         if errors and mode == "error":
-            raise PolicyError(found, self.source, self.source_map.filename or "<policy>")
+            raise PolicyError(found, self.source, self.source_map.filename or "<policy>",
+                              refused=f"a run of {steps} step{'s' if steps != 1 else ''}")
         if first:
             from policy_lang.render import render_human
 

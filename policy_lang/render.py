@@ -25,7 +25,9 @@ def _lines(source: str) -> list[str]:
     return source.split("\n")
 
 
-def render_human(diagnostics, source: str, filename: str, color: bool = False) -> str:
+def render_human(diagnostics, source: str, filename: str, color: bool = False, refused: str | None = None) -> str:
+    """The rustc-style text of ``diagnostics``; the closing line says the file did not compile, or, with
+    ``refused`` (e.g. ``"a run of 8 steps"``), that the runtime refused it for that use."""
     def paint(text: str, what: str) -> str:
         return f"{_COLORS[what]}{text}{_COLORS['reset']}" if color else text
 
@@ -57,7 +59,7 @@ def render_human(diagnostics, source: str, filename: str, color: bool = False) -
         if d.help:
             out.append(f"{gutter} {paint('=', 'blue')} {paint('help', 'bold')}: {d.help}")
         out.append("")
-    out.append(summary(diagnostics, filename))
+    out.append(summary(diagnostics, filename, refused))
     return "\n".join(out) + "\n"
 
 
@@ -75,7 +77,7 @@ def _underline(lines: list[str], span: Span, mark: str) -> tuple[str, str]:
     return raw.expandtabs(TAB).rstrip(), " " * prefix + mark * width
 
 
-def summary(diagnostics, filename: str) -> str:
+def summary(diagnostics, filename: str, refused: str | None = None) -> str:
     errors = sum(1 for d in diagnostics if d.severity == "error")
     warnings = sum(1 for d in diagnostics if d.severity == "warning")
 
@@ -84,6 +86,8 @@ def summary(diagnostics, filename: str) -> str:
 
     if errors:
         tail = f"; {plural(warnings, 'warning')} emitted" if warnings else ""
+        if refused:
+            return f"error: `{filename}` refused for {refused} due to {plural(errors, 'error')}{tail}"
         return f"error: could not compile `{filename}` due to {plural(errors, 'error')}{tail}"
     if warnings:
         return f"warning: `{filename}` compiled with {plural(warnings, 'warning')}"

@@ -49,6 +49,7 @@ def test_reproduction_2_refused_at_the_first_call_before_any_block_runs():
     text = str(refused.value)
     assert refused.value.codes[0] == "P0605" and "at 8 steps" in text and "help:" in text
     assert " --> <string>:3:" in text  # the span of the guard, as `policyc explain` renders it
+    assert text.rstrip().endswith("error: `<string>` refused for a run of 8 steps due to 1 error")  # not "compile"
 
 
 def test_reproduction_3_overrides_are_checked_and_proven():
