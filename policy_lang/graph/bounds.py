@@ -19,12 +19,18 @@ reuses or extrapolates (cache, predict), computed from facts the analysis proved
 * ``order`` — the predictor's local error order: O(dsigma^(k+1)) for taylor/adams order k,
   O(dsigma) for cache.
 
+``sequence_bound(rule_ids, bounds, lipschitz)`` is the same closed form for one decision sequence
+(a run's trace): ``(1/N) * exp(L) * sum_k eta_k`` with N = len(rule_ids), ``eta_k = 0`` where the
+step recomputed (rule id ``None``) and the ``eta`` of the arm that decided it otherwise (``inf``
+when that arm bounds no estimate). ``closed_form(errors, lipschitz)`` takes the per-step errors.
+
 Nothing here imports the runtime: the bound is re-derived from the formula in docs/numerics.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from policy_lang import ir
@@ -70,7 +76,23 @@ def error_bounds(policy: ir.Policy, ex: Exploration, lipschitz: float = 1.0) -> 
         eta = min(implied_upper_bound(policy, section, rule, estimate), budget)
         run_error = min(k * eta, budget) if k else 0.0
         total = min(free_calls * eta if free_calls else 0.0, budget * runs if math.isfinite(budget) else math.inf)
-        propagated = (1.0 / max(n, 1)) * total * math.exp(lipschitz) if math.isfinite(total) else math.inf
+        propagated = _uniform_grid(total, n, lipschitz)
         order = a.order + 1 if isinstance(a, ir.Predict) else 1
         out.append(ErrorBound(rule.id, action_text(a), order, eta, run_error, propagated, lipschitz, k))
     return out
+
+
+def _uniform_grid(total: float, n: int, lipschitz: float) -> float:
+    """``(1/N) * total * exp(L)``: the propagation on a uniform grid of N steps (docs/numerics.md)."""
+    return total * math.exp(lipschitz) / max(n, 1) if math.isfinite(total) else math.inf
+
+
+def closed_form(errors: Sequence[float], lipschitz: float) -> float:
+    """The printed bound for one sequence of per-step errors (0 at recomputes), in units of ||v||."""
+    return _uniform_grid(math.fsum(errors), len(errors), lipschitz)
+
+
+def sequence_bound(rule_ids: Sequence[str | None], bounds: Sequence[ErrorBound], lipschitz: float) -> float:
+    """The printed bound for the decisions a run took: per step the deciding arm's ``eta``."""
+    eta = {b.rule_id: b.eta for b in bounds}
+    return closed_form([0.0 if r is None else eta.get(r, math.inf) for r in rule_ids], lipschitz)

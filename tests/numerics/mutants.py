@@ -41,6 +41,11 @@ MUTANTS = {
         "        bound = (1.0 + lipschitz * step) * bound + step * eta",
         "        bound = (1.0 + lipschitz * step) * (bound + step * eta)",
     ),
+    "bound-without-exp-L": (
+        "policy_lang/graph/bounds.py",
+        "    return total * math.exp(lipschitz) / max(n, 1) if math.isfinite(total) else math.inf",
+        "    return total / max(n, 1) if math.isfinite(total) else math.inf",
+    ),
     "signals-nan-silently-zero": (
         "runtime/signals.py",
         "            inputs = [raw[i] for i in p.terms]",
