@@ -96,8 +96,9 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
                          f"estimate and no `limit budget` caps one (local error O(dsigma^{b.order}))")
             continue
         lines.append(f"  error:      {b.rule_id} {b.action}: one call <= {_num(b.eta)}, one run "
-                     f"(<= {b.max_run} calls) <= {_num(b.run_error)}, propagated to the output "
-                     f"<= {_num(b.propagated)} ||v|| (local error O(dsigma^{b.order}), L = {b.lipschitz:g})")
+                     f"(<= {b.max_run} calls) <= {_num(b.run_error)}; final latent vs recomputing every call: "
+                     f"||x_N - x*_N|| <= {_num(b.propagated)} * max_k ||v_k|| (estimated errors; "
+                     f"local error O(dsigma^{b.order}), L = {b.lipschitz:g})")
     for d in r.dead:
         by = ", ".join(x.id for x in d.shadowed_by) or "its own condition"
         lines.append(f"  dead:       {d.rule.id} is never taken (shadowed by {by})")
