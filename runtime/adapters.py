@@ -35,9 +35,11 @@ adapter's business: ``runtime.sampler`` reads it from the sampler.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import re
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,11 +260,18 @@ def _role(name: str) -> str | None:
     return None
 
 
+#: ``ast.parse`` is not thread-safe on CPython 3.11 ("AST constructor recursion depth mismatch" when two
+#: sessions attach in two threads at once): parse under a lock, once per block class
+_PARSE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
 def _layout_from_source(forward: Callable) -> tuple[int | None, int | None] | None:
     """The output layout read from the block's ``return`` statements: every one must return the same
     plain names, a hidden-states name alone (a bare tensor) or one hidden and one encoder name."""
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
+        with _PARSE_LOCK:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(forward)))
     except (OSError, TypeError, SyntaxError):
         return None
     layouts = set()
