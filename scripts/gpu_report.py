@@ -19,22 +19,13 @@ a reader, or a run killed mid-write, never sees half a file. Non-finite floats a
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
 
+from runtime.bench.harness import json_safe
+
 MiB = 2**20
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -44,7 +35,7 @@ def _atomic(path: Path, text: str) -> None:
 
 
 def write(out: Path, report: dict[str, Any]) -> None:
-    _atomic(out / "gpu_check.json", json.dumps(_finite(report), indent=1, default=repr))
+    _atomic(out / "gpu_check.json", json.dumps(json_safe(report), indent=1))
     meta = report["meta"]
     head = [f"# policyc GPU check -- {meta['label']}", "",
             f"command: `{meta['command']}`  ", f"started {meta['started']}, spent {meta.get('spent_s')} s of a "

@@ -151,7 +151,7 @@ class MethodResult:
                    amdahl_speedup=self.amdahl_speedup, amdahl_efficiency=self.amdahl_efficiency,
                    restored=self.restored, **{k: getattr(self, k) for k in DISTRIBUTION_KEYS},
                    runs=[asdict(r) for r in self.runs])
-        return _json_safe(out)
+        return json_safe(out)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> MethodResult:
@@ -170,13 +170,14 @@ def pooled_psnr(values: Sequence[float]) -> float:
     return math.inf if mse == 0.0 else -10.0 * math.log10(mse)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON: non-finite floats become null, other objects their ``repr``."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (str, int, bool)) or value is None:
         return value
     return repr(value)

@@ -3,17 +3,15 @@ run took (the Wan testbed) is finite for bwpredict and the realized error lies u
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from tests.scriptload import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("error_bounds", ROOT / "scripts" / "error_bounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "scripts" / "error_bounds.py")
 
 
 def test_bwpredict_on_the_testbed_stays_under_its_printed_bound():
