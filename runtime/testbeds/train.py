@@ -13,13 +13,20 @@ Contract
 * ``testbed-df`` is trained with **diffusion forcing**: an independent σ per causal frame group
   (``num_frame_per_block`` frames) with ``enable_diffusion_forcing=True`` (block-causal attention);
   with probability ``p_sync`` all groups share one σ, the synchronous case.
-* Same seed, same steps, same thread count → same weights.
+* v2 options: ``frames`` overrides the spec's video length (``testbed-df`` v2: 16 frames = 8 causal
+  groups); ``sigma_mean`` shifts the logit-normal towards high noise, where the layout (the digit's
+  path) is decided; ``p_sorted`` (DF) draws the groups' σ non-decreasing in time, the shape of the
+  asynchronous sampling schedule (earlier groups cleaner); ``init`` warm-starts from shipped weights.
+* Resumable: every checkpoint also writes ``<out>/<name>.state.pt`` (raw and EMA weights, optimiser,
+  schedule, generator, loss curve); ``resume=True`` continues from it exactly where it stopped.
+* Same seed, same steps, same thread count → same weights (resumed or not).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -35,14 +42,17 @@ from runtime.testbeds.models import NULL_CLASS, TESTBEDS, PromptTable, TestbedSp
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
-def sample_sigmas(spec: TestbedSpec, batch: int, g: torch.Generator, p_sync: float) -> torch.Tensor:
+def sample_sigmas(spec: TestbedSpec, batch: int, g: torch.Generator, p_sync: float, sigma_mean: float = 0.0,
+                  p_sorted: float = 0.0) -> torch.Tensor:
     """Noise levels: ``(B,)`` for synchronous models, ``(B, F)`` (constant within a causal group) for DF."""
     if spec.kind == "wan":
-        return torch.sigmoid(torch.randn(batch, generator=g))
+        return torch.sigmoid(torch.randn(batch, generator=g) + sigma_mean)
     block = spec.config["num_frame_per_block"]
     groups = spec.frames // block
-    sig = torch.sigmoid(torch.randn(batch, groups, generator=g))
-    sync = torch.rand(batch, generator=g) < p_sync
+    sig = torch.sigmoid(torch.randn(batch, groups, generator=g) + sigma_mean)
+    u = torch.rand(batch, generator=g)
+    sync, ordered = u < p_sync, (u >= p_sync) & (u < p_sync + p_sorted)
+    sig = torch.where(ordered[:, None], sig.sort(dim=1).values, sig)
     sig = torch.where(sync[:, None], sig[:, :1].expand(-1, groups), sig)
     return sig.repeat_interleave(block, dim=1)
 
@@ -57,11 +67,11 @@ def model_velocity(spec, model, x, sigma, context):
     )[0]
 
 
-def flow_loss(spec, model, table, batch, g, p_uncond=0.1, p_sync=0.25) -> torch.Tensor:
+def flow_loss(spec, model, table, batch, g, p_uncond=0.1, p_sync=0.25, sigma_mean=0.0, p_sorted=0.0) -> torch.Tensor:
     x0, labels = batch["video"], batch["label"].clone()
     b = x0.shape[0]
     labels[torch.rand(b, generator=g) < p_uncond] = NULL_CLASS
-    sigma = sample_sigmas(spec, b, g, p_sync)
+    sigma = sample_sigmas(spec, b, g, p_sync, sigma_mean, p_sorted)
     noise = torch.randn(x0.shape, generator=g)
     s = sigma.view(b, 1, -1, 1, 1) if sigma.dim() == 2 else sigma.view(b, 1, 1, 1, 1)
     xt = (1 - s) * x0 + s * noise
@@ -83,15 +93,37 @@ def save(out_dir: Path, spec: TestbedSpec, model, table, meta: dict, suffix: str
     return path
 
 
+def _load_shipped(path: Path, model, table) -> None:
+    """Warm start: load ``transformer.*`` and ``prompt_table.table`` from a shipped safetensors file."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path))
+    model.load_state_dict({k[len("transformer."):]: v for k, v in sd.items() if k.startswith("transformer.")})
+    table.table.data.copy_(sd["prompt_table.table"])
+
+
+def _save_state(path: Path, model, table, ema_model, ema_table, opt, sched, g, meta) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "table": table.state_dict(), "ema_model": ema_model.state_dict(),
+                "ema_table": ema_table.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "generator": g.get_state(), "meta": copy.deepcopy(meta)}, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a torn state
+
+
 def train(name: str, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 0, out: Path = WEIGHTS_DIR,
           ema_decay: float = 0.999, warmup: int = 200, ckpt_every: int = 500, log_every: int = 50,
-          threads: int = 1, deadline: float | None = None) -> dict:
+          threads: int = 1, deadline: float | None = None, frames: int | None = None, sigma_mean: float = 0.0,
+          p_sorted: float = 0.0, init: Path | None = None, resume: bool = False) -> dict:
     """Train one testbed; returns the metadata written next to the weights."""
     torch.set_num_threads(threads)
     spec = TESTBEDS[name]
+    if frames is not None:
+        spec = dataclasses.replace(spec, frames=frames)
     torch.manual_seed(seed)
     model = build_transformer(spec, seed=seed).train()
     table = PromptTable(spec.text_tokens, spec.text_dim)
+    if init is not None:
+        _load_shipped(Path(init), model, table)
     ema_model, ema_table = copy.deepcopy(model).eval(), copy.deepcopy(table)
     params = list(model.parameters()) + list(table.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
@@ -104,11 +136,22 @@ def train(name: str, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 
     meta = {"spec": spec.name, "kind": spec.kind, "config": spec.config, "frames": spec.frames,
             "height": spec.height, "width": spec.width, "text_tokens": spec.text_tokens, "seed": seed,
             "batch": batch, "lr": lr, "ema_decay": ema_decay, "steps_planned": steps, "params": n_params,
-            "threads": threads, "loss_curve": [], "step": 0}
-    t0, running = time.time(), 0.0
-    print(f"[{name}] {n_params / 1e6:.2f} M params, {steps} steps, batch {batch}", flush=True)
-    for step in range(1, steps + 1):
-        loss = flow_loss(spec, model, table, data.sample(batch, g), g)
+            "threads": threads, "loss_curve": [], "step": 0, "sigma_mean": sigma_mean, "p_sorted": p_sorted,
+            "init": str(init) if init is not None else None}
+    state_path = out / f"{spec.name}.state.pt"
+    first, spent = 1, 0.0
+    if resume and state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        model.load_state_dict(st["model"]), table.load_state_dict(st["table"])
+        ema_model.load_state_dict(st["ema_model"]), ema_table.load_state_dict(st["ema_table"])
+        opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+        g.set_state(st["generator"])
+        meta, first, spent = st["meta"], st["meta"]["step"] + 1, st["meta"].get("train_seconds", 0.0)
+        print(f"[{name}] resumed at step {first - 1}", flush=True)
+    t0, running = time.time() - spent, 0.0
+    print(f"[{name}] {n_params / 1e6:.2f} M params, {steps} steps, batch {batch}, {spec.frames} frames", flush=True)
+    for step in range(first, steps + 1):
+        loss = flow_loss(spec, model, table, data.sample(batch, g), g, sigma_mean=sigma_mean, p_sorted=p_sorted)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -128,6 +171,7 @@ def train(name: str, steps: int, batch: int = 32, lr: float = 2e-3, seed: int = 
         stop = deadline is not None and time.time() > deadline
         if step % ckpt_every == 0 or step == steps or stop:
             save(out, spec, ema_model, ema_table, meta)
+            _save_state(state_path, model, table, ema_model, ema_table, opt, sched, g, meta)
         if stop:
             print(f"[{name}] deadline reached at step {step}", flush=True)
             break
@@ -147,9 +191,16 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--ckpt-every", type=int, default=500)
     ap.add_argument("--deadline", type=float, default=None, help="unix time after which training stops and saves")
+    ap.add_argument("--frames", type=int, default=None, help="video length (default: the spec's)")
+    ap.add_argument("--sigma-mean", type=float, default=0.0, help="logit-normal mean (> 0: more high noise)")
+    ap.add_argument("--p-sorted", type=float, default=0.0, help="DF: share of samples with σ non-decreasing in time")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--init", type=Path, default=None, help="warm start from shipped .safetensors weights")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>/<name>.state.pt if present")
     a = ap.parse_args(argv)
-    train(a.name, a.steps, a.batch, a.lr, a.seed, a.out, ckpt_every=a.ckpt_every, threads=a.threads,
-          deadline=a.deadline)
+    train(a.name, a.steps, a.batch, a.lr, a.seed, a.out, warmup=a.warmup, ckpt_every=a.ckpt_every,
+          threads=a.threads, deadline=a.deadline, frames=a.frames, sigma_mean=a.sigma_mean, p_sorted=a.p_sorted,
+          init=a.init, resume=a.resume)
 
 
 if __name__ == "__main__":
