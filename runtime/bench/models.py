@@ -9,8 +9,10 @@ model. Built in: the project's testbeds (``runtime.testbeds.load``):
   (``output_type="np"``: frames in ``[0, 1]``), digit prompt ``prompt`` (default 3) through
   ``runtime.testbeds.prompt_embeds``, ``guidance`` 2.0 (CFG: cond + uncond calls), 25 steps;
 * ``testbed-df`` / ``skyreels-df-tiny`` — the SkyReels-V2 diffusion-forcing testbed on the project's
-  own loop (``runtime.df.generate``; asynchronous ``ar_step=2``, causal blocks of 2 frames), so that
-  frame policies (SCOPE) run; the output is the final video mapped from ``[-1, 1]`` to ``[0, 1]``.
+  own loop (``runtime.df.generate``; asynchronous as SkyReels-V2 recommends, ``ar_step=5``, causal
+  blocks of the model's ``num_frame_per_block`` = 2 frames; the video length is the trained one, from
+  the weights' JSON: 16 frames = 8 groups for ``testbed-df`` v2), so that frame policies (SCOPE) run;
+  the output is the final video mapped from ``[-1, 1]`` to ``[0, 1]``.
 
 Both get a ``quality`` scorer (:func:`digit_quality`): the testbeds' own evaluator
 (``runtime.testbeds.quality.score`` with the digit classifier) on one output — frame accuracy for the
@@ -35,8 +37,7 @@ DEFAULT_MODEL = "testbed"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 2.0
 DEFAULT_DIGIT = 3
-DF_AR_STEP = 2
-DF_CAUSAL_BLOCK = 2
+DF_AR_STEP = 5  # SkyReels-V2's asynchronous setting
 
 
 def register_model(name: str, loader: Loader) -> None:
@@ -86,7 +87,7 @@ def _testbed_loader(name: str) -> Loader:
             workload = Workload.for_df(pipe, steps=steps, prompt_embeds=pe, negative_prompt_embeds=ne, name=name,
                                        decode=_to_unit_range, guidance_scale=scale, num_frames=spec.frames - 1,
                                        height=spec.height, width=spec.width, ar_step=DF_AR_STEP,
-                                       causal_block_size=DF_CAUSAL_BLOCK)
+                                       causal_block_size=spec.config["num_frame_per_block"])
         workload.quality = digit_quality(DEFAULT_DIGIT if prompt is None else prompt, spec.width)
         return workload
 

@@ -44,7 +44,7 @@ SETTINGS = {
     # SkyReels-V2's recommended asynchronous setting, scaled down: blocks of 5 latent frames, ar_step 5
     "small": dict(height=96, width=96, num_frames=77, base_num_frames=77, ar_step=5, causal_block_size=5,
                   guidance_scale=5.0),
-    # the trained pixel-space testbed: 8 frames of 8x32, 2-frame causal blocks; identity VAE
+    # the trained pixel-space testbed: its trained length (weights' JSON; v2: 16 frames = 8 groups of 2), 8x32
     "testbed-df": dict(ar_step=5, causal_block_size=2, guidance_scale=2.0, vae_scale_factor_temporal=1,
                        vae_scale_factor_spatial=1, data_range=2.0),
     "tiny": dict(height=32, width=32, num_frames=29, base_num_frames=29, ar_step=2, causal_block_size=2,
@@ -66,8 +66,9 @@ def load_model(name: str, weights_dir: Path | None = None, batch: int = 1):
         pipe = testbeds.load("testbed-df", weights_dir=weights_dir)
         spec = pipe.testbed_spec
         settings = dict(SETTINGS["testbed-df"], height=spec.height, width=spec.width,
-                        # the pipeline's frame convention: F - 1 with no temporal compression gives F frames
-                        num_frames=spec.frames - 1, base_num_frames=spec.frames - 1)
+                        # the pipeline's frame convention: F - 1 with no temporal compression gives F frames;
+                        # the window (base) counts latent frames directly
+                        num_frames=spec.frames - 1, base_num_frames=spec.frames)
         return (pipe.transformer, pipe.scheduler, testbeds.prompt_embeds(pipe, [(3 + i) % 10 for i in range(batch)]),
                 settings,
                 "testbed-df (trained, pixel space)")

@@ -10,15 +10,18 @@ Contract
   blocks), in a ``SkyReelsV2DiffusionForcingPipeline`` (``TestbedDFPipeline``);
 * ``"wan-tiny"`` / ``"skyreels-df-tiny"`` — the same classes, tiny and random-initialised from a seed.
 
-Videos are pixel space: ``(B, 1, 8, 8, 32)`` latents = frames in ``[-1, 1]``; the VAE is an identity
-stand-in.  The prompt is a digit class: ``prompt_embeds(pipe, digits)`` returns
+Videos are pixel space: ``(B, 1, F, 8, 32)`` latents = frames in ``[-1, 1]``; the VAE is an identity
+stand-in.  ``F`` is the length the weights were trained on (``load_spec(name).frames``, from the
+weights' JSON: 8 for ``testbed``, 16 = 8 causal groups for ``testbed-df`` v2); ``testbed-df`` also
+generates longer videos in windows of ``F`` frames with ``overlap_history`` (SkyReels-V2's long-video
+mode).  The prompt is a digit class: ``prompt_embeds(pipe, digits)`` returns
 ``(prompt_embeds, negative_prompt_embeds)`` from the pipeline's learned table (``pipe.prompt_table``)::
 
     pipe = load("testbed")
     pe, ne = prompt_embeds(pipe, [3, 7])
     video = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_inference_steps=25,
                  guidance_scale=2.0, output_type="pt",
-                 generator=torch.Generator().manual_seed(0)).frames   # (2, 8, 1, 8, 32) in [0, 1]
+                 generator=torch.Generator().manual_seed(0)).frames   # (2, F, 1, 8, 32) in [0, 1]
 
 ``output_type="latent"`` returns the raw ``(B, 1, F, H, W)`` tensor in ``[-1, 1]``.
 """
@@ -56,7 +59,13 @@ def weights_path(name: str, weights_dir: Path | None = None) -> Path:
 
 
 def load_spec(name: str, weights_dir: Path | None = None) -> TestbedSpec:
-    """The spec of ``name``; for trained testbeds the model config is the one saved with the weights."""
+    """The spec of ``name``; for trained testbeds, the one saved with the weights.
+
+    The weights' JSON decides the model config and the video the model was trained on (``frames``,
+    ``height``, ``width``, ``text_tokens``): ``testbed-df`` v2 is 16 frames (8 causal groups of 2)
+    while its fallback spec (no JSON) says 8.  Every consumer (pipelines, workloads, evaluator, DF
+    loop, bench) reads the length from here, never from a constant.
+    """
     if name not in TESTBEDS:
         raise KeyError(f"unknown testbed {name!r}; known: {sorted(TESTBEDS)}")
     spec = TESTBEDS[name]
@@ -65,7 +74,8 @@ def load_spec(name: str, weights_dir: Path | None = None) -> TestbedSpec:
         meta = json.loads(meta_path.read_text())
         config = dict(meta["config"])
         config["patch_size"] = tuple(config["patch_size"])
-        spec = dataclasses.replace(spec, config=config)
+        video = {k: int(meta[k]) for k in ("frames", "height", "width", "text_tokens") if k in meta}
+        spec = dataclasses.replace(spec, config=config, **video)
     return spec
 
 

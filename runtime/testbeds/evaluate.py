@@ -6,8 +6,11 @@ Contract
 
 * ``runtime/testbeds/<name>.eval.json`` — frame accuracy, consistency and motion-law adherence
   (:mod:`runtime.testbeds.quality`) on ``--videos`` videos (digits 0..9 in turn, held-out noise
-  seeds); for ``testbed-df`` both synchronous (``ar_step=0``) and asynchronous (``ar_step>0``)
-  sampling; the dynamics below as numbers; the sampling cost per step;
+  seeds) of the trained length (the weights' JSON); for ``testbed-df`` synchronous (``ar_step=0``)
+  and asynchronous (``--ar-step``, default 5 as SkyReels-V2, causal groups of the model) sampling,
+  the continuation probe and a long video (``--long-frames``, default twice the trained length, in
+  windows of the trained length with ``--overlap`` frames of history); the dynamics below as
+  numbers; the sampling cost per step;
 * ``docs/img/<name>_samples.png`` — one video per digit, frames left to right;
 * ``docs/img/<name>_dynamics.png`` — (a) per-block relative L1 change of each block's output
   between adjacent steps, over the trajectory (cond branch), (b) relative L1 error of predicting
@@ -16,6 +19,12 @@ Contract
 
 All measurements use the public pipeline (`runtime.testbeds.load`) with forward hooks; nothing is
 hard-coded.
+
+Monitoring a training run: ``--weights DIR --only-quality [--log FILE]`` scores the checkpoint in
+``DIR`` (cheap with ``--videos 20``), prints one line per mode and appends one JSON record (training
+step from the weights' JSON, every score) to ``FILE``; ``python -m runtime.testbeds.card progress
+FILE`` prints the progression table.  Weights outside the package are never evaluated into the
+package's files: the full mode then needs ``--out`` and ``--img``.
 """
 
 from __future__ import annotations
@@ -264,37 +273,83 @@ def summarize(curve: list[float]) -> dict:
             "last": float(c[n - third:].mean())}
 
 
+def quality_report(pipe, clf, a) -> dict:
+    """Every quality mode of ``pipe``'s kind: sync; DF: async, continuation, long video (``a``: the CLI args)."""
+    spec = pipe.testbed_spec
+    report = {}
+
+    def show(key, res):
+        report[key] = res
+        print(key, {k: v for k, v in res.items() if k != "per_video"}, flush=True)
+
+    res, video = quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed)
+    show("quality", res)
+    if spec.kind == "df":
+        block = spec.config["num_frame_per_block"]
+        show("quality_async", quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed, ar_step=a.ar_step,
+                                      causal_block_size=block)[0])
+        show("quality_continuation", continuation(pipe, clf, a.videos, a.steps, a.cfg, context_frames=block))
+        long_frames = spec.frames * 2 if a.long_frames is None else a.long_frames
+        if long_frames > spec.frames:
+            overlap = spec.frames // 2 if a.overlap is None else a.overlap
+            show("quality_long", quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed, ar_step=a.ar_step,
+                                         causal_block_size=block, num_frames=long_frames,
+                                         overlap_history=overlap)[0])
+    return report, video
+
+
+def _package_weights(weights: Path | None) -> bool:
+    from runtime.testbeds import WEIGHTS_DIR
+
+    return weights is None or Path(weights).resolve() == WEIGHTS_DIR.resolve()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="evaluate a trained testbed")
     ap.add_argument("name", choices=["testbed", "testbed-df"])
     ap.add_argument("--videos", type=int, default=100)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--cfg", type=float, default=2.0)
-    ap.add_argument("--ar-step", type=int, default=2)
+    ap.add_argument("--ar-step", type=int, default=5, help="DF asynchronous lag between causal groups (SkyReels-V2: 5)")
+    ap.add_argument("--long-frames", type=int, default=None,
+                    help="DF long-video probe length (default: twice the trained length; 0: off)")
+    ap.add_argument("--overlap", type=int, default=None, help="DF long video: overlap_history (default: half the window)")
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
+    ap.add_argument("--img", type=Path, default=None, help="picture folder (default: docs/img for the package weights)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1000, help="first noise seed of the quality videos")
     ap.add_argument("--only-quality", action="store_true", help="skip pictures, dynamics and cost")
+    ap.add_argument("--log", type=Path, default=None, help="append one JSON record of the scores to this file")
     a = ap.parse_args(argv)
+    if not a.only_quality and not _package_weights(a.weights) and (a.out is None or a.img is None):
+        ap.error("these weights are not the package's: pass --out FILE and --img DIR (or --only-quality) so that "
+                 "runtime/testbeds/*.eval.json and docs/img stay those of the shipped weights")
     torch.set_num_threads(a.threads)
+    from runtime.testbeds import weights_path
+
     pipe, clf = load(a.name, a.weights), load_classifier()
-    report = {"name": a.name}
-    res, video = quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed)
-    report["quality"] = res
-    print({k: v for k, v in res.items() if k != "per_video"}, flush=True)
-    if a.name == "testbed-df":
-        res_async, _ = quality(pipe, clf, a.videos, a.steps, a.cfg, seed=a.seed, ar_step=a.ar_step,
-                               causal_block_size=2)
-        report["quality_async"] = res_async
-        print("async", {k: v for k, v in res_async.items() if k != "per_video"}, flush=True)
-        res_cont = continuation(pipe, clf, a.videos, a.steps, a.cfg)
-        report["quality_continuation"] = res_cont
-        print("continuation", {k: v for k, v in res_cont.items() if k != "per_video"}, flush=True)
+    meta = json.loads(weights_path(a.name, a.weights).with_suffix(".json").read_text())
+    started = time.time()
+    report = {"name": a.name, "frames": pipe.testbed_spec.frames}
+    scores, video = quality_report(pipe, clf, a)
+    report.update(scores)
+    if a.log is not None:
+        from safetensors import safe_open
+
+        with safe_open(str(weights_path(a.name, a.weights)), "pt") as f:  # the step of these very weights
+            step = int((f.metadata() or {}).get("step", meta.get("step") or 0))
+        record = {"name": a.name, "weights": str(a.weights or "package"), "step": step,
+                  "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                  "eval_seconds": round(time.time() - started, 1), "videos": a.videos, "steps": a.steps, "cfg": a.cfg,
+                  **{k: {m: v[m] for m in ("frame_accuracy", "consistent_videos", "motion_law_videos")}
+                     for k, v in scores.items()}}
+        with a.log.open("a") as f:
+            f.write(json.dumps(record) + "\n")
     if a.only_quality:
         return
-    plot_samples(video[:10], list(range(10)), a.img / f"{a.name}_samples.png",
+    img = a.img or ROOT / "docs" / "img"
+    plot_samples(video[:10], list(range(10)), img / f"{a.name}_samples.png",
                  f"{a.name}: {a.steps} steps, CFG {a.cfg} (one video per digit, frames left to right)")
     dyn = dynamics(pipe, 30, a.cfg)
     report["dynamics"] = dyn
@@ -312,12 +367,10 @@ def main(argv=None) -> None:
         **{f"extrapolation_{k}": summarize(v) for k, v in rdyn["extrapolation"].items()},
     }
     print("random init", json.dumps(report["dynamics_random_init"]), flush=True)
-    plot_dynamics(dyn, a.img / f"{a.name}_dynamics.png", f"{a.name}: 30 Euler steps, CFG {a.cfg}, cond branch")
-    from runtime.testbeds import weights_path
-
-    meta = json.loads(weights_path(a.name, a.weights).with_suffix(".json").read_text())
-    plot_training(meta, a.img / f"{a.name}_training.png", a.name)
-    report["training"] = {k: meta.get(k) for k in ("step", "train_seconds", "batch", "lr", "ema_window")}
+    plot_dynamics(dyn, img / f"{a.name}_dynamics.png", f"{a.name}: 30 Euler steps, CFG {a.cfg}, cond branch")
+    plot_training(meta, img / f"{a.name}_training.png", a.name)
+    report["training"] = {k: meta.get(k) for k in ("step", "train_seconds", "batch", "lr", "ema_window", "sigma_mean",
+                                                   "p_sorted", "init", "sha256")}
     report["cost"] = [cost(pipe, a.steps, 1.0), cost(pipe, a.steps, a.cfg)]
     print(report["cost"], flush=True)
     out = a.out or Path(__file__).parent / f"{a.name}.eval.json"

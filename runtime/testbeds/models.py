@@ -15,7 +15,8 @@ Contract
   identity, so the pipelines' ``output_type="np" | "pt" | "pil" | "latent"`` all work unchanged.
 * ``TestbedWanPipeline`` / ``TestbedDFPipeline`` subclass ``WanPipeline`` /
   ``SkyReelsV2DiffusionForcingPipeline`` (``isinstance`` holds; nothing else is overridden) only to
-  translate ``num_frames`` into the parents' VAE convention: with no temporal compression the
+  translate ``num_frames`` into the parents' VAE convention (and, for DF, to default the window
+  ``base_num_frames`` to the trained length): with no temporal compression the
   parents would round ``F`` frames up to ``F + 1`` (they expect ``4k + 1``), so the subclass passes
   ``F - 1`` and silences that warning.  ``num_frames``, ``height`` and ``width`` default to the
   trained size.  ``check_inputs`` asks for multiples of the patch size instead of 16 (= VAE factor 8 ×
@@ -184,11 +185,25 @@ class TestbedWanPipeline(_FramesMixin, WanPipeline):
 
 
 class TestbedDFPipeline(_FramesMixin, SkyReelsV2DiffusionForcingPipeline):
-    """``SkyReelsV2DiffusionForcingPipeline`` around a pixel-space testbed; ``num_frames`` counts frames."""
+    """``SkyReelsV2DiffusionForcingPipeline`` around a pixel-space testbed; ``num_frames`` counts frames.
+
+    ``base_num_frames`` (the window the model denoises at once) defaults to the trained length, so a
+    longer ``num_frames`` is SkyReels-V2's long-video mode: windows of the trained length, each
+    continuing the last ``overlap_history`` frames of the previous one (required; a clear
+    ``ValueError`` otherwise).  With no temporal compression both count frames directly.
+    """
 
     def __call__(self, *args, **kwargs):
         if args:
             raise TypeError("pass keyword arguments (prompt_embeds=..., num_inference_steps=...)")
+        frames = kwargs.get("num_frames") or self._testbed_size[0]
+        base = kwargs.setdefault("base_num_frames", self._testbed_size[0])
+        overlap = kwargs.get("overlap_history")
+        if frames > base and overlap is None:
+            raise ValueError(f"num_frames={frames} exceeds the window base_num_frames={base}: pass overlap_history "
+                             f"(frames each window re-uses from the previous one, 0 < overlap_history < {base})")
+        if frames > base and not 0 < overlap < base:
+            raise ValueError(f"overlap_history must be in (0, base_num_frames={base}); got {overlap}")
         return self._call(SkyReelsV2DiffusionForcingPipeline, kwargs)
 
 
