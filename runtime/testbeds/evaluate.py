@@ -319,7 +319,8 @@ def main(argv=None) -> None:
     ap.add_argument("--img", type=Path, default=None, help="picture folder (default: docs/img for the package weights)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=1000, help="first noise seed of the quality videos")
-    ap.add_argument("--only-quality", action="store_true", help="skip pictures, dynamics and cost")
+    ap.add_argument("--only-quality", action="store_true",
+                    help="skip pictures, dynamics and cost (the report goes to --out only if given)")
     ap.add_argument("--log", type=Path, default=None, help="append one JSON record of the scores to this file")
     a = ap.parse_args(argv)
     if not a.only_quality and not _package_weights(a.weights) and (a.out is None or a.img is None):
@@ -347,6 +348,8 @@ def main(argv=None) -> None:
         with a.log.open("a") as f:
             f.write(json.dumps(record) + "\n")
     if a.only_quality:
+        if a.out is not None:
+            a.out.write_text(json.dumps(report, indent=1))
         return
     img = a.img or ROOT / "docs" / "img"
     plot_samples(video[:10], list(range(10)), img / f"{a.name}_samples.png",
