@@ -225,10 +225,22 @@ class BlockHook(ModelHook):
         self.probe_head = self.probe_tail = False
         self.modulated_source = False
         self.probe_overwrites: bool | None = None  # learned: does the probe's first block write its input?
+        self.interior = False  # strictly inside its unit's range, nothing else to do: the fast path
+
+    def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
+        # registered after the session set the roles (unit, head/tail, probe, modulated source)
+        runner = self.runner
+        self.interior = (runner is not None and not (self.head or self.tail or self.probe_head or self.probe_tail
+                                                     or self.modulated_source or runner.tracks_blocks))
+        return module
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         # Under torch.compile the policy's bookkeeping runs eagerly before and after the block
-        # (``_enter``/``_leave`` are compiler-disabled): the block itself traces to whole graphs.
+        # (``_enter``/``_leave``/``_bypassed`` are compiler-disabled): the block itself traces to whole graphs.
+        if self.interior:  # a block inside a range: it runs, or (unit bypassed) passes its input through
+            if self._bypassed():
+                return self.spec.join(*self.spec.inputs(args, kwargs))
+            return self.fn_ref.original_forward(*args, **kwargs)
         bypass = self._enter(args, kwargs)
         if bypass is _PLAIN:
             return self.fn_ref.original_forward(*args, **kwargs)
@@ -237,6 +249,13 @@ class BlockHook(ModelHook):
         output = self.fn_ref.original_forward(*args, **kwargs)
         self._leave(output)
         return output
+
+    @torch.compiler.disable
+    def _bypassed(self) -> bool:
+        """An interior block: whether its unit is bypassed in the call now running."""
+        call: CallState | None = self.session.current
+        entry = call.ranges.get(id(self.runner)) if call is not None else None
+        return entry is not None and not entry.outcome.compute
 
     @torch.compiler.disable
     def _enter(self, args: tuple, kwargs: dict) -> Any:
@@ -283,7 +302,8 @@ class BlockHook(ModelHook):
         entry = call.ranges.get(id(runner)) if runner is not None else None
         if entry is not None:
             out_hidden, out_encoder = spec.split(output)
-            runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
+            if runner.tracks_blocks:
+                runner.store_block_output(call, spec.index - runner.plan.start, out_hidden)
             if self.tail and (runner.needs_history or runner.keeps_outputs) and self._input_intact(runner, call, entry):
                 runner.store(call, out_hidden - entry.hidden,
                              None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,

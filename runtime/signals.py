@@ -128,8 +128,9 @@ class SignalBatch:
     """Collects the reductions of one decision point; ``compute`` syncs once."""
 
     def __init__(self) -> None:
-        self._terms: list[torch.Tensor] = []  # 0-dim float64 reductions, in registration order
+        self._terms: list[torch.Tensor] = []  # 0-dim reductions (float32, float64 for float64 tensors), in order
         self._counts: list[int] = []  # the elements each term is a mean over (for the cross-rank mean)
+        self._scales: list[float] = []  # host factor turning a term into its mean (1 / count for a sum)
         self._pending: list[_Pending] = []
         self._constants: dict[str, float] = {}
         self._unavailable: set[str] = set()
@@ -137,11 +138,14 @@ class SignalBatch:
         self._keep: list[torch.Tensor] = []  # keeps the tensors behind memo ids alive
 
     # -- reductions ------------------------------------------------------------------------------
-    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor], count: int) -> int:
+    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor], count: int, scale: float = 1.0) -> int:
+        """Queue one 0-dim reduction (left in its accumulation dtype: no cast, no reshape); its host value
+        is multiplied by ``scale`` (``1 / count`` turns a sum into the mean ``count`` elements)."""
         if memo_key is not None and memo_key in self._memo:
             return self._memo[memo_key]
-        self._terms.append(make().to(torch.float64).reshape(()))
+        self._terms.append(make())
         self._counts.append(count)
+        self._scales.append(scale)
         index = len(self._terms) - 1
         if memo_key is not None:
             self._memo[memo_key] = index
@@ -149,13 +153,16 @@ class SignalBatch:
 
     def _mean_abs(self, t: torch.Tensor) -> int:
         self._keep.append(t)
-        return self._term(("abs", id(t)), lambda: t.abs().mean(dtype=_acc(t)), t.numel())
+        n = t.numel()
+        return self._term(("abs", id(t)), lambda: t.abs().sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
 
     def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
         if a.shape != b.shape:
             raise ValueError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
         self._keep += [a, b]
-        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().mean(dtype=_acc(a)), a.numel())
+        n = a.numel()
+        # the difference is this batch's own temporary: |.| in place, summed in the accumulation dtype
+        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().sum(dtype=_acc(a)), n, 1.0 / max(n, 1))
 
     def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
         self._pending.append(_Pending(key, tuple(terms), finish))
@@ -279,12 +286,18 @@ class SignalBatch:
     def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
         """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""
         raw: list[float] = []
-        if self._terms:
-            device = self._terms[0].device
-            stacked = torch.stack([t.to(device) for t in self._terms])
-            if reduce is not None:
-                stacked = reduce(stacked, torch.tensor(self._counts, dtype=torch.float64, device=device))
-            raw = stacked.tolist()
+        terms = self._terms
+        if terms:
+            device = terms[0].device
+            if any(t.dtype != terms[0].dtype or t.device != device for t in terms):
+                terms = [t.to(device, torch.float64) for t in terms]
+            stacked = torch.stack(terms)
+            scales = self._scales
+            if reduce is not None:  # the hook takes per-rank means: scale on the device, then read the global means
+                means = stacked.double() * torch.tensor(scales, dtype=torch.float64, device=device)
+                raw = reduce(means, torch.tensor(self._counts, dtype=torch.float64, device=device)).tolist()
+            else:
+                raw = [v * f for v, f in zip(stacked.tolist(), scales)]
         values: dict[str, float] = dict(self._constants)
         nonfinite: set[str] = set()
         for key in self._unavailable:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -48,7 +49,6 @@ _DIST = re.compile(r"^(delta|drift|cos_dist)\((\w+)\)$")
 _PRED = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
 _MEAN = re.compile(r"^mean_blocks\((delta|drift|cos_dist)\(output\)\)$")
 _RECOMPUTE = ir.Recompute()
-_NO_SIGNALS = SignalValues({})
 
 
 def _predict_name(method: str, order: int, over: str) -> str:
@@ -195,6 +195,48 @@ class Outcome:
     skip: bool = False
 
 
+_COMPUTE = Outcome(compute=True)
+
+
+class _LazySignals(Mapping):
+    """The signals ``UnitController.decide`` reads at one decision point, measured at its first read of a
+    tensor signal: every key of the unit and the finiteness of the candidates, in one ``SignalBatch``
+    (one sync). A decision settled by guards or counters reads none and queues nothing."""
+
+    __slots__ = ("runner", "st", "sources", "ctx", "values", "candidates", "nonfinite")
+
+    def __init__(self, runner: UnitRunner, st: UnitState, sources: dict, ctx: StepContext):
+        self.runner, self.st, self.sources, self.ctx = runner, st, sources, ctx
+        self.values: SignalValues | None = None
+        self.candidates: dict[Any, tuple] = {}
+        self.nonfinite: set[str] = set()
+
+    def measure(self) -> None:
+        runner, batch = self.runner, SignalBatch()
+        for register in runner.registrars:
+            register(batch, self.st, self.sources, self.ctx)
+        self.candidates = runner._candidates(self.st, self.ctx, batch)
+        self.values = batch.compute(runner.session.reduce)
+        self.nonfinite |= self.values.nonfinite
+
+    def check(self, name: str, pair: tuple) -> None:
+        """Read the finiteness of the chosen action's tensors (the decision read no signal: this is its sync)."""
+        batch = SignalBatch()
+        UnitRunner._finite_check(batch, name, pair)
+        self.nonfinite |= batch.compute(self.runner.session.reduce).nonfinite
+
+    def __getitem__(self, key: str) -> float:
+        if self.values is None:
+            self.measure()
+        return self.values.values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.runner.keys)
+
+    def __len__(self) -> int:
+        return len(self.runner.keys)
+
+
 class UnitRunner:
     """Executes one ``UnitPlan`` for every branch of every call."""
 
@@ -215,6 +257,10 @@ class UnitRunner:
             _PRED.match(k) or k in ("change_rate", "curvature", "delta(output)") for k in self.keys)
         self.tracks_blocks = any(_MEAN.match(k) for k in self.keys)
         self.sources = frozenset(m.group(2) for k in self.keys if (m := _DIST.match(k)))
+        self.registrars = [self._registrar(k) for k in self.keys]
+        #: measure every signal at every decision, even one the decision does not read (calibration's
+        #: shadow recording); off: a decision settled by guards or counters queues no tensor work
+        self.record_all = False
         # learned from the model by the hooks (kept across trajectories): do the unit's blocks write
         # their input? None: not known yet
         self.overwrites_input: bool | None = None
@@ -262,7 +308,7 @@ class UnitRunner:
     @torch.compiler.disable
     def decide(self, call: Any, sources: dict[str, torch.Tensor | None], layout: tuple = ()) -> Outcome:
         started = time.perf_counter()
-        st = self.state(call.branch)
+        st = self.states.get(call.branch) or self.state(call.branch)
         if st.layout != layout:  # a resized latent, another batch or dtype, a moved frame window: a new unit
             if st.layout is not None:
                 del self.states[call.branch]
@@ -270,27 +316,23 @@ class UnitRunner:
                 self.session.count_fault("layout_reset")
             st.layout = layout
         ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
-        candidates: dict[Any, tuple] = {}
-        values = _NO_SIGNALS
-        if self.keys or self.caches or self.predicts:  # an all-recompute section reads no tensor
-            batch = SignalBatch()
-            for key in self.keys:
-                self._register(batch, key, st, sources, ctx)
-            candidates = self._candidates(st, ctx, batch)
-            values = batch.compute(self.session.reduce)
-        signals = {k: values.values[k] for k in self.keys}
-        decision = st.controller.decide(ctx, signals)
+        # guards and counter-only rules decide before any tensor signal is queued: the batch runs at the
+        # controller's first read of a tensor signal (one sync), never when the decision does not read one
+        lazy = _LazySignals(self, st, sources, ctx)
+        decision = st.controller.decide(ctx, lazy)
+        if self.record_all and self.keys and lazy.values is None:
+            lazy.measure()
         action = decision.action
-        outcome = Outcome(compute=True)
-        if isinstance(action, ir.Predict) and ("predict", action.method, action.order, action.over) not in candidates:
-            # a repeated noise level replaced a stored result (see History): fewer distinct nodes than results
-            decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="history", guard_id=None)
-            action = decision.action
+        outcome = _COMPUTE
         if not isinstance(action, ir.Recompute):
-            outcome = self._outcome(action, st, candidates, values)
-            if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
-                decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
-                outcome = Outcome(compute=True)
+            if isinstance(action, ir.Predict) and not st.hidden.can_predict(action.method, action.order):
+                # a repeated noise level replaced a stored result (see History): fewer distinct nodes than results
+                decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="history", guard_id=None)
+            else:
+                outcome = self._outcome(action, st, ctx, lazy)
+                if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
+                    decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
+                    outcome = _COMPUTE
         st.controller.record(decision, computed=outcome.compute)
         for source in self.sources:
             tensor = sources.get(source)
@@ -299,7 +341,8 @@ class UnitRunner:
                 st.previous[source] = held
                 if outcome.compute:
                     st.at_recompute[source] = held
-        nonfinite = self._nonfinite(values, signals)
+        signals = {k: lazy.values.values[k] for k in self.keys} if lazy.values is not None else {}
+        nonfinite = self._nonfinite(lazy.nonfinite)
         nonfinite += tuple(k for k in decision.faults if k not in nonfinite)  # e.g. an accumulator overflow
         entry = TraceEntry(
             call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
@@ -316,58 +359,79 @@ class UnitRunner:
             self.session.report_nonfinite(entry)
         return outcome
 
-    def _nonfinite(self, values: SignalValues, signals: dict[str, float]) -> tuple[str, ...]:
+    def _nonfinite(self, flagged: set[str]) -> tuple[str, ...]:
         """The non-finite keys of this decision: signals (unavailable ones excepted) and candidates."""
-        if not values.nonfinite:
+        if not flagged:
             return ()
-        bad = [k for k in self.keys if k in values.nonfinite]
-        for key in sorted(values.nonfinite):  # "finite:result:0", "finite:predict(taylor,1,noise):1"
+        bad = [k for k in self.keys if k in flagged]
+        for key in sorted(flagged):  # "finite:result:0", "finite:predict(taylor,1,noise):1"
             name = key.split(":")[1] if key.startswith("finite:") else None
             if name is not None and name not in bad:
                 bad.append(name)
         return tuple(bad)
 
-    def _register(self, batch: SignalBatch, key: str, st: UnitState, sources: dict, ctx: StepContext) -> None:
+    def _registrar(self, key: str) -> Any:
+        """The function that queues ``key`` on a batch (the key is parsed once, here)."""
         if key == "delta(output)":
-            batch.output_delta(st.hidden)
-        elif m := _DIST.match(key):
+            return lambda batch, st, sources, ctx: batch.output_delta(st.hidden)
+        if m := _DIST.match(key):
             fn, source = m.groups()
-            current = sources.get(source)
-            held = (st.at_recompute if fn == "drift" else st.previous).get(source)
-            reference = held.tensor if held is not None and held.intact else None
-            if current is None:  # the probe's input was overwritten in place this call: unknown
-                batch.rel_l1(key, torch.zeros(()), None)
-            else:
-                batch.distance(fn, source, current, reference)
-        elif m := _PRED.match(key):
+            kept = "at_recompute" if fn == "drift" else "previous"
+
+            def distance(batch: SignalBatch, st: UnitState, sources: dict, ctx: StepContext) -> None:
+                current = sources.get(source)
+                held = getattr(st, kept).get(source)
+                reference = held.tensor if held is not None and held.intact else None
+                if current is None:  # the probe's input was overwritten in place this call: unknown
+                    batch.rel_l1(key, torch.zeros(()), None)
+                else:
+                    batch.distance(fn, source, current, reference)
+
+            return distance
+        if m := _PRED.match(key):
             order, over = int(m.group(1)), m.group(2)
-            batch.pred_error(st.hidden, order, over, ctx.noise if over == "noise" else float(ctx.step))
-        elif key == "change_rate":
-            batch.change_rate(st.hidden)
-        elif key == "curvature":
-            batch.curvature(st.hidden)
-        elif m := _MEAN.match(key):
-            pairs = [(outs[-1], outs[-2] if len(outs) > 1 else None) for outs in st.block_outputs]
-            batch.mean_blocks(m.group(1), "output", pairs)
-        else:
-            raise UnitError(f"the runtime cannot compute signal `{key}`", "P0802",
-                            "read a signal listed in docs/language.md", self.plan.section.id)
+            return lambda batch, st, sources, ctx: batch.pred_error(
+                st.hidden, order, over, ctx.noise if over == "noise" else float(ctx.step))
+        if key == "change_rate":
+            return lambda batch, st, sources, ctx: batch.change_rate(st.hidden)
+        if key == "curvature":
+            return lambda batch, st, sources, ctx: batch.curvature(st.hidden)
+        if m := _MEAN.match(key):
+            inner = m.group(1)
+
+            def mean_blocks(batch: SignalBatch, st: UnitState, sources: dict, ctx: StepContext) -> None:
+                pairs = [(outs[-1], outs[-2] if len(outs) > 1 else None) for outs in st.block_outputs]
+                batch.mean_blocks(inner, "output", pairs)
+
+            return mean_blocks
+        raise UnitError(f"the runtime cannot compute signal `{key}`", "P0802",
+                        "read a signal listed in docs/language.md", self.plan.section.id)
+
+    def _cache_pair(self, st: UnitState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None
+
+    def _prediction(self, st: UnitState, ctx: StepContext, method: str, order: int, over: str) -> tuple:
+        return tuple(h.predict(method, order, over, ctx.noise, ctx.step) if len(h) else None
+                     for h in (st.hidden, st.encoder))
+
+    def _result_unchecked(self, st: UnitState) -> bool:
+        """Whether the finiteness of the last stored result (what ``cache`` reuses) is still unknown."""
+        return self.caches and len(st.hidden) > 0 and (st.checked is None or st.checked[0] is not st.hidden.last.value)
 
     def _candidates(self, st: UnitState, ctx: StepContext, batch: SignalBatch) -> dict[Any, tuple]:
-        """Tensors a non-recompute action could return; their finiteness is read in the same sync."""
+        """When the decision reads tensor signals, the action is not known before the one sync: the
+        predictions a predict arm could return are built and their finiteness read in the same sync,
+        with the last stored result's (once per stored result)."""
         out: dict[Any, tuple] = {}
         if len(st.hidden) == 0 or not (self.caches or self.predicts):
             return out
         for method, order, over in self.predicts:
             if st.hidden.can_predict(method, order):
-                pair = tuple(h.predict(method, order, over, ctx.noise, ctx.step) if len(h) else None
-                             for h in (st.hidden, st.encoder))
+                pair = self._prediction(st, ctx, method, order, over)
                 out[("predict", method, order, over)] = pair
                 self._finite_check(batch, _predict_name(method, order, over), pair)
-        last = (st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None)
-        out["cache"] = last
-        if self.caches and (st.checked is None or st.checked[0] is not last[0]):
-            self._finite_check(batch, "result", last)
+        if self._result_unchecked(st):
+            self._finite_check(batch, "result", self._cache_pair(st))
         return out
 
     @staticmethod
@@ -376,7 +440,9 @@ class UnitRunner:
             if t is not None:
                 batch.finite(f"finite:{name}:{i}", t)
 
-    def _outcome(self, action: Any, st: UnitState, candidates: dict, values: Any) -> Outcome | None:
+    def _outcome(self, action: Any, st: UnitState, ctx: StepContext, lazy: _LazySignals) -> Outcome | None:
+        """What the chosen non-recompute action returns; None when that tensor is not finite. When the
+        decision read no tensor signal, only the chosen action's tensor is built and checked (one sync)."""
         if isinstance(action, ir.Skip):
             return Outcome(compute=False, skip=True)
         if isinstance(action, ir.Cache):
@@ -384,15 +450,20 @@ class UnitRunner:
                 # the next block receives it and may write into it: hand out a copy, keep the original
                 hidden, encoder = st.last_output
                 return Outcome(False, hidden.clone(), None if encoder is None else encoder.clone(), as_output=True)
-            pair = candidates["cache"]
+            pair = self._cache_pair(st)
             if st.checked is None or st.checked[0] is not pair[0]:  # holding the tensor: no id reuse
-                st.checked = (pair[0], not any(k.startswith("finite:result:") for k in values.nonfinite))
+                if lazy.values is None:
+                    lazy.check("result", pair)
+                st.checked = (pair[0], not any(k.startswith("finite:result:") for k in lazy.nonfinite))
             return Outcome(False, *pair) if st.checked[1] else None
         tag = ("predict", action.method, action.order, action.over)
         name = _predict_name(action.method, action.order, action.over)
-        if any(k.startswith(f"finite:{name}:") for k in values.nonfinite):
+        if lazy.values is None:
+            lazy.candidates[tag] = self._prediction(st, ctx, action.method, action.order, action.over)
+            lazy.check(name, lazy.candidates[tag])
+        if any(k.startswith(f"finite:{name}:") for k in lazy.nonfinite):
             return None
-        return Outcome(False, *candidates[tag])
+        return Outcome(False, *lazy.candidates[tag])
 
     # ------------------------------------------------------------------ after a computed call
     def store(self, call: Any, result: torch.Tensor, encoder: torch.Tensor | None = None,

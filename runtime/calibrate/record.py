@@ -120,6 +120,8 @@ def record(policy: ir.Policy, workload: Any, seed: int = 0) -> Recording:
     import runtime
 
     session = runtime.attach(workload.pipe, shadow(policy))
+    for runner in session.runners:  # the shadow's guard settles every decision: measure the signals anyway
+        runner.record_all = True
     taps = [_UnitTap(session, r) for r in session.runners if r.plan.kind == "range"]
     try:
         started = time.perf_counter()
