@@ -49,7 +49,14 @@ from dataclasses import dataclass
 
 import torch
 
-from runtime.predict import Axis, History, combine, divided_difference_weights
+from runtime.predict import (
+    SMALL,
+    Axis,
+    History,
+    combine,
+    divided_difference_weights,
+    small_divided_difference_weights,
+)
 
 EPS = 1e-12
 CHANGE_RATE = "change_rate"
@@ -269,7 +276,9 @@ class SignalBatch:
 
     def _newton_term(self, key: str, history: History, over: Axis, count: int, scale: float) -> str:
         entries = history.entries[-count:]
-        weights = divided_difference_weights([e.node(over) for e in entries]) * scale
+        nodes = tuple(e.node(over) for e in entries)
+        weights = [w * scale for w in (small_divided_difference_weights(nodes) if len(nodes) <= SMALL
+                                       else divided_difference_weights(nodes))]
         values = [e.value for e in entries]
         # the combination is this batch's own temporary: take |.| in place (a second temporary of
         # the tensor's size costs more than the reduction itself on CPU)

@@ -12,10 +12,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from runtime.predict import (
+    SMALL,
     adams_weights,
+    divided_difference_weights,
     extrapolate,
     newton_remainder_bound,
     prediction_weights,
+    small_divided_difference_weights,
+    small_taylor_weights,
     taylor_weights,
 )
 
@@ -37,6 +41,29 @@ def _slope(hs, errors) -> float:
 # --------------------------------------------------------------------------------------------
 # Taylor (Newton divided differences)
 # --------------------------------------------------------------------------------------------
+
+
+@NUMERICS
+@given(count=st.integers(1, SMALL), data=st.data())
+def test_plain_python_weights_equal_the_numpy_ones(count, data):
+    """The hot path (<= SMALL nodes, plain Python, table cached per node tuple) against numpy."""
+    nodes, at = data.draw(nodes_and_target(count))
+    reference = taylor_weights(nodes, at)
+    scale = max(1.0, float(np.abs(reference).max()))
+    assert np.abs(np.array(small_taylor_weights(nodes, at)) - reference).max() <= 1e-12 * scale
+    assert np.abs(np.array(prediction_weights("taylor", nodes, at, count - 1)) - reference).max() <= 1e-12 * scale
+    dd = divided_difference_weights(nodes)
+    small = np.array(small_divided_difference_weights(tuple(nodes)))
+    assert np.abs(small - dd).max() <= 1e-12 * max(1.0, float(np.abs(dd).max()))
+    assert small_taylor_weights(nodes, at) == small_taylor_weights(list(nodes), at)  # cached: same answer
+
+
+def test_plain_python_weights_refuse_what_numpy_refuses():
+    for bad in ([], [1.0, 1.0], [0.0, math.nan]):
+        with pytest.raises(ValueError):
+            small_taylor_weights(bad, 2.0)
+        with pytest.raises(ValueError):
+            small_divided_difference_weights(tuple(bad))
 
 
 @NUMERICS
