@@ -188,7 +188,8 @@ class RootHook(ModelHook):
                 self.session.unsupported_input(sample)
                 self.model_runner.discard(call.branch)
                 return output
-            self.model_runner.store(call, sample, raw=(sample, None))
+            if self.model_runner.needs_history or self.model_runner.keeps_outputs:
+                self._store(call, sample)
             self._templates[call.branch] = type(output)
             self._shapes[call.branch] = (layout, layout_key(sample))
             return output
@@ -206,6 +207,10 @@ class RootHook(ModelHook):
 
             template = Transformer2DModelOutput
         return _rebuild(template, sample)
+
+    @torch.compiler.disable  # bookkeeping runs outside compiled graphs (History.push reads storage sizes)
+    def _store(self, call: CallState, sample: torch.Tensor) -> None:
+        self.model_runner.store(call, sample, raw=(sample, None))
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         # diffusers resets stateful hooks at the end of every pipeline call: a trajectory ended

@@ -67,6 +67,7 @@ from diffusers.hooks import HookRegistry
 
 from policy_lang import ir
 from runtime.adapters import AdapterError, ModelLayout, adapter_for, discover, unwrap_compiled
+from runtime.compiled import Regions, check_whole_model
 from runtime.hooks import (
     BLOCK_HOOK,
     ROOT_HOOK,
@@ -179,6 +180,7 @@ class Session:
         self.prove = prove
         #: the findings of the proofs per step count proven (``prove_at``)
         self.findings: dict[int, tuple] = {}
+        check_whole_model(transformer, policy.name)  # fullgraph over the whole model cannot hold a decision
         transformer = unwrap_compiled(transformer)  # compiled before attach: hook the module it compiles
         _check_free(transformer)
         self.transformer, self.policy, self.pipeline = transformer, policy, pipeline
@@ -229,6 +231,7 @@ class Session:
         self._attached: list[tuple[torch.nn.Module, str, bool, bool]] = []
         self._root_forward: Any = None
         self._pipeline_class: type | None = None
+        self.regions = Regions([])  # hooked blocks compiled in place: compiled again below the hooks
         self.faults: Counter = Counter()
         self._warned = -1  # the last trajectory that warned about non-finite values
         self._call_lock = threading.Lock()  # held during a denoiser call
@@ -278,6 +281,8 @@ class Session:
             for index in sorted(hooks):
                 self._register(self.layout.blocks[index].module, hooks[index], BLOCK_HOOK)
             HookRegistry.check_if_exists_or_initialize(self.transformer).invalidate_child_registries_cache()
+            self.regions = Regions([(self.layout.blocks[i].module, hooks[i]) for i in sorted(hooks)])
+            self.regions.claim()
             if self.pipeline is not None:
                 self._wrap_pipeline()
             if self._own_clock is not None:
@@ -299,6 +304,8 @@ class Session:
             scheduler = getattr(pipe, "scheduler", None)
             clock = SchedulerClock(scheduler) if _is_scheduler(scheduler) else None
             try:
+                for model in {id(m): m for m in (getattr(pipe, "transformer", None), session.transformer)}.values():
+                    check_whole_model(model, session.policy.name)
                 session.new_trajectory()
                 if clock is not None:
                     clock.install()
@@ -320,6 +327,7 @@ class Session:
     # ------------------------------------------------------------------ removing
     def detach(self) -> None:
         """Remove every hook and restore the model and pipeline exactly (idempotent)."""
+        self.regions.release()
         for module, name, had_registry, had_forward in reversed(self._attached):
             with inside_accelerate(module):
                 registry = getattr(module, "_diffusers_hook", None)
@@ -441,6 +449,7 @@ class Session:
         if not self._call_lock.acquire(blocking=False):
             raise self._busy("the transformer is already running a call")
         try:
+            self.regions.claim()  # blocks compiled in place since the last call
             return self._open(context, timestep)
         except BaseException:
             self._call_lock.release()

@@ -89,10 +89,11 @@ EACH_BLOCK = """policy each_block "per-block delta cache" {
     }
 }"""
 POLICIES = {"none": None, "recompute.policy": FBCACHE.parent / "recompute.policy", "fbcache.policy": FBCACHE,
-            "each block": EACH_BLOCK}
+            "each block": EACH_BLOCK, "predit.policy": FBCACHE.parent / "predit.policy"}  # predit: `on model`
 #: (graphs, graph breaks) of the first 3-step run of tiny Wan (2 blocks), and the graphs a second run
 #: compiles (recompiles as decisions change): the table "torch.compile" of docs/runtime.md.
-COUNTS = {"none": (1, 0, 0), "recompute.policy": (2, 3, 0), "fbcache.policy": (4, 5, 0), "each block": (4, 5, 0)}
+COUNTS = {"none": (1, 0, 0), "recompute.policy": (2, 3, 0), "fbcache.policy": (4, 5, 0), "each block": (4, 5, 0),
+          "predit.policy": (1, 4, 0)}
 
 
 @pytest.mark.parametrize("name", list(POLICIES))
@@ -126,3 +127,82 @@ def test_per_block_policy_on_40_blocks_stays_under_the_recompile_limit():
         run(pipe, kwargs)
     assert graphs == 5  # the 4 graphs of 2 blocks and one more resume variant: not one per block
     assert counter.frame_count == graphs  # no recompilation as decisions change
+
+
+# ------------------------------------------------------------------------------ regional compilation
+def _regional_first(pipe, counter, fullgraph):  # compile_repeated_blocks, then attach
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=fullgraph)
+    return runtime.attach(pipe, FBCACHE, threshold=THRESHOLD)
+
+
+def _regional_after(pipe, counter, fullgraph):  # attach, then compile_repeated_blocks
+    session = runtime.attach(pipe, FBCACHE, threshold=THRESHOLD)
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=fullgraph)
+    return session
+
+
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["graph_breaks_allowed", "fullgraph"])
+@pytest.mark.parametrize("order", [_regional_first, _regional_after], ids=lambda f: f.__name__.lstrip("_"))
+def test_regional_compilation_runs_the_policy_between_compiled_blocks(order, fullgraph):
+    from torch._dynamo.utils import counters
+
+    pipe, kwargs, plain, accelerated, actions = _eager()
+    counters.clear()
+    counter = CompileCounter()
+    session = order(pipe, counter, fullgraph)
+    out = run(pipe, kwargs)
+    assert [e.action for e in session.trace.entries] == actions
+    torch.testing.assert_close(out, accelerated, atol=1e-5, rtol=1e-5)
+    # one graph for the repeated block class, no break: the decision runs eagerly between the blocks
+    assert (counter.frame_count, sum(counters["graph_break"].values())) == (1, 0)
+    assert session.regions.claimed == 2 and all(b._compiled_call_impl is None for b in pipe.transformer.blocks)
+    run(pipe, kwargs)
+    assert counter.frame_count == 1  # no recompilation as decisions change
+    session.detach()  # the blocks are compiled in place again, as the user left them
+    assert all(b._compiled_call_impl is not None for b in pipe.transformer.blocks)
+    torch.testing.assert_close(run(pipe, kwargs), plain, atol=1e-5, rtol=1e-5)
+
+
+LIBRARY = sorted(p for p in FBCACHE.parent.glob("*.policy") if p.stem != "scope")  # scope: `on frames` (DF loop)
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=lambda p: p.stem)
+def test_every_library_policy_compiles_regionally_with_fullgraph(path):
+    pipe, kwargs = tiny.wan(cfg=False, steps=4, layers=4)
+    session = runtime.attach(pipe, path, prove="off")
+    counter = CompileCounter()
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=True)  # a graph break would raise
+    run(pipe, kwargs)
+    graphs = counter.frame_count
+    run(pipe, kwargs)
+    assert (graphs, counter.frame_count - graphs) == (1, 0)  # the table "torch.compile" of docs/runtime.md
+    assert len(session.trace.entries) > 0
+
+
+def test_per_block_policy_on_40_regionally_compiled_blocks():
+    pipe, kwargs = tiny.wan(cfg=False, steps=3, layers=40)
+    runtime.attach(pipe, EACH_BLOCK)
+    counter = CompileCounter()
+    pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=True)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        run(pipe, kwargs)
+        run(pipe, kwargs)
+    assert counter.frame_count == 1  # parameters are graph inputs: one graph serves the 40 blocks
+
+
+def test_whole_model_fullgraph_is_refused_with_a_reason():
+    from runtime.compiled import CompileError
+
+    pipe, kwargs = tiny.wan(cfg=False, steps=2, layers=2)
+    with pytest.raises(CompileError, match="compile_repeated_blocks"):  # compiled first: attach refuses
+        runtime.attach(torch.compile(pipe.transformer, fullgraph=True, backend="eager"), FBCACHE)
+    pipe.transformer.compile(fullgraph=True, backend="eager")
+    with pytest.raises(CompileError, match="fullgraph"):
+        runtime.attach(pipe, FBCACHE)
+    pipe.transformer._compiled_call_impl = None
+    session = runtime.attach(pipe, FBCACHE)
+    pipe.transformer.compile(fullgraph=True, backend="eager")  # compiled after attaching: the next call refuses
+    with pytest.raises(CompileError, match="decides in Python between blocks"):
+        run(pipe, kwargs)
+    assert session.trace.entries == [] and session._call_lock.locked() is False
+    session.detach()
