@@ -17,6 +17,14 @@ The noise level is the flow-matching σ in [0, 1] on every family and scheduler:
   ``s / (1 + s)``, the flow σ with the same noise-to-signal ratio (schedulers without ``sigmas``, such as
   DDIM, give ``ᾱ`` at ``timesteps[index]``).
 
+The schedule is read on the host, never from the device: ``set_timesteps`` is also run on a deep copy
+of the scheduler with ``device="cpu"`` (``host``: the same numpy computation, its tensors on the CPU),
+once per ``set_timesteps``, and the levels are read from that copy through ``Tensor.numpy()`` (which
+only a CPU tensor allows): no device synchronisation per call or per step, whatever device the
+pipeline puts the scheduler's ``sigmas`` and ``timesteps`` on (diffusers' flow-matching schedulers put
+them on the execution device in ``set_timesteps``). A scheduler whose ``set_timesteps`` cannot run on
+a copy is read directly (``Tensor.cpu``: one read per ``set_timesteps``).
+
 ``index`` is the scheduler's ``step_index`` (second-order samplers step once per evaluation, so Heun's two
 evaluations of a step have two indices and the corrector evaluation repeats the next step's noise
 level), else the number of ``step`` calls since ``set_timesteps`` plus ``begin_index``. Before the first
@@ -40,7 +48,9 @@ Errors: ``ValueError`` for a ``noise=`` that is neither a scheduler, a callable 
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,6 +124,7 @@ class SchedulerClock:
         self.scheduler = scheduler
         self._original: type | None = None
         self._levels: list[float] | None = None
+        self.host: Any = None  # the schedule computed on the CPU (see the module docstring)
         self.ready = False  # set_timesteps seen since install
         self.steps_taken = 0
         self.foreign = False  # a copy stepped on its own: this scheduler does not drive the loop
@@ -127,9 +138,11 @@ class SchedulerClock:
 
         @functools.wraps(original.set_timesteps)
         def set_timesteps(sched: Any, *args: Any, **kwargs: Any) -> Any:
+            host = _on_host(original, sched, args, kwargs) if sched is clock.scheduler else None
             out = original.set_timesteps(sched, *args, **kwargs)
             if sched is clock.scheduler:
                 clock.ready, clock.steps_taken, clock.foreign, clock._levels = True, 0, False, None
+                clock.host = host
             return out
 
         @functools.wraps(original.step)
@@ -146,7 +159,7 @@ class SchedulerClock:
             "__qualname__": original.__qualname__, "_policyc_clock": True})
         object.__setattr__(self.scheduler, "__class__", wrapped)
         self._original = original
-        self.ready, self.steps_taken, self.foreign, self._levels = False, 0, False, None
+        self.ready, self.steps_taken, self.foreign, self._levels, self.host = False, 0, False, None, None
 
     def remove(self) -> None:
         if self._original is not None and getattr(type(self.scheduler), "_policyc_clock", False):
@@ -176,25 +189,50 @@ class SchedulerClock:
         """The noise level at every index of the schedule (read once per ``set_timesteps``)."""
         if self._levels is not None:
             return self._levels
-        sched = self.scheduler
-        flow = _is_flow(sched)
+        sched = self.host if self.host is not None else self.scheduler
+        flow = _is_flow(self.scheduler)
         sigmas = getattr(sched, "sigmas", None)
         timesteps = getattr(sched, "timesteps", None)
         if isinstance(sigmas, torch.Tensor) and sigmas.numel() > 0:
-            values = sigmas.detach().float().cpu().tolist()
+            values = _host_values(sigmas)
             if flow is None:
                 flow = max(values) <= 1.0 + 1e-6
             levels = [_clamp(v) if flow else _vp_level(v) for v in values]
         elif getattr(sched, "alphas_cumprod", None) is not None and timesteps is not None:
-            alphas = sched.alphas_cumprod.detach().double().cpu()
+            alphas = _host_values(sched.alphas_cumprod)
             levels = []
-            for t in timesteps.detach().cpu().tolist():
-                a = float(alphas[min(max(int(t), 0), len(alphas) - 1)])
+            for t in _host_values(timesteps):
+                a = alphas[min(max(int(t), 0), len(alphas) - 1)]
                 levels.append(_vp_level(math.sqrt(max(1.0 - a, 0.0) / max(a, 1e-20))))
         else:
             return None
         self._levels = levels
         return levels
+
+
+def _host_values(tensor: torch.Tensor) -> list[float]:
+    """The values of a schedule tensor: ``numpy()`` on the CPU (no read of a device), else one ``cpu()`` copy."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    return tensor.double().numpy().tolist()
+
+
+def _on_host(original: type, sched: Any, args: tuple, kwargs: dict) -> Any:
+    """A deep copy of ``sched`` after ``set_timesteps(*args, **kwargs)`` with ``device="cpu"``; None when
+    that cannot run (the caller then reads the scheduler itself)."""
+    try:
+        bound = inspect.signature(original.set_timesteps).bind(sched, *args, **kwargs)
+        if "device" not in inspect.signature(original.set_timesteps).parameters:
+            return None
+        bound.arguments["device"] = "cpu"
+        host = copy.deepcopy(sched)
+        object.__setattr__(host, "__class__", original)  # the copy reports to no clock
+        bound.arguments[next(iter(bound.arguments))] = host
+        original.set_timesteps(*bound.args, **bound.kwargs)
+        return host
+    except Exception:  # noqa: BLE001 — an exotic scheduler: its own schedule is read instead
+        return None
 
 
 #: the names a transformer's forward gives its timestep argument (Cosmos3: ``vision_timesteps``, t/1000)

@@ -464,8 +464,9 @@ class Session:
         position = self.clock.position() if self.clock is not None else None
         index = context.step_index if context is not None and context.step_index is not None else (
             position.step if position is not None else None)
-        if context is not None and context.sigma is not None:
-            noise = min(max(float(context.sigma), 0.0), 1.0)
+        sigma = context.sigma if context is not None else None
+        if sigma is not None and not (isinstance(sigma, torch.Tensor) and position is not None):
+            noise = min(max(float(sigma), 0.0), 1.0)  # a tensor (LTX-2 passes one) is read only with no clock
         elif position is not None:
             noise = position.noise
         elif timestep is None and self._timestep_noise.unset:
