@@ -6,7 +6,8 @@ Input: a session's transformer and the blocks its hooks sit on (``BlockHook`` s,
 compilation: ``block.compile()`` on every repeated block) or ``block.compile()``.
 Output:
 
-* ``Regions.claim()`` (at attach and at the start of every pipeline or denoiser call): a hooked block
+* ``Regions.claim()`` (at attach, at the start of every pipeline call, and of every denoiser call made
+  outside a pipeline call): a hooked block
   compiled in place (``nn.Module.compile`` sets ``_compiled_call_impl``, which would trace the policy's
   hook with the block) is compiled again *below* the hook: its ``_compiled_call_impl`` is cleared and the
   hook's ``original_forward`` is the block's forward compiled with the same options (the dynamo

@@ -306,6 +306,7 @@ class Session:
             try:
                 for model in {id(m): m for m in (getattr(pipe, "transformer", None), session.transformer)}.values():
                     check_whole_model(model, session.policy.name)
+                session.regions.claim()
                 session.new_trajectory()
                 if clock is not None:
                     clock.install()
@@ -449,7 +450,8 @@ class Session:
         if not self._call_lock.acquire(blocking=False):
             raise self._busy("the transformer is already running a call")
         try:
-            self.regions.claim()  # blocks compiled in place since the last call
+            if owner is None:  # blocks compiled in place since the last call (a pipeline call claims at its start)
+                self.regions.claim()
             return self._open(context, timestep)
         except BaseException:
             self._call_lock.release()
