@@ -18,6 +18,7 @@ def test_trained_testbed_generates_the_prompted_digit(name):
     pe, ne = prompt_embeds(pipe, digits)
     video = pipe(prompt_embeds=pe, negative_prompt_embeds=ne, num_inference_steps=10, guidance_scale=2.0,
                  output_type="latent", generator=torch.Generator().manual_seed(0)).frames
-    assert video.shape == (4, 1, 8, 8, 32) and torch.isfinite(video).all()
+    spec = pipe.testbed_spec  # the trained length comes from the weights' JSON (v1: 8 frames, testbed-df v2: 16)
+    assert video.shape == (4, 1, spec.frames, spec.height, spec.width) and torch.isfinite(video).all()
     pred, _ = classify_video(load_classifier(), video.clamp(-1, 1))
     assert (pred == torch.tensor(digits)[:, None]).float().mean() > 0.6
