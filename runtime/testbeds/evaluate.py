@@ -329,17 +329,18 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     from runtime.testbeds import weights_path
 
+    from safetensors import safe_open
+
+    with safe_open(str(weights_path(a.name, a.weights)), "pt") as f:  # the step of the weights loaded next
+        step = int((f.metadata() or {}).get("step", -1))
     pipe, clf = load(a.name, a.weights), load_classifier()
     meta = json.loads(weights_path(a.name, a.weights).with_suffix(".json").read_text())
+    step = meta.get("step") if step < 0 else step
     started = time.time()
     report = {"name": a.name, "frames": pipe.testbed_spec.frames}
     scores, video = quality_report(pipe, clf, a)
     report.update(scores)
     if a.log is not None:
-        from safetensors import safe_open
-
-        with safe_open(str(weights_path(a.name, a.weights)), "pt") as f:  # the step of these very weights
-            step = int((f.metadata() or {}).get("step", meta.get("step") or 0))
         record = {"name": a.name, "weights": str(a.weights or "package"), "step": step,
                   "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                   "eval_seconds": round(time.time() - started, 1), "videos": a.videos, "steps": a.steps, "cfg": a.cfg,
