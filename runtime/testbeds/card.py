@@ -11,7 +11,8 @@ Contract
 * ``replace_block(text, block)`` swaps that region of the card; markers missing → ``ValueError``.
 * ``progress_table(records)`` renders the monitoring log (one JSON record per evaluation, written by
   ``python -m runtime.testbeds.evaluate ... --only-quality --log FILE``) as a markdown table: step →
-  frame accuracy / consistency / motion-law % per mode.  CLI: ``python -m runtime.testbeds.card
+  frame accuracy / consistency / motion-law % per mode (and, when logged, the median worst deviation
+  from the best bounce path in px: a graded view of the law, 0 for real videos).  CLI: ``python -m runtime.testbeds.card
   progress FILE [--card CARD --note TEXT]`` prints it and, with ``--card``, rewrites the card's
   ``<!-- progress:begin -->`` region (its heading line kept).
 """
@@ -111,7 +112,8 @@ def progress_table(records: list[dict]) -> str:
         for m in modes:
             q = r.get(m)
             cells.append("—" if q is None else " / ".join(
-                f"{100 * q[k]:.0f}" for k in ("frame_accuracy", "consistent_videos", "motion_law_videos")))
+                f"{100 * q[k]:.0f}" for k in ("frame_accuracy", "consistent_videos", "motion_law_videos"))
+                + (f" ({q['median_motion_residual']:.1f} px)" if "median_motion_residual" in q else ""))
         lines.append(f"| {r['name']} | {Path(r['weights']).name} | {r['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

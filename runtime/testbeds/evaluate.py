@@ -327,9 +327,9 @@ def main(argv=None) -> None:
         ap.error("these weights are not the package's: pass --out FILE and --img DIR (or --only-quality) so that "
                  "runtime/testbeds/*.eval.json and docs/img stay those of the shipped weights")
     torch.set_num_threads(a.threads)
-    from runtime.testbeds import weights_path
-
     from safetensors import safe_open
+
+    from runtime.testbeds import weights_path
 
     with safe_open(str(weights_path(a.name, a.weights)), "pt") as f:  # the step of the weights loaded next
         step = int((f.metadata() or {}).get("step", -1))
@@ -344,7 +344,9 @@ def main(argv=None) -> None:
         record = {"name": a.name, "weights": str(a.weights or "package"), "step": step,
                   "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                   "eval_seconds": round(time.time() - started, 1), "videos": a.videos, "steps": a.steps, "cfg": a.cfg,
-                  **{k: {m: v[m] for m in ("frame_accuracy", "consistent_videos", "motion_law_videos")}
+                  **{k: {**{m: v[m] for m in ("frame_accuracy", "consistent_videos", "motion_law_videos")},
+                         # a graded view of the law: the median worst deviation (px) from the best bounce path
+                         "median_motion_residual": float(np.median(v["per_video"]["motion_residual"]))}
                      for k, v in scores.items()}}
         with a.log.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -88,7 +88,10 @@ def test_evaluator_scores_every_mode_at_16_frames_and_logs_the_step(df16, tmp_pa
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert record["step"] == 7 and record["videos"] == 2
     assert set(record) >= {"quality", "quality_async", "quality_continuation", "quality_long"}
-    assert all(0 <= v <= 1 for mode in ("quality", "quality_long") for v in record[mode].values())
+    for mode in ("quality", "quality_long"):
+        q = record[mode]
+        assert all(0 <= q[k] <= 1 for k in ("frame_accuracy", "consistent_videos", "motion_law_videos"))
+        assert q["median_motion_residual"] >= 0
     assert "| testbed-df | " in progress_table([record]) and "long: frames" in progress_table([record])
     with pytest.raises(SystemExit):  # full mode on foreign weights must not overwrite the package's files
         main(["testbed-df", "--weights", str(df16), "--videos", "2", "--steps", "2"])
