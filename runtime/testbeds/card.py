@@ -114,7 +114,8 @@ def progress_table(records: list[dict]) -> str:
             cells.append("—" if q is None else " / ".join(
                 f"{100 * q[k]:.0f}" for k in ("frame_accuracy", "consistent_videos", "motion_law_videos"))
                 + (f" ({q['median_motion_residual']:.1f} px)" if "median_motion_residual" in q else ""))
-        lines.append(f"| {r['name']} | {Path(r['weights']).name} | {r['step']} | " + " | ".join(cells) + " |")
+        where = "shipped" if r["weights"] == "package" else "checkpoint"
+        lines.append(f"| {r['name']} | {where} | {r['step']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

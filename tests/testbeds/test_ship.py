@@ -44,7 +44,7 @@ def test_progress_table_orders_steps():
     rec = lambda step: {"name": "testbed", "weights": "/x/snap", "step": step, "when": "t",  # noqa: E731
                         "quality": {"frame_accuracy": 1.0, "consistent_videos": 0.5, "motion_law_videos": step / 1000}}
     rows = progress_table([rec(750), rec(250)]).splitlines()[2:]
-    assert rows == ["| testbed | snap | 250 | 100 / 50 / 25 |", "| testbed | snap | 750 | 100 / 50 / 75 |"]
+    assert rows == ["| testbed | checkpoint | 250 | 100 / 50 / 25 |", "| testbed | checkpoint | 750 | 100 / 50 / 75 |"]
 
 
 def test_ship_copies_checks_evaluates_and_rewrites_the_card(df16, tmp_path):
