@@ -100,3 +100,28 @@ def test_the_schedule_is_read_without_touching_the_device(name):
     reference_clock = SchedulerClock(reference)
     reference_clock.ready = True
     assert levels == reference_clock._noise_levels() and len(levels) >= 5 and clock.position().noise == levels[0]
+
+
+def _own_loop(model, scheduler):
+    scheduler.set_timesteps(3)
+    latents, text = torch.randn(1, 4, 2, 8, 8), torch.randn(1, 6, 16)
+    with counting_reads() as counts:
+        for t in scheduler.timesteps:
+            with model.cache_context("cond", sigma=torch.tensor(0.25)):  # as LTX-2 passes it: a tensor
+                out = model(hidden_states=latents, timestep=t.expand(1), encoder_hidden_states=text)[0]
+            latents = scheduler.step(out, t, latents).prev_sample
+    return sum(counts.values())
+
+
+def test_a_tensor_sigma_in_the_cache_context_is_not_read_when_the_scheduler_tells_the_level():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe, _ = tiny.wan(cfg=False, steps=2, layers=2)
+    model, scheduler = pipe.transformer, FlowMatchEulerDiscreteScheduler(shift=3.0)
+    plain = _own_loop(model, scheduler)  # the scheduler's own reads (its step index)
+    session = runtime.attach(model, POLICIES / "recompute.policy", noise=scheduler)
+    with_policy = _own_loop(model, scheduler)
+    session.detach()
+    noise = [e.noise for e in session.trace.entries]
+    assert noise == pytest.approx(scheduler.sigmas[:3].tolist()) and 0.25 not in noise
+    assert with_policy == plain  # neither the context's sigma nor the schedule was read as a tensor
