@@ -14,7 +14,8 @@ Usage (the v2 release, after training)::
    25 steps, CFG 2; pictures, dynamics, cost), both at once (``--jobs``), writing
    ``--eval-dir/<name>.eval.json`` and the pictures under ``--img``.
 3. Rewrites the figures region of ``--card`` (bars with ✅/❌, DF probes, weights with sha256, config:
-   ``runtime.testbeds.card.figures_block``) into ``--card-out`` (default: the card itself).
+   ``runtime.testbeds.card.figures_block``) into ``--card-out`` (default: the card itself), for every
+   testbed in ``--dest`` that has an evaluation in ``--eval-dir`` (shipping one keeps the other's).
 
 A scratch rehearsal on a live checkpoint that touches nothing in the repository::
 
@@ -110,11 +111,17 @@ def evaluate(names: list[str], dest: Path, eval_dir: Path, img: Path, args: list
                     raise ShipError(f"evaluation of {name} failed (exit {proc.returncode})")
 
 
-def rewrite_card(card: Path, card_out: Path, names: list[str], dest: Path, eval_dir: Path) -> None:
+def rewrite_card(card: Path, card_out: Path, dest: Path, eval_dir: Path) -> None:
+    """The figures of every testbed in ``dest`` with an evaluation (shipping one keeps the other's column)."""
     from runtime.testbeds.card import figures_block, replace_block
 
+    names = [n for n in ("testbed", "testbed-df")
+             if (dest / f"{n}.safetensors").exists() and (eval_dir / f"{n}.eval.json").exists()]
     evals = {n: json.loads((eval_dir / f"{n}.eval.json").read_text()) for n in names}
-    metas = {n: json.loads((dest / f"{n}.json").read_text()) for n in names}
+    metas = {}
+    for n in names:
+        meta, data = json.loads((dest / f"{n}.json").read_text()), (dest / f"{n}.safetensors").read_bytes()
+        metas[n] = dict(meta, sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))  # older JSONs lack them
     try:
         text = replace_block(card.read_text(), figures_block(evals, metas))
     except (KeyError, ValueError) as err:
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         a.eval_dir.mkdir(parents=True, exist_ok=True)
         args = ["--videos", str(a.videos), "--steps", str(a.steps), "--cfg", str(a.cfg)]
         evaluate(a.names, a.dest, a.eval_dir, a.img, args + (["--only-quality"] if a.quality_only else []), a.jobs)
-        rewrite_card(a.card, a.card_out or a.card, a.names, a.dest, a.eval_dir)
+        rewrite_card(a.card, a.card_out or a.card, a.dest, a.eval_dir)
     except ShipError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
