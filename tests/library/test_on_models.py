@@ -20,7 +20,8 @@ import tiny_pipes  # noqa: E402
 torch.set_num_threads(1)
 STEPS = 12
 #: `on frames` runs only in the diffusion-forcing loop (tested below); the rest in a Wan pipeline
-PIPELINE_POLICIES = sorted(p for p in (ROOT / "policies").glob("*.policy") if p.stem != "scope")
+FRAMES_POLICIES = ("scope", "scope_fast")
+PIPELINE_POLICIES = sorted(p for p in (ROOT / "policies").glob("*.policy") if p.stem not in FRAMES_POLICIES)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,14 @@ def test_library_policy_runs_in_a_wan_pipeline_and_agrees_with_the_simulator(pat
     assert torch.equal(call(), baseline)  # detached: the model is exactly as before
 
 
-def test_scope_runs_in_the_diffusion_forcing_loop():
+@pytest.mark.parametrize("name", FRAMES_POLICIES)
+def test_scope_runs_in_the_diffusion_forcing_loop(name):
     from runtime.df import api
     from runtime.df.tiny import tiny_embeds, tiny_skyreels
 
     model = tiny_skyreels(num_frame_per_block=1)
     positive, negative = tiny_embeds()
-    latents, trace = api.generate(model, ROOT / "policies" / "scope.policy", prompt_embeds=positive,
+    latents, trace = api.generate(model, ROOT / "policies" / f"{name}.policy", prompt_embeds=positive,
                                   negative_prompt_embeds=negative, num_frames=9, height=16, width=16,
                                   num_inference_steps=8, ar_step=2, causal_block_size=1, guidance_scale=1.0,
                                   generator=torch.Generator().manual_seed(0))
