@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -113,31 +112,21 @@ QUICK_VARIANTS = ("baseline", "selective+kv", "scope+kv", "scope+kv+ctx", "all o
 
 
 def load_checkpoint(weights: Path | None, quick: bool):
-    """``(pipe, label)``: a DF testbed pipeline from a checkpoint (its JSON gives config and video size)."""
+    """``(pipe, label)``: the DF testbed from a checkpoint ``testbed-df.safetensors`` with its JSON (which
+    gives the model config and the video size, ``runtime.testbeds.load_spec``)."""
     from runtime import testbeds
-    from runtime.testbeds.models import PromptTable, build_transformer, make_pipeline
 
     if quick:
         pipe = testbeds.load("skyreels-df-tiny")
         return pipe, "skyreels-df-tiny (random, untrained: a smoke test, not a measurement)"
     weights = weights or testbeds.weights_path("testbed-df")
-    meta_path = weights.with_suffix(".json")
-    if not weights.exists() or not meta_path.exists():
-        raise SystemExit(f"error: checkpoint {weights} or its {meta_path.name} is missing\n"
-                         f"help: pass --weights PATH/testbed-df.safetensors with its .json next to it")
-    meta = json.loads(meta_path.read_text())
-    config = dict(meta["config"], patch_size=tuple(meta["config"]["patch_size"]))
-    spec = dataclasses.replace(testbeds.TESTBEDS["testbed-df"], config=config,
-                               **{k: meta[k] for k in ("frames", "height", "width", "text_tokens") if k in meta})
-    transformer = build_transformer(spec)
-    state = load_file(str(weights))
-    transformer.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("transformer.")})
-    table = PromptTable(spec.text_tokens, spec.text_dim)
-    table.table.data.copy_(state["prompt_table.table"])
-    pipe = make_pipeline(spec, transformer.eval().requires_grad_(False))
-    pipe.prompt_table, pipe.testbed_spec = table.eval().requires_grad_(False), spec
-    step = meta.get("step", "?")
-    return pipe, f"testbed-df checkpoint {weights.name}, training step {step}, {spec.frames} frames"
+    if weights.name != "testbed-df.safetensors" or not weights.exists() or not weights.with_suffix(".json").exists():
+        raise SystemExit(f"error: {weights} is not a testbed-df checkpoint (testbed-df.safetensors with "
+                         f"testbed-df.json next to it)\nhelp: pass --weights DIR/testbed-df.safetensors")
+    pipe = testbeds.load("testbed-df", weights_dir=weights.parent)
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    return pipe, (f"testbed-df checkpoint {weights}, training step {meta.get('step', '?')}, "
+                  f"{pipe.testbed_spec.frames} frames")
 
 
 # ---------------------------------------------------------------------------------------- counting

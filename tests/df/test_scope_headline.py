@@ -53,7 +53,7 @@ def test_attention_core_is_counted_from_the_keys_that_ran(headline):
 def test_unknown_variant_and_missing_checkpoint_are_clear_errors(headline, tmp_path, capsys):
     assert headline.main(["--quick", "--variants", "nope", "--out", str(tmp_path)]) == 2
     assert "help: choose from" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="help: pass --weights"):
+    with pytest.raises(SystemExit, match="help: pass --weights DIR"):
         headline.load_checkpoint(tmp_path / "missing.safetensors", quick=False)
 
 
