@@ -18,12 +18,14 @@ heavy imports happen inside the handlers. Both print to stdout and write files u
   :mod:`runtime.bench.harness`), otherwise a table (pooled and median PSNR, seeds that stayed the
   same video, quality delta in points). Exit 1 when a policy failed or was idle (peers may fail: reported).
 * ``policyc run POLICY [--model M] [--steps N] [--seed S] [--prompt DIGIT] [--set NAME=VALUE]...
-  [--out DIR]`` — generates with the policy (progress bar), writes ``frames/`` (PNG + GIF),
+  [--out DIR]`` — generates with the policy (progress bar), writes ``frames/`` (PNG + GIF), ``run.json``,
   ``baseline/``, ``decisions.png`` and ``trace.json`` (a ``policyc-trace`` v1 file of the last
   pipeline call, every chunk under diffusion forcing: ``runtime.simulate.load_trace`` reads it and
   ``simulate`` replays it), and prints speedup, compute fraction and PSNR / SSIM against the
   unaccelerated run, whether this seed stayed the same video (PSNR >= 30 dB) and, on the testbeds,
-  the quality scores of both videos (:func:`runtime.bench.metrics.quality_score`).
+  the quality scores of both videos (:func:`runtime.bench.metrics.quality_score`) and the quality
+  retained (accelerated − unaccelerated, points); the same numbers go to ``run.json`` (non-finite
+  values as ``null``: an identical output has ``psnr`` null and ``same_video`` true).
 
 The model options (:func:`add_model_arguments`, shared with ``policyc calibrate``): ``--model`` is a
 built-in model (``runtime.bench.models``) or a user's pipeline — a ``save_pretrained`` folder or
@@ -295,7 +297,7 @@ def cmd_run(args) -> int:
 
     from runtime.bench import metrics
     from runtime.bench.counting import ComputeMeter, compute_fraction
-    from runtime.bench.harness import _timed
+    from runtime.bench.harness import _timed, json_safe
     from runtime.bench.pictures import decision_picture, df_decisions, save_video
     from runtime.bench.policies import policy_method
     from runtime.simulate import save_trace
@@ -357,11 +359,21 @@ def cmd_run(args) -> int:
     print(f"  PSNR {psnr} dB  SSIM {fid['ssim']:.4f}  rel-L2 {fid['rel_l2']:.4f}  "
           f"{'same video' if same else 'a different video'} (PSNR {'>=' if same else '<'} "
           f"{metrics.SAME_VIDEO_DB:g} dB)")
+    record = {"policy": compiled.name, "model": workload.name, "steps": workload.steps, "seed": args.seed,
+              "speedup": base_seconds / seconds, "compute_fraction": fraction, **fid, "same_video": same,
+              "same_video_db": metrics.SAME_VIDEO_DB, "quality_baseline": None, "quality": None,
+              "quality_delta": None}
     if workload.quality is not None:
-        for label, scores in (("baseline", workload.quality(baseline)), ("accelerated", workload.quality(output))):
+        scored = {"baseline": workload.quality(baseline), "accelerated": workload.quality(output)}
+        for label, scores in scored.items():
             print(f"  quality {label:<11} {metrics.quality_score(scores):5.1f} / 100  ("
                   + ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in scores.items()) + ")")
-    print(f"  frames: {frames[-1]}  (baseline: {out / 'baseline' / 'video.gif'})")
+        kept = metrics.quality_retained([scored["baseline"]], [scored["accelerated"]])
+        print(f"  quality retained    {kept['quality_delta']:+5.1f} points (accelerated - unaccelerated, this seed)")
+        record.update(quality_baseline=scored["baseline"], quality=scored["accelerated"],
+                      quality_delta=kept["quality_delta"])
+    (out / "run.json").write_text(json.dumps(json_safe(record), indent=2) + "\n", encoding="utf-8")
+    print(f"  frames: {frames[-1]}  (baseline: {out / 'baseline' / 'video.gif'})  numbers: {out / 'run.json'}")
     if picture:
         print(f"  decisions: {picture}")
     return 0

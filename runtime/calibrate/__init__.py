@@ -92,11 +92,13 @@ class Calibration:
         lines += [f"  {f.describe()}" for f in self.fits]
         s = self.search
         if s is not None:
-            goal = f"PSNR >= {s.goal:g} dB" if s.objective == "min_psnr" else f"speedup >= {s.goal:g}x"
+            goal = (f"median per-seed PSNR >= {s.goal:g} dB" if s.objective == "min_psnr"
+                    else f"speedup >= {s.goal:g}x")
             if s.chosen is not None:
                 c = s.chosen
                 lines.append(f"  {c.label()}: chosen for {goal}: {c.speedup:.2f}x fewer blocks "
-                             f"({c.wall_speedup:.2f}x wall clock), PSNR {c.psnr:.2f} dB")
+                             f"({c.wall_speedup:.2f}x wall clock), median PSNR {c.psnr:.2f} dB over "
+                             f"{len(c.psnrs)} seeds, {_same(c)} seeds the same video (>= 30 dB)")
             else:
                 lines.append(f"  thresholds unchanged: {s.note}")
         return lines + [""]
@@ -111,11 +113,13 @@ class Calibration:
             out.append(f"  search {', '.join(s.searched)} for {s.objective} {s.goal:g}: "
                        f"{len(s.candidates)} settings simulated, "
                        f"{sum(c.evaluated for c in s.candidates)} run for real" + (f" ({s.note})" if s.note else ""))
-            out.append(f"    {'setting':40s} {'sim x':>7s} {'real x':>7s} {'wall x':>7s} {'PSNR':>7s}")
+            out.append(f"    {'setting':40s} {'sim x':>7s} {'real x':>7s} {'wall x':>7s} {'median':>7s} "
+                       f"{'same':>6s}  per-seed PSNR (dB)")
             for c in sorted((c for c in s.candidates if c.evaluated), key=lambda c: c.speedup):
                 mark = " <- chosen" if c is s.chosen else ""
+                seeds = " ".join(f"{p:.1f}" for p in c.psnrs)
                 out.append(f"    {c.label():40s} {c.sim_speedup:7.2f} {c.speedup:7.2f} {c.wall_speedup:7.2f} "
-                           f"{c.psnr:7.2f}{mark}")
+                           f"{c.psnr:7.2f} {_same(c):>6s}  {seeds}{mark}")
         return "\n".join(out) + "\n"
 
     def to_json(self) -> dict[str, Any]:
@@ -156,6 +160,11 @@ class Calibration:
             paths["pareto"] = plot_pareto(self.search, out / "pareto.png",
                                           title=f"{self.original.name} on {self.model}: {', '.join(self.search.searched)}")
         return paths
+
+
+def _same(c: Any) -> str:
+    """``k/n``: the candidate's seeds that stayed the same video."""
+    return f"{round((c.same_share or 0.0) * len(c.psnrs))}/{len(c.psnrs)}"
 
 
 def calibrate(policy_path: str | Path, model: str | Any, *, steps: int | None = None, seeds: int = 1,

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     goal = p.add_mutually_exclusive_group()
     goal.add_argument("--target-speedup", type=float, metavar="X",
                       help="the most faithful setting whose speedup (blocks) reaches X")
-    goal.add_argument("--min-psnr", type=float, metavar="DB", help="the fastest setting with PSNR >= DB")
+    goal.add_argument("--min-psnr", type=float, metavar="DB", help="the fastest setting whose median per-seed PSNR is >= DB "
+                      "(at least half of the seeds reach DB)")
     p.add_argument("--param", action="append", default=[], metavar="NAME",
                    help="a param to search (repeatable; default: every ranged number param)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a param first")

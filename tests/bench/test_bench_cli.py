@@ -64,6 +64,10 @@ def test_run_writes_frames_gif_and_decision_picture(policy, model, tmp_path, cap
                  "--out", str(out), "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "compute fraction" in text and "PSNR" in text
+    record = json.loads((out / "run.json").read_text())  # the printed numbers, recorded
+    assert record["seed"] == 0 and record["steps"] == 4 and 0 < record["compute_fraction"] <= 1
+    assert record["same_video"] == (record["psnr"] is None or record["psnr"] >= 30.0)
+    assert (record["quality_delta"] is None) == (record["quality"] is None)
     assert len(list((out / "frames").glob("frame_*.png"))) == 8
     for path in (out / "frames" / "video.gif", out / "baseline" / "video.gif", out / "decisions.png"):
         assert path.stat().st_size > 500
@@ -77,6 +81,21 @@ def test_run_writes_frames_gif_and_decision_picture(policy, model, tmp_path, cap
     policy = compile_file(root / "policies" / f"{policy}.policy").ir
     signals = [dataclasses.replace(r, action=None, rule_id=None, guard=None, guard_id=None, values={}) for r in rows]
     assert compare(rows, simulate(policy, signals)) == []
+
+
+def test_run_on_a_testbed_records_quality_retained(tmp_path, capsys):
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "run"
+    assert main(["run", str(root / "policies" / "fora.policy"), "--model", "testbed", "--steps", "4",
+                 "--set", "interval=2", "--out", str(out), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    record = json.loads((out / "run.json").read_text())
+    from runtime.bench.metrics import quality_score
+
+    delta = quality_score(record["quality"]) - quality_score(record["quality_baseline"])
+    assert record["quality_delta"] == pytest.approx(delta)
+    assert f"quality retained    {delta:+5.1f} points" in text
+    assert record["compute_fraction"] < 1.0 and record["psnr"] is not None
 
 
 def test_policy_without_ranged_numbers_sweeps_its_interval():

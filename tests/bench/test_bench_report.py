@@ -9,11 +9,21 @@ from runtime.bench.harness import MethodResult
 from runtime.bench.report import efficiency_lines, main, markdown, matched_lines
 
 
-def _r(name, kind, speedup, psnr, fraction, status="ok", error=None, family=None):
-    return MethodResult(method=name, kind=kind, family=family or name.split("(")[0], params={}, status=status,
-                        error=error, speedup=speedup, psnr=psnr, ssim=0.9, rel_l2=0.01,
-                        compute_fraction=fraction, block_fraction=fraction, baseline_seconds=1.0,
-                        policy_seconds=1.0 / speedup if speedup else None, restored=True)
+def _r(name, kind, speedup, psnr, fraction, status="ok", error=None, family=None, pooled=None):
+    """A result whose seeds all sit at ``psnr`` (median = psnr); ``pooled`` overrides the pooled PSNR."""
+    from runtime.bench.harness import SeedRun
+
+    r = MethodResult(method=name, kind=kind, family=family or name.split("(")[0], params={}, status=status,
+                     error=error, speedup=speedup, psnr=psnr if pooled is None else pooled, ssim=0.9, rel_l2=0.01,
+                     compute_fraction=fraction, block_fraction=fraction, baseline_seconds=1.0,
+                     policy_seconds=1.0 / speedup if speedup else None, restored=True)
+    if psnr is not None:
+        r.median_psnr = r.psnr_q25 = r.psnr_q75 = psnr
+        r.runs = [SeedRun(seed=i, baseline_seconds=1, policy_seconds=1, baseline_cpu_seconds=1, policy_cpu_seconds=1,
+                          psnr=psnr, ssim=0.9, rel_l2=0.1, compute_fraction=fraction, block_fraction=fraction,
+                          repeatable=True, same_video=psnr >= 30) for i in range(2)]
+        r.same_video_share = float(psnr >= 30)
+    return r
 
 
 RESULTS = [
@@ -25,8 +35,18 @@ RESULTS = [
 
 def test_matched_speedup_bar_is_judged_and_misses_are_said_plainly():
     two, three = matched_lines(RESULTS, [2.0, 3.0])[2:]
-    assert "| 2× | scope | 36.00 | fbcache | 34.50 | +1.50 | met |" == two
+    assert "| 2× | scope | 36.00 | 2/2 | fbcache | 34.50 | 2/2 | +1.50 | met |" == two
     assert "**not met**: no policy point reaches this speedup" in three
+
+
+def test_verdicts_use_the_per_seed_median_not_the_pooled_psnr():
+    # the policy's pooled PSNR is high (one identical seed), its median low; the peer is the reverse
+    pol = _r("scope(a=1)", "policy", 2.1, 24.0, 0.45, pooled=45.0)
+    peer = _r("fbcache(t=1)", "peer", 2.2, 40.0, 0.44, pooled=28.0)
+    line = matched_lines([pol, peer], [2.0])[2]
+    assert line == "| 2× | scope | 24.00 | 0/2 | fbcache | 40.00 | 2/2 | -16.00 | **not met** |"
+    from runtime.bench.pareto import pareto_front
+    assert [r.method for r in pareto_front([pol, peer])] == ["fbcache(t=1)"]
 
 
 def test_efficiency_bar():

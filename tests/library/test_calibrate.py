@@ -112,6 +112,7 @@ def test_teacache_calibration_fits_coefficients_and_finds_the_fastest_setting_ab
     assert 0.0 <= fit.r2 <= 1.0
     chosen = result.search.chosen
     assert chosen is not None and chosen.psnr >= 35.0 and chosen.speedup > 1.0
+    assert len(chosen.psnrs) == 1 and chosen.psnr == chosen.psnrs[0]  # one seed: its median is itself
     runs = [c for c in result.search.candidates if c.evaluated]
     assert 1 <= len(runs) <= 4
     # nothing faster that was run met the floor
@@ -149,3 +150,14 @@ def test_cli_calibrate_writes_the_policy_and_report(tmp_path, monkeypatch, capsy
     assert rc == 0 and "R^2 =" in out
     ir = compile_file(tmp_path / "magcache.policy").ir
     assert len(ir.param("log_ratio").value) == 5  # degree 4 when the declared table is flat
+
+
+def test_the_floor_judges_the_median_of_the_seeds_not_their_mean():
+    from runtime.calibrate.search import Candidate, set_fidelity
+
+    # bimodal seeds: two the same video (48 dB), one flipped (21 dB): mean 39 dB, median 48 dB
+    c = set_fidelity(Candidate({"threshold": 0.1}, 2.0), [21.0, 48.0, 48.0])
+    assert c.psnr == 48.0 and c.same_share == pytest.approx(2 / 3) and c.psnrs == [21.0, 48.0, 48.0]
+    # one identical seed does not make the setting identical; two flipped seeds of three fail a 30 dB floor
+    c = set_fidelity(Candidate({"threshold": 0.2}, 3.0), [math.inf, 21.0, 22.0])
+    assert c.psnr == 22.0 and c.same_share == pytest.approx(1 / 3)
