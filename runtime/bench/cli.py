@@ -49,10 +49,13 @@ INTEGER_SCALES = (0.4, 0.6, 1.0, 1.4)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from runtime.bench.metrics import VERDICT_SEEDS
+
     p = sub.add_parser("bench", help="baseline vs policies vs peers: speedup, fidelity, compute fraction")
     p.add_argument("policies", nargs="*", metavar="POLICY", help=".policy files")
     add_model_arguments(p)
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds (0..K-1)")
+    p.add_argument("--seeds", type=int, default=VERDICT_SEEDS,
+                   help=f"number of seeds (0..K-1; default {VERDICT_SEEDS}, enough for stable verdicts: docs/metrics.md)")
     p.add_argument("--repeats", type=int, default=1, help="timed pairs per seed (the minimum is kept)")
     p.add_argument("--peers", action="store_true", help="also run every peer")
     p.add_argument("--peer", action="append", default=[], metavar="NAME", help="run this peer (repeatable)")

@@ -30,6 +30,12 @@ Over seeds (what a user sees is one video per seed, so the distribution matters,
   seeds: the mean of each, the **quality score** (mean of the three, in points out of 100, the
   analogue of a VBench total), the difference accelerated − unaccelerated in points and the standard
   error of that paired difference over seeds (``nan`` with one seed).
+
+``VERDICT_SEEDS`` is the default seed count of ``policyc bench``, ``policyc calibrate``, the benchmark
+suite and the library table: the smallest count at which every verdict that the full population
+decides (a method's majority — most seeds the same video or not —, the ranking of two methods by
+median PSNR) came out the same in at least 95 % of bootstrap draws, measured by
+``scripts/seed_stability.py`` on 32-seed runs (docs/metrics.md, "How many seeds").
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ CHANNEL_WIDTHS = (1, 3, 4)
 SAME_VIDEO_DB = 30.0
 QUALITY_KEYS = ("frame_accuracy", "consistent", "motion_law")
 WILSON_Z = 1.959964  # 95 %
+VERDICT_SEEDS = 8
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -17,6 +17,10 @@ plainly whether met or not:
 * **speedup efficiency** — for each policy point, measured speedup over the ideal ``1 / compute
   fraction``; the bar is ``>= 0.9``.
 
+The per-seed cells (:func:`median_cell`, :func:`same_cell`, :func:`quality_cell`) are shared with
+the library table of ``docs/policies.md`` (``benchmarks/library_table.py``); :func:`splice` replaces
+a generated block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in a hand-written page.
+
 ``main(argv)`` is the script form: ``python -m runtime.bench.report OUT.md REPORT.json...``.
 """
 
@@ -52,26 +56,26 @@ def method_table(results: Sequence[MethodResult]) -> list[str]:
     for r in order:
         status = r.status if not r.error else f"{r.status}: `{r.error}`"
         lines.append(f"| {r.method} | {r.kind} | {status} | {_f(r.speedup, '.2f')} | {_f(r.cpu_speedup, '.2f')} | "
-                     f"{_f(r.psnr, '.2f')} | {_distribution(r)} | {_same(r)} | "
-                     f"{_f(r.ssim, '.4f')} | {_quality(r)} | {_f(r.rel_l2, '.4f')} | {_f(r.compute_fraction, '.3f')} | "
+                     f"{_f(r.psnr, '.2f')} | {median_cell(r)} | {same_cell(r)} | "
+                     f"{_f(r.ssim, '.4f')} | {quality_cell(r)} | {_f(r.rel_l2, '.4f')} | {_f(r.compute_fraction, '.3f')} | "
                      f"{_f(r.efficiency, '.2f')} |")
     return lines
 
 
-def _distribution(r: MethodResult) -> str:
+def median_cell(r: MethodResult) -> str:
     if r.median_psnr is None:
         return "–"
     return f"{_f(r.median_psnr, '.1f')} [{_f(r.psnr_q25, '.1f')}–{_f(r.psnr_q75, '.1f')}]"
 
 
-def _same(r: MethodResult) -> str:
+def same_cell(r: MethodResult) -> str:
     if r.same_video_share is None or not r.runs:
         return "–"
     low, high = r.same_video_ci or (0.0, 1.0)
     return f"{sum(x.same_video for x in r.runs)}/{len(r.runs)} ({low:.0%}–{high:.0%})"
 
 
-def _quality(r: MethodResult) -> str:
+def quality_cell(r: MethodResult) -> str:
     if r.quality_delta is None:
         return "–"
     se = "" if r.quality_delta_se is None or math.isnan(r.quality_delta_se) else f" ± {r.quality_delta_se:.1f}"
@@ -166,6 +170,16 @@ def markdown(reports: Sequence[dict[str, Any]], commands: Sequence[str | None] |
     for report, command, picture in zip(reports, commands, pictures):
         lines += section(report, command, picture, targets)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(text: str, name: str, body: str) -> str:
+    """``text`` with the block between ``<!-- name:begin -->`` and ``<!-- name:end -->`` replaced by
+    ``body`` (markers kept); a ``ValueError`` when the page lacks the markers."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    i, j = text.find(begin), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"the page has no generated block {begin} ... {end}")
+    return text[:i + len(begin)] + "\n" + body.strip("\n") + "\n" + text[j:]
 
 
 def main(argv: list[str] | None = None) -> int:

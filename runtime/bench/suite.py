@@ -3,6 +3,7 @@
 Contract
 --------
 ``python -m runtime.bench.suite [--out DIR] [--docs FILE] [--weights DIR] [--seeds K] [--quick]``
+(``K`` defaults to :data:`runtime.bench.metrics.VERDICT_SEEDS`)
 runs, for each entry of ``SUITE`` (model, policies), ``policyc bench POLICY... --model M --peers
 --sweep --seeds K --threads 1 --json --out DIR/M``, records the exact command line in that run's
 ``bench.json``, draws its Pareto picture next to the docs page (``img/bench-M.png``) and renders the
@@ -53,6 +54,7 @@ def weights_digest(model: str, weights: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     from runtime.bench.cli import register
     from runtime.bench.harness import MethodResult
+    from runtime.bench.metrics import VERDICT_SEEDS
     from runtime.bench.pareto import plot_pareto
     from runtime.bench.report import markdown
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "benchmarks")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--weights", help="folder of the trained testbeds' weights (default: the package's)")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=VERDICT_SEEDS)
     ap.add_argument("--quick", action="store_true", help="smoke run on the random tiny testbeds")
     ap.add_argument("--render-only", action="store_true", help="re-render the page from the reports in --out")
     args = ap.parse_args(argv)

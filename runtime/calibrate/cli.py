@@ -18,6 +18,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from runtime.bench.cli import add_model_arguments, model_errors
+    from runtime.bench.metrics import VERDICT_SEEDS
 
     p = sub.add_parser("calibrate", help="fit a policy's tables and thresholds to a model from baseline runs")
     p.add_argument("policy", metavar="POLICY")
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME",
                    help="a param to search (repeatable; default: every ranged number param)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a param first")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 for recording and evaluation")
+    p.add_argument("--seeds", type=int, default=VERDICT_SEEDS,
+                   help=f"seeds 0..K-1 for recording and evaluation (default {VERDICT_SEEDS}: the floor judges their median)")
     p.add_argument("--max-runs", type=int, default=8, help="real runs the search may spend")
     p.add_argument("--degree", type=int, help="degree of the table polynomials (default: the declared one)")
     p.add_argument("--no-tables", action="store_true", help="keep the declared tables")

@@ -111,7 +111,7 @@ def test_builtin_models_refuse_pipeline_options(capsys):
 
 def test_calibrate_a_saved_pipeline(saved, tmp_path, capsys):
     status = main(["calibrate", str(POLICIES / "fbcache.policy"), "--model", str(saved["flux"]), "--prompt-embeds",
-                   str(saved["flux_embeds"]), "--steps", "4", "--min-psnr", "20", "--max-runs", "1",
+                   str(saved["flux_embeds"]), "--steps", "4", "--min-psnr", "20", "--max-runs", "1", "--seeds", "1",
                    "--out", str(tmp_path), *SMALL])
     text = capsys.readouterr().out
     assert "calibrate" in text and "on tiny-flux (4 steps" in text

@@ -145,7 +145,8 @@ def test_cli_calibrate_writes_the_policy_and_report(tmp_path, monkeypatch, capsy
     from policy_lang.cli import main
 
     monkeypatch.setattr(cal, "workload_for", lambda model, steps=None, weights_dir=None: workload)
-    rc = main(["calibrate", str(POLICIES / "magcache.policy"), "--model", "wan-tiny", "--out", str(tmp_path)])
+    rc = main(["calibrate", str(POLICIES / "magcache.policy"), "--model", "wan-tiny", "--seeds", "1",
+                "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0 and "R^2 =" in out
     ir = compile_file(tmp_path / "magcache.policy").ir
