@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo clean models-matrix
+.PHONY: install test test-fast lint demo clean models-matrix regen-docs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test-fast: install
 # every transformer diffusers builds tiny x every check (~5 min on one core); rewrites docs/models.md
 models-matrix: install
 	$(PY) scripts/models_matrix.py
+
+# every measured page on the current testbed weights, unattended: policies/calibrated/testbed/,
+# docs/policies.md's library table, docs/benchmarks.md and docs/img/bench-*.png. It prints its cost
+# estimate first (hours on two shared CPU cores; `scripts/regen_docs.py --estimate` stops there).
+# REGEN_ARGS passes options, e.g. REGEN_ARGS="--weights DIR --seeds 8".
+regen-docs: install
+	$(PY) scripts/regen_docs.py $(REGEN_ARGS)
 
 demo: install
 	$(VENV)/bin/policyc run policies/scope.policy --model testbed-df --out out/demo

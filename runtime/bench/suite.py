@@ -5,7 +5,7 @@ Contract
 ``python -m runtime.bench.suite [--out DIR] [--docs FILE] [--weights DIR] [--seeds K] [--quick]``
 (``K`` defaults to :data:`runtime.bench.metrics.VERDICT_SEEDS`)
 runs, for each entry of ``SUITE`` (model, policies), ``policyc bench POLICY... --model M --peers
---sweep --seeds K --threads 1 --json --out DIR/M``, records the exact command line in that run's
+--sweep --seeds K --threads 1 --out DIR/M``, records the exact command line in that run's
 ``bench.json``, draws its Pareto picture next to the docs page (``img/bench-M.png``) and renders the
 page with :func:`runtime.bench.report.markdown`. ``--quick`` (a smoke test: wan-tiny and
 skyreels-df-tiny, 8 steps, one seed, one policy) exercises the same path in a minute;
@@ -34,7 +34,7 @@ QUICK = (("wan-tiny", ("fbcache",)), ("skyreels-df-tiny", ("scope",)))
 def bench_argv(model: str, policies: tuple[str, ...], out: Path, seeds: int, weights: str | None,
                steps: int | None) -> list[str]:
     argv = ["bench", *[str(Path("policies") / f"{p}.policy") for p in policies], "--model", model, "--peers",
-            "--sweep", "--seeds", str(seeds), "--threads", "1", "--json", "--out", str(out / model)]
+            "--sweep", "--seeds", str(seeds), "--threads", "1", "--out", str(out / model)]
     if weights:
         argv += ["--weights", weights]
     if steps:
