@@ -268,8 +268,13 @@ def cmd_bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from runtime.bench.metrics import VERDICT_SEEDS
+
     methods = _methods(args)
     workload = load_model(args)
+    if args.seeds < VERDICT_SEEDS:
+        print(f"note: {args.seeds} seed(s): medians and same-video shares are not stable below {VERDICT_SEEDS} "
+              "(docs/metrics.md, How many seeds)", file=sys.stderr)
     print(HEADER, file=sys.stderr)
     try:
         report = benchmark(workload, methods, seeds=range(args.seeds), repeats=args.repeats,

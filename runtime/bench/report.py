@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.bench.harness import MethodResult
+from runtime.bench.metrics import VERDICT_SEEDS
 from runtime.bench.pareto import best_at_speedup
 
 EFFICIENCY_BAR = 0.9
@@ -142,6 +143,10 @@ def section(report: dict[str, Any], command: str | None = None, picture: str | N
         lines += ["```", command, "```", ""]
     lines.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".")
     lines.append("")
+    if len(report["seeds"]) < VERDICT_SEEDS:
+        lines += [f"> **{len(report['seeds'])} seeds, fewer than the {VERDICT_SEEDS} at which verdicts were measured "
+                  "to be stable** (docs/metrics.md, \"How many seeds\"): a median or a same-video share here can "
+                  "still move by several dB or seeds; read the verdicts below as provisional.", ""]
     if picture:
         lines += [f"![Pareto: speedup vs PSNR, {report['workload']}]({picture})", ""]
     lines += method_table(results) + [""]

@@ -75,6 +75,8 @@ def test_markdown_from_json_round_trip(tmp_path):
     assert "| pab | peer | failed: `RuntimeError: boom` |" in text
     assert "| noop | policy | idle | 1.00 | – | ∞ |" in text
     assert markdown([report]).startswith("# Benchmarks")
+    assert "fewer than the 8 at which verdicts were measured to be stable" in text  # 2 seeds: said plainly
+    assert "provisional" not in markdown([dict(report, seeds=list(range(8)))])
 
 
 def test_per_seed_and_quality_columns_render_and_pareto_has_a_quality_panel(tmp_path):
