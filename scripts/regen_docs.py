@@ -49,10 +49,6 @@ MAX_RUNS = 8  # policyc calibrate's default: real runs per calibration (each on 
 FLOOR_DB = 30.0
 
 
-def weights_path(model: str, weights: str | None) -> Path:
-    return (Path(weights) if weights else ROOT / "runtime" / "testbeds" / "weights") / f"{model}.safetensors"
-
-
 def calibrate_commands(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     out = []
     for name in CALIBRATED:
@@ -108,7 +104,9 @@ def time_one_generation(model: str, weights: str | None) -> float:
 
 
 def write_calibrated_readme(args: argparse.Namespace, folder: Path) -> None:
-    path = weights_path("testbed", args.weights)
+    from runtime.testbeds import weights_path
+
+    path = weights_path("testbed", Path(args.weights) if args.weights else None)
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "unknown (weights not found)"
     loop = " ".join(CALIBRATED)
     weights = f" --weights-dir {args.weights}" if args.weights else ""
