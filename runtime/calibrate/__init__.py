@@ -120,6 +120,8 @@ class Calibration:
                 seeds = " ".join(f"{p:.1f}" for p in c.psnrs)
                 out.append(f"    {c.label():40s} {c.sim_speedup:7.2f} {c.speedup:7.2f} {c.wall_speedup:7.2f} "
                            f"{c.psnr:7.2f} {_same(c):>6s}  {seeds}{mark}")
+            for c in (c for c in s.candidates if c.refused):
+                out.append(f"    {c.label():40s} {c.sim_speedup:7.2f}  refused: {c.refused}")
         return "\n".join(out) + "\n"
 
     def to_json(self) -> dict[str, Any]:

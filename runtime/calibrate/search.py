@@ -31,7 +31,10 @@ Stages:
    floor) or the slower ones (if not), ordered by simulated speedup (fidelity falls as speedup
    rises, roughly: with several params it is a heuristic); for a speedup target the candidates in order of increasing simulated speedup until one
    reaches the target in the real run. Speedup is decided on blocks executed (deterministic on a
-   shared CPU); the wall-clock ratio is reported beside it.
+   shared CPU); the wall-clock ratio is reported beside it. A setting the prover refuses at the
+   run's step count (``PolicyError`` at attach, e.g. unbounded staleness for a long refresh
+   interval) is recorded as ``refused`` with its first error (code and message) and counts as not meeting
+   the objective; the search goes on.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from policy_lang import ir
+from policy_lang import PolicyError, ir
 from runtime.calibrate.record import Recording, block_fraction
 from runtime.calibrate.tables import CalibrationError
 from runtime.simulate import simulate
@@ -61,6 +64,7 @@ class Candidate:
     psnrs: list[float] = field(default_factory=list)  # per seed, in seed order
     same_share: float | None = None  # fraction of seeds at >= SAME_VIDEO_DB
     meets: bool | None = None
+    refused: str | None = None  # the prover refused this setting at the run's step count (its first line)
 
     @property
     def evaluated(self) -> bool:
@@ -206,7 +210,13 @@ def search(policy: ir.Policy, recordings: list[Recording], workload: Any, seeds:
                    for k, v in c.params.items())
 
     def run(c: Candidate) -> Candidate:
-        evaluate(policy, c, workload, recordings, seeds)
+        try:
+            evaluate(policy, c, workload, recordings, seeds)
+        except PolicyError as err:  # e.g. unbounded staleness at this setting: not a usable candidate
+            first = next((d for d in err.diagnostics if d.severity == "error"), None)
+            c.refused = f"{first.code}: {first.message}" if first else str(err).strip().splitlines()[0]
+            c.meets = False
+            return c
         c.meets = (c.psnr >= goal) if objective == "min_psnr" else (c.speedup >= goal)
         return c
 

@@ -162,3 +162,25 @@ def test_the_floor_judges_the_median_of_the_seeds_not_their_mean():
     # one identical seed does not make the setting identical; two flipped seeds of three fail a 30 dB floor
     c = set_fidelity(Candidate({"threshold": 0.2}, 3.0), [math.inf, 21.0, 22.0])
     assert c.psnr == 22.0 and c.same_share == pytest.approx(1 / 3)
+
+
+def test_a_setting_the_prover_refuses_is_skipped_not_fatal(workload, monkeypatch):
+    import importlib
+
+    search_mod = importlib.import_module("runtime.calibrate.search")  # the package re-exports `search`, the function
+    from policy_lang import PolicyError
+    from policy_lang.diagnostics import Diagnostic
+
+    real = search_mod.evaluate
+
+    def evaluate(policy, candidate, *args):
+        if candidate.params["interval"] > 3:  # as the prover does for a run it cannot bound
+            raise PolicyError([Diagnostic(code="P0601", message="staleness is unbounded")], refused="a run of 12 steps")
+        return real(policy, candidate, *args)
+
+    monkeypatch.setattr(search_mod, "evaluate", evaluate)
+    result = calibrate(POLICIES / "fora.policy", workload, min_psnr=1.0, max_runs=4)
+    refused = [c for c in result.search.candidates if c.refused]
+    assert refused and all(c.params["interval"] > 3 and c.refused == "P0601: staleness is unbounded" for c in refused)
+    assert result.search.chosen is not None and result.search.chosen.params["interval"] <= 3
+    assert "refused: P0601: staleness is unbounded" in result.summary()
