@@ -160,7 +160,13 @@ class MethodResult:
         result = cls(**{k: v for k, v in obj.items() if k in names})
         if obj.get("identical"):
             result.psnr = math.inf
-        result.runs = [SeedRun(**r) for r in obj.get("runs", [])]
+        # JSON writes an identical seed's PSNR (inf) as null: a seed always has one, so null is inf,
+        # and the distribution (whose inf quartiles were nulled too) is recomputed from the seeds
+        result.runs = [SeedRun(**{**r, "psnr": math.inf if r.get("psnr") is None else r["psnr"]})
+                       for r in obj.get("runs", [])]
+        if result.runs and result.status != "failed":
+            for key, value in metrics.psnr_distribution([r.psnr for r in result.runs]).items():
+                setattr(result, key, value)
         return result
 
 

@@ -9,7 +9,8 @@ runs, for each entry of ``SUITE`` (model, policies), ``policyc bench POLICY... -
 ``bench.json``, draws its Pareto picture next to the docs page (``img/bench-M.png``) and renders the
 page with :func:`runtime.bench.report.markdown`. ``--quick`` (a smoke test: wan-tiny and
 skyreels-df-tiny, 8 steps, one seed, one policy) exercises the same path in a minute;
-``--render-only`` re-renders the page from the reports already in ``--out``. The sha256 of each
+``--render-only`` re-renders the page from the reports already in ``--out``; ``--only MODEL``
+(repeatable) keeps those entries of the suite, the page then has their sections alone. The sha256 of each
 trained testbed's weights goes into the page's environment line.
 """
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=VERDICT_SEEDS)
     ap.add_argument("--quick", action="store_true", help="smoke run on the random tiny testbeds")
     ap.add_argument("--render-only", action="store_true", help="re-render the page from the reports in --out")
+    ap.add_argument("--only", action="append", default=[], metavar="MODEL", help="run / render this model only")
     args = ap.parse_args(argv)
 
     parser = argparse.ArgumentParser(prog="policyc")  # `policyc bench`, without the compiler's CLI module
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         return parsed.handler(parsed)
 
     suite, steps = (QUICK, 8) if args.quick else (SUITE, None)
+    unknown = sorted(set(args.only) - {m for m, _ in suite})
+    if unknown:
+        ap.error(f"--only {', '.join(unknown)}: not in the suite ({', '.join(m for m, _ in suite)})")
+    suite = tuple((m, p) for m, p in suite if not args.only or m in args.only)
     seeds = 1 if args.quick else args.seeds
     reports, commands, pictures = [], [], []
     img = args.docs.parent / "img"
