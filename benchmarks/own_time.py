@@ -18,16 +18,16 @@ and the caching layer. The caching layer's own time is what it adds to that:
 
 taken per repeat against the no-policy run of the same repeat (paired), reported as the median over
 repeats with the spread (min..max) as the noise. ``T`` is corrected for the timer wrappers' own cost
-outside their interval (measured on a no-op, times the block calls that ran). A bypassed block still costs its hook; that is own
-time. Diffusers' FBC has no per-call root hook; policyc's decision includes its bookkeeping (step,
-noise level, trace entry), all of which is counted.
+outside their interval (measured on a no-op, times the block calls that ran). A bypassed block still
+costs its hook: that is own time. Diffusers' FBC has no per-call root hook; policyc's decision includes
+its bookkeeping (step, noise level, trace entry), all of which is counted.
 
-The cProfile part runs each variant ``--profile-runs`` more times under ``cProfile`` (keeping the run
-with the least layer time) and sums the self time (``tottime``)
-of the Python functions of the caching layer: every function defined in ``runtime/`` (policyc) or in
+The cProfile part runs each variant ``--profile-runs`` more times under ``cProfile`` and sums the self
+time (``tottime``) of the Python functions of the caching layer, each function's least over those runs
+(a neighbour's time slice lands in one run): every function defined in ``runtime/`` (policyc) or in
 ``diffusers/hooks/`` (the hook registry both use, and FBC itself) or ``diffusers/models/cache_utils.py``.
-Torch operators called by those functions are not self time of the layer (they are listed by cProfile
-as builtins); they are in the own time above.
+Torch operators called by those functions are not self time of the layer (cProfile lists them as
+builtins); they are in the own time above.
 
     .venv/bin/python benchmarks/own_time.py [--steps 25] [--repeats 15] [--threshold 0.15] [--json]
 """
@@ -149,17 +149,20 @@ class Variant:
         return decided, out
 
 
-def layer_self_time(profile: cProfile.Profile) -> tuple[float, list[tuple[str, float, int]]]:
-    """Self time of the caching layer's Python functions (s) and the top functions (name, s, calls)."""
-    stats = pstats.Stats(profile)
-    total, rows = 0.0, []
-    for (filename, line, name), (_cc, ncalls, tottime, _ct, _callers) in stats.stats.items():
-        if any(part in filename for part in LAYER_FILES) and not any(part in filename for part in NOT_LAYER):
-            total += tottime
-            where = Path(filename)
-            rows.append((f"{where.parent.name}/{where.name}:{line}({name})", tottime, ncalls))
-    rows.sort(key=lambda r: -r[1])
-    return total, rows
+def layer_self_time(profiles: list[cProfile.Profile]) -> tuple[float, list[tuple[str, float, int]]]:
+    """Self time of the caching layer's Python functions (s) and its functions (name, s, calls), each
+    function's self time the least over the profiled runs (a neighbour's time slice lands in one run's
+    function, not in every run's)."""
+    least: dict[str, tuple[float, int]] = {}
+    for profile in profiles:
+        for (filename, line, name), (_cc, ncalls, tottime, _ct, _callers) in pstats.Stats(profile).stats.items():
+            if any(part in filename for part in LAYER_FILES) and not any(part in filename for part in NOT_LAYER):
+                where = Path(filename)
+                label = f"{where.parent.name}/{where.name}:{line}({name})"
+                if label not in least or tottime < least[label][0]:
+                    least[label] = (tottime, ncalls)
+    rows = sorted(((label, t, n) for label, (t, n) in least.items()), key=lambda r: -r[1])
+    return sum(t for _, t, _ in rows), rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threshold", type=float, default=0.15,
                         help="FBC threshold (0.15: about half the calls computed on the testbed)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--profile-runs", type=int, default=3, help="profiled runs per variant (the least is kept)")
+    parser.add_argument("--profile-runs", type=int, default=5,
+                        help="profiled runs per variant (each function's least self time is kept)")
     parser.add_argument("--top", type=int, default=8, help="functions listed per variant in the profile")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
@@ -231,17 +235,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     profiles: dict[str, Any] = {}
     for name in names:
-        kept: tuple[float, list] | None = None
-        for _ in range(args.profile_runs):  # the least total: contention only ever adds time
+        runs = []
+        for _ in range(args.profile_runs):
             with Variant(name, pipe, args.threshold):
                 profile = cProfile.Profile()
                 profile.enable()
                 run()
                 profile.disable()
-            measured = layer_self_time(profile)
-            if kept is None or measured[0] < kept[0]:
-                kept = measured
-        total, rows = kept
+            runs.append(profile)
+        total, rows = layer_self_time(runs)
         profiles[name] = {"self_us_per_call": 1e6 * total / calls,
                           "top": [{"function": f, "self_us_per_call": 1e6 * s / calls, "calls": n}
                                   for f, s, n in rows[:args.top]]}

@@ -217,6 +217,7 @@ class Entry:
     noise: float
     step: int
     value: torch.Tensor
+    storage: tuple[int, int] = (0, 0)  # (data pointer, bytes) of the value's storage, read once at push
 
     def node(self, over: Axis) -> float:
         return float(self.noise) if over == "noise" else float(self.step)
@@ -252,11 +253,13 @@ class History:
 
     def push(self, value: torch.Tensor, *, noise: float, step: int) -> None:
         value = value.detach()
-        if value.untyped_storage().nbytes() > value.numel() * value.element_size():
+        storage = value.untyped_storage()
+        if storage.nbytes() > value.numel() * value.element_size():
             value = value.clone(memory_format=torch.contiguous_format)
+            storage = value.untyped_storage()
         if self._entries and (self._entries[-1].noise == noise or self._entries[-1].step == step):
             self._entries.pop()
-        self._entries.append(Entry(float(noise), int(step), value))
+        self._entries.append(Entry(float(noise), int(step), value, (storage.data_ptr(), storage.nbytes())))
 
     def nodes(self, over: Axis) -> list[float]:
         return [e.node(over) for e in self._entries]
@@ -286,11 +289,7 @@ class History:
     @property
     def nbytes(self) -> int:
         """Bytes held by the stored tensors (each distinct storage counted once)."""
-        seen: dict[int, int] = {}
-        for e in self._entries:
-            storage = e.value.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-        return sum(seen.values())
+        return sum(dict(e.storage for e in self._entries).values())
 
     def clear(self) -> None:
         self._entries.clear()

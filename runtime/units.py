@@ -4,11 +4,16 @@ Input: an ``ir.Policy`` and the ``ModelLayout`` of the transformer it runs in.
 Output: ``plan_units`` -> ``UnitPlan`` s (``model``; ``blocks[a:b]`` as one range; ``each block`` as
 one range per block) and a ``ProbePlan``; ``UnitRunner`` executes one plan for every branch:
 
-* ``decide(call, sources)`` — the decision point. It registers every tensor signal the shared
-  ``UnitController`` needs on one ``SignalBatch`` (plus the finiteness of the tensors a cache or
-  predict would return), syncs once, asks the controller, overrides a non-recompute action whose
-  tensor is not finite (guard ``"nan"``), records the decision, and returns an ``Outcome``: either
-  ``compute`` or the (hidden, encoder) residual / output to use instead.
+* ``decide(call, sources)`` — the decision point. It asks the shared ``UnitController``, whose
+  guards and counter-only rules decide without any tensor: the tensor signals are queued on one
+  ``SignalBatch`` at the controller's first read of one (with the finiteness of the last stored
+  result a cache would reuse, once per stored result, and of the predictions a predict arm could
+  return) and read in one sync. A decision that read no signal builds only the chosen action's tensor
+  (the prediction, or nothing for a cache whose result is known finite) and reads its finiteness in
+  that decision's one sync. A non-recompute action whose tensor is not finite is overridden (guard
+  ``"nan"``); the decision is recorded and an ``Outcome`` returned: either ``compute`` or the
+  (hidden, encoder) residual / output to use instead. ``record_all`` measures every signal at every
+  decision (calibration's shadow recording, whose guard settles every decision).
 * ``store(call, ...)`` — after a computed call, appends the result (residual ``out - in`` of a block
   range, the output of ``model``) to the unit's ``History`` at the call's (noise, step) node.
 
@@ -305,8 +310,8 @@ class UnitRunner:
         return out
 
     # ------------------------------------------------------------------ the decision point
-    @torch.compiler.disable
-    def decide(self, call: Any, sources: dict[str, torch.Tensor | None], layout: tuple = ()) -> Outcome:
+    def decide_eager(self, call: Any, sources: dict[str, torch.Tensor | None], layout: tuple = ()) -> Outcome:
+        """``decide`` for a caller already outside compiled graphs (the block hook's ``_enter``)."""
         started = time.perf_counter()
         st = self.states.get(call.branch) or self.state(call.branch)
         if st.layout != layout:  # a resized latent, another batch or dtype, a moved frame window: a new unit
@@ -358,6 +363,9 @@ class UnitRunner:
         if nonfinite:
             self.session.report_nonfinite(entry)
         return outcome
+
+    #: the decision point; compiler-disabled: it runs between compiled graphs, never inside one
+    decide = torch.compiler.disable(decide_eager)
 
     def _nonfinite(self, flagged: set[str]) -> tuple[str, ...]:
         """The non-finite keys of this decision: signals (unavailable ones excepted) and candidates."""
