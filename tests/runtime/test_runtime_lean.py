@@ -1,0 +1,87 @@
+"""The lean decision path (runtime/units.py): no tensor work for a decision the guards or counters
+settle, only the chosen prediction built, and the interior blocks of a range on the fast path.
+Timing is not tested here (benchmarks/own_time.py measures it); what is tested is the work done."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tiny_pipes as tiny
+import torch
+
+import runtime
+from runtime.predict import History
+from runtime.signals import SignalBatch
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+WARMUP_THEN_DRIFT = """
+policy lean_warmup {
+    probe blocks[0:1]
+    on blocks[1:] {
+        warmup 3
+        if drift(probe) > 0.5: recompute
+        else: cache
+        limit stale 2
+    }
+}
+"""
+
+
+def _run(pipe, kwargs):
+    with torch.no_grad():
+        return pipe(**kwargs, generator=tiny.generator())[0]
+
+
+def _counting(monkeypatch, cls, name):
+    calls = []
+    original = getattr(cls, name)
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+def test_a_decision_the_guards_settle_reads_no_tensor(monkeypatch):
+    pipe, kwargs = tiny.wan(cfg=False, steps=8)
+    reads = _counting(monkeypatch, SignalBatch, "compute")
+    with runtime.attach(pipe, WARMUP_THEN_DRIFT) as session:
+        _run(pipe, kwargs)
+    entries = session.trace.entries
+    warm = [e for e in entries if e.guard == "warmup"]
+    assert [e.step for e in warm] == [0, 1, 2]
+    assert all(e.signals == {} for e in warm)  # nothing measured, nothing queued
+    later = [e for e in entries if e.guard != "warmup"]
+    assert later and all("drift(probe)" in e.signals for e in later)
+    # one read per later decision (its signal and the finiteness of a new result share it), none before
+    assert len(reads) == len(later)
+
+
+def test_a_counter_only_rule_builds_only_the_prediction_it_uses(monkeypatch):
+    pipe, kwargs = tiny.wan(cfg=True, steps=12)
+    built = _counting(monkeypatch, History, "predict")
+    with runtime.attach(pipe, POLICIES / "taylorseer.policy", interval=3) as session:
+        out = _run(pipe, kwargs)
+    predicted = [e for e in session.trace if e.action == "predict"]
+    assert len(predicted) >= 4
+    # one History.predict per stream of each predicted call (Wan has no encoder stream in the unit)
+    assert len(built) == len(predicted)
+    assert torch.isfinite(out).all()
+
+
+def test_interior_blocks_take_the_fast_path_and_match_the_full_hook():
+    pipe, kwargs = tiny.wan(cfg=True, steps=8, layers=5)
+    with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as session:
+        hooks = [block._diffusers_hook.get_hook("policyc_block") for block in pipe.transformer.blocks]
+        assert [h.interior for h in hooks] == [False, False, True, True, False]  # probe, head, 2 interior, tail
+        fast = _run(pipe, kwargs)
+        decisions = [e.action for e in session.trace.entries]
+        for hook in hooks:  # the same run through the general path of every block
+            hook.interior = False
+        slow = _run(pipe, kwargs)
+    assert "cache" in decisions and "recompute" in decisions
+    assert [e.action for e in session.trace.entries][len(decisions):] == decisions
+    assert torch.equal(fast, slow)
