@@ -84,6 +84,12 @@ def forward_holder(module: torch.nn.Module) -> Any:
     return module.__dict__["_old_forward"] if accelerate_hooked(module) else module.__dict__.get("forward")
 
 
+def _unwrapped(method: Any) -> Any:
+    """The bound method behind a ``torch.compiler.disable`` wrapper (itself when it has none)."""
+    inner = getattr(getattr(method, "__func__", None), "__wrapped__", None)
+    return method if inner is None else inner.__get__(method.__self__)
+
+
 class _NoState(BaseState):
     def reset(self, *args, **kwargs) -> None:
         pass
@@ -156,19 +162,23 @@ class RootHook(ModelHook):
         self._templates: dict[str, type] = {}
         # per branch: (input layout, output layout) of the last computed call, the template of a skip
         self._shapes: dict[str, tuple[tuple, tuple]] = {}
+        self._eager_begin, self._eager_end = _unwrapped(session.begin_call), _unwrapped(session.end_call)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         context = self.state_manager._context
-        call = self.session.begin_call(context, self.session.layout_arg(self.session.timestep_name, args, kwargs))
+        session = self.session
+        # the session's begin/end are compiler-disabled; an eager call skips the disabling wrapper
+        begin, end = (self._eager_begin, self._eager_end) if not _compiling() else (session.begin_call, session.end_call)
+        call = begin(context, session.layout_arg(session.timestep_name, args, kwargs))
         try:
             if self.model_runner is None:
                 output = self.fn_ref.original_forward(*args, **kwargs)
             else:
                 output = self._run_model_unit(call, args, kwargs)
         except BaseException:  # KeyboardInterrupt included: half-done unit state must not survive
-            self.session.end_call(call, failed=True)
+            end(call, failed=True)
             raise
-        self.session.end_call(call)
+        end(call)
         return output
 
     def _run_model_unit(self, call: CallState, args: tuple, kwargs: dict) -> Any:

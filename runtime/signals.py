@@ -188,8 +188,15 @@ class SignalBatch:
         return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
 
     def finite(self, key: str, t: torch.Tensor) -> str:
-        """``mean|t|`` under ``key``: listed in ``nonfinite`` exactly when ``t`` holds a NaN or an infinity."""
-        return self._add(key, (self._mean_abs(t),), lambda v: v[0])
+        """The mean of ``t`` (``mean|t|`` when that reduction is queued already) under ``key``: listed in
+        ``nonfinite`` when ``t`` holds a NaN or an infinity (NaN, +inf and -inf all survive the sum), and
+        when its float32 sum overflows (values near the float32 limit). One reduction, no ``|.|``."""
+        memo = self._memo.get(("abs", id(t)))
+        if memo is None:
+            self._keep.append(t)
+            n = t.numel()
+            memo = self._term(None, lambda: t.sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
+        return self._add(key, (memo,), lambda v: v[0])
 
     def cos_dist(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
         """``1 - cos(current, reference)`` on the flattened tensors, under ``key``."""

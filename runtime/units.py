@@ -348,13 +348,14 @@ class UnitRunner:
                     st.at_recompute[source] = held
         signals = {k: lazy.values.values[k] for k in self.keys} if lazy.values is not None else {}
         nonfinite = self._nonfinite(lazy.nonfinite)
-        nonfinite += tuple(k for k in decision.faults if k not in nonfinite)  # e.g. an accumulator overflow
+        if decision.faults:  # e.g. an accumulator overflow
+            nonfinite += tuple(k for k in decision.faults if k not in nonfinite)
         entry = TraceEntry(
             call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
             unit=self.plan.name, section=self.plan.section.id, unit_index=ctx.unit_index, units=ctx.units,
             action="recompute" if outcome.compute else action.kind, decided=action.kind,
             rule_id=decision.rule_id, guard=decision.guard, guard_id=decision.guard_id,
-            values=dict(decision.values), signals=signals, nonfinite=nonfinite, time_s=time.perf_counter() - started)
+            values=decision.values, signals=signals, nonfinite=nonfinite, time_s=time.perf_counter() - started)
         self.session.trace.add(entry)
         ranks = self.session.parallel
         if ranks is not None and ranks.check_decisions:  # every rank must have decided the same (debug check)
