@@ -26,8 +26,9 @@ The cProfile part runs each variant ``--profile-runs`` more times under ``cProfi
 time (``tottime``) of the Python functions of the caching layer, each function's least over those runs
 (a neighbour's time slice lands in one run): every function defined in ``runtime/`` (policyc) or in
 ``diffusers/hooks/`` (the hook registry both use, and FBC itself) or ``diffusers/models/cache_utils.py``.
-Torch operators called by those functions are not self time of the layer (cProfile lists them as
-builtins); they are in the own time above.
+Torch methods called by those functions (``.sum()``) are not self time of the layer (cProfile lists
+them as builtins); operators (``a - b``) are, since cProfile does not see them as calls. Both are in
+the own time above. The numbers and what remains are in docs/runtime.md ("Own time").
 
     .venv/bin/python benchmarks/own_time.py [--steps 25] [--repeats 15] [--threshold 0.15] [--json]
 """
