@@ -11,8 +11,8 @@ over ``policies/*.policy`` at their defaults, plus every ``<name>.policy`` found
 speedup (median of per-seed ratios), block-compute speedup (1 / compute fraction), the **median
 per-seed PSNR** with its interquartile range, the seeds that stayed the same video (>= 30 dB) with
 their 95 % interval, quality Δ (points, the testbeds' evaluator) and the pooled PSNR for reference
-(the cells of ``runtime.bench.report``). ``scope.policy`` (``on frames``) runs only in the
-diffusion-forcing loop and is skipped on pipeline models. Writes ``bench.json`` under ``--out``;
+(the cells of ``runtime.bench.report``). Policies with an ``on frames`` section (scope, scope_fast) run only in the
+diffusion-forcing loop and are skipped on pipeline models. Writes ``bench.json`` under ``--out``;
 ``--docs PAGE`` also replaces the page's ``<!-- library-table:MODEL:begin/end -->`` block with the
 command line and the table.
 """
@@ -59,10 +59,15 @@ def main(argv: list[str] | None = None) -> int:
 
     workload = workload_for(args.model, args.steps, weights_dir=args.weights_dir)
     methods = []
+    from runtime.bench.policies import has_frames_section
+
     for path in sorted((ROOT / "policies").glob("*.policy")):
-        if path.stem == "scope" or (args.only and path.stem not in args.only):
+        if args.only and path.stem not in args.only:
             continue
-        methods.append(policy_method(path, name=path.stem))
+        compiled = compile_file(path)
+        if has_frames_section(compiled):  # `on frames` runs only in the diffusion-forcing loop (scope, scope_fast)
+            continue
+        methods.append(policy_method(compiled, name=path.stem))
     for folder in args.calibrated:
         for path in sorted(Path(folder).glob("*.policy")):
             methods.append(policy_method(compile_file(path), name=f"{path.stem} (calibrated: {Path(folder).name})"))

@@ -83,7 +83,10 @@ def generations(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     for model, policies in SUITE:
         points = sum(len(sweep_points(compile_file(ROOT / "policies" / f"{p}.policy"), {})) for p in policies)
         bench[model] = 1 + args.seeds + (points + peers) * args.seeds * per_method
-    library = len([p for p in (ROOT / "policies").glob("*.policy") if p.stem != "scope"]) + len(CALIBRATED)
+    from runtime.bench.policies import has_frames_section
+
+    library = len([p for p in (ROOT / "policies").glob("*.policy")
+                   if not has_frames_section(compile_file(p))]) + len(CALIBRATED)
     return {"calibrate": {"testbed": len(CALIBRATED) * (args.cal_seeds * (1 + MAX_RUNS))},
             "library": {"testbed": 1 + args.seeds + library * args.seeds * per_method},
             "bench": bench}
