@@ -19,6 +19,7 @@ A case's signal trace is either that compact table (the first section, one unit,
 ``null`` is a missing value, as on a unit's first call) or ``"trace"``: a whole ``policyc-trace``
 document (:mod:`runtime.simulate`'s format), inline or as a path relative to the test file.
 ``expect`` is the decision sequence, one action kind per row (a list or a space-separated string);
+An unknown key in the file, a case or its ``bounds`` fails (with the nearest known key), never ignored.
 ``bounds`` checks the longest non-recompute run and the recompute count of every unit
 (:func:`runtime.simulate.summarize`); a case needs ``expect``, ``bounds`` or both. A signal that a
 decision needs and the trace lacks fails the case (the simulator's ``EvalError``), never a silent
@@ -44,6 +45,9 @@ from policy_lang import PolicyError, compile_file
 from runtime.evaluate import EvalError
 from runtime.simulate import TraceError, TraceRow, load_json, load_trace, simulate, summarize
 
+FILE_KEYS = ("format", "version", "cases", "policy")
+CASE_KEYS = ("name", "set", "steps", "signals", "noise", "section", "branch", "trace", "expect", "bounds")
+BOUND_KEYS = ("max_stale", "recomputes")
 TEST_FORMAT = "policyc-test"
 TEST_VERSION = 1
 SUFFIX = ".test.json"
@@ -99,8 +103,24 @@ def _line(row: TraceRow, action: str | None) -> str:
     return f"{row.section} step {row.step}{where}: {action}\n"
 
 
+def _unknown(keys: Any, known: tuple[str, ...], where: str) -> list[str]:
+    """One problem per key not in ``known`` (a misspelt key would otherwise be ignored silently)."""
+    problems = []
+    for key in keys:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean `{near[0]}`?" if near else f" (known: {', '.join(known)})"
+            problems.append(f"unknown {where} key `{key}`{hint}")
+    return problems
+
+
 def run_case(case: dict[str, Any], policy_path: Path, base: Path) -> CaseResult:
     name = str(case.get("name", "unnamed case"))
+    bounds = case.get("bounds") or {}
+    unknown = _unknown(case, CASE_KEYS, "case") + _unknown(bounds if isinstance(bounds, dict) else {}, BOUND_KEYS,
+                                                            "`bounds`")
+    if unknown:
+        return CaseResult(name, False, unknown)
     if case.get("expect") is None and not case.get("bounds"):
         return CaseResult(name, False, ["a case must expect something: give `expect` and/or `bounds`"])
     try:
@@ -120,7 +140,6 @@ def run_case(case: dict[str, Any], policy_path: Path, base: Path) -> CaseResult:
         if want != got:
             result.diff = "".join(difflib.unified_diff(want, got, "expected", "simulated"))
             result.problems.append("the decisions differ")
-    bounds = case.get("bounds") or {}
     for key, s in summarize(decided).items():
         unit = f"{key[0]} {key[1]} unit {key[2]}"
         if "max_stale" in bounds and s.max_stale > bounds["max_stale"]:
@@ -142,6 +161,9 @@ def run_file(test_path: str | Path) -> list[CaseResult]:
         raise TestFileError(f"{test_path}: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != TEST_FORMAT or doc.get("version") != TEST_VERSION:
         raise TestFileError(f"{test_path}: not a {TEST_FORMAT} version {TEST_VERSION} file")
+    unknown = _unknown(doc, FILE_KEYS, "file")
+    if unknown:
+        raise TestFileError(f"{test_path}: " + "; ".join(unknown))
     cases = doc.get("cases")
     if not isinstance(cases, list) or not cases:
         raise TestFileError(f"{test_path}: `cases` must be a non-empty list")

@@ -6,8 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from policy_lang.cli import main
-from runtime.policytest import run_file
+from runtime.policytest import TestFileError, run_file
 
 POLICIES = sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.policy"))
 
@@ -41,6 +43,18 @@ def test_missing_signals_and_files_are_errors_not_defaults(tmp_path, capsys):
     (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [case]}))
     (result,) = run_file(tmp_path / "fbcache.test.json")
     assert not result.passed and "must expect something" in result.problems[0]
+    case = {"name": "misspelt override", "params": {"threshold": 0.5}, "steps": 2,
+            "signals": {"drift(probe)": 0.0, "pred_error(0,noise)": 0}, "expect": "recompute cache",
+            "bounds": {"max_stall": 1}}
+    (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [case]}))
+    (result,) = run_file(tmp_path / "fbcache.test.json")  # unknown keys fail, never silently ignored
+    assert not result.passed and result.problems == [
+        "unknown case key `params` (known: name, set, steps, signals, noise, section, branch, trace, expect, bounds)",
+        "unknown `bounds` key `max_stall`; did you mean `max_stale`?"]
+    (tmp_path / "fbcache.test.json").write_text(json.dumps({"format": "policyc-test", "version": 1, "cases": [],
+                                                           "polcy": "x.policy"}))
+    with pytest.raises(TestFileError, match="unknown file key `polcy`; did you mean `policy`"):
+        run_file(tmp_path / "fbcache.test.json")
     (tmp_path / "lonely.policy").write_text("")
     assert main(["test", str(tmp_path / "lonely.policy")]) == 1
     assert "no expectation file" in capsys.readouterr().out
