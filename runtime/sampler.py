@@ -222,9 +222,10 @@ def _on_host(original: type, sched: Any, args: tuple, kwargs: dict) -> Any:
     """A deep copy of ``sched`` after ``set_timesteps(*args, **kwargs)`` with ``device="cpu"``; None when
     that cannot run (the caller then reads the scheduler itself)."""
     try:
-        bound = inspect.signature(original.set_timesteps).bind(sched, *args, **kwargs)
-        if "device" not in inspect.signature(original.set_timesteps).parameters:
+        signature = inspect.signature(original.set_timesteps)
+        if "device" not in signature.parameters:
             return None
+        bound = signature.bind(sched, *args, **kwargs)
         bound.arguments["device"] = "cpu"
         host = copy.deepcopy(sched)
         object.__setattr__(host, "__class__", original)  # the copy reports to no clock
