@@ -166,16 +166,9 @@ class CompiledPolicy:
         ranges resolved as the runtime resolves them); computed once per (step count, depth)."""
         cache = self.artifacts.setdefault("proofs", {})
         if (steps, depth) not in cache:
-            from policy_lang.graph import DEFAULT_STEPS, analyze
+            from policy_lang.graph import analyze
 
-            found = analyze(self.ir, steps, self.source_map, depth=depth).diagnostics
-            if any(d.code == "P0601" for d in found):
-                # a run that spans every reusable step of a short schedule is "unbounded" only if it stays
-                # so on a longer one; otherwise the schedule's end is the bound, and it is proven
-                longer = analyze(self.ir, max(2 * steps, DEFAULT_STEPS), self.source_map, depth=depth).diagnostics
-                if not any(d.code == "P0601" for d in longer):
-                    found = [d for d in found if d.code != "P0601"]
-            cache[(steps, depth)] = tuple(found)
+            cache[(steps, depth)] = tuple(analyze(self.ir, steps, self.source_map, depth=depth).diagnostics)
         return cache[(steps, depth)]
 
     def check_at(self, steps: int, mode: str = "error", depth: int | None = None) -> tuple[Diagnostic, ...]:

@@ -156,12 +156,19 @@ def branches_of(section: ir.Section) -> tuple[str, ...]:
 
 
 def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap | None = None,
-            lipschitz: float = 1.0, depth: int | None = None) -> PolicyAnalysis:
+            lipschitz: float = 1.0, depth: int | None = None, *, confirm: bool = True) -> PolicyAnalysis:
     """Explore every section and branch over ``steps`` calls and collect the findings. With ``depth``
     (the model's number of blocks) the block ranges are first resolved by ``ir.resolve_units``, the
     step the runtime plans its units with, and the proofs are about that model (``block`` in the
     resolved range, ``blocks`` = ``depth``); a range the model cannot run is the finding (P0414,
-    P0419, P0406, P0408) and nothing else is proven."""
+    P0419, P0406, P0408) and nothing else is proven.
+
+    A P0601 is confirmed on a longer schedule, max(2 * steps, ``DEFAULT_STEPS``) calls (``confirm``):
+    a run that only the end of this schedule ends, but that a rule ends on the longer one, is bounded
+    by the schedule, and the finding is dropped. Every caller (the compiler's stage, ``policyc
+    explain``, the language server, ``CompiledPolicy.check_at`` at a run's step count) gets the same
+    findings for the same (policy, steps, depth)."""
+    given = policy
     if not (math.isfinite(lipschitz) and lipschitz >= 0):
         raise ValueError(f"the Lipschitz constant must be a finite number >= 0, got {lipschitz}")
     spans = source_map or SourceMap()
@@ -197,9 +204,17 @@ def analyze(policy: ir.Policy, steps: int = DEFAULT_STEPS, source_map: SourceMap
             if chain_runs(section, steps, policy):
                 out.diagnostics += unreached_findings(section, explored, {d.rule.id for d in dead}, spans)
     out.diagnostics = list(dict.fromkeys(out.diagnostics))
+    if confirm and any(d.code == "P0601" for d in out.diagnostics) and _ended_later(given, steps, depth):
+        out.diagnostics = [d for d in out.diagnostics if d.code != "P0601"]
     out.seconds = time.perf_counter() - started
     out.cpu_seconds = time.process_time() - cpu_started
     return out
+
+
+def _ended_later(policy: ir.Policy, steps: int, depth: int | None) -> bool:
+    """Whether a rule ends every stale run on the longer schedule of ``analyze``'s confirmation."""
+    longer = analyze(policy, max(2 * steps, DEFAULT_STEPS), depth=depth, confirm=False)
+    return not any(d.code == "P0601" for d in longer.diagnostics)
 
 
 def _where(ex: Exploration) -> str:

@@ -97,3 +97,25 @@ def test_lipschitz_must_be_a_finite_number_at_least_zero(value, capsys):
 def test_lipschitz_zero_is_accepted(capsys):
     assert main(["explain", SCOPE, "--lipschitz", "0", "--steps", "20"]) == 0
     assert "L = 0" in capsys.readouterr().out
+
+
+TAYLORSEER = str(ROOT / "policies" / "taylorseer.policy")
+
+
+@pytest.mark.parametrize(("interval", "refused"), [(14, False), (40, True)])
+def test_explain_at_a_run_step_count_agrees_with_the_runtime_proof(capsys, interval, refused):
+    """At 25 steps with a warm-up of 17, the predict run after the warm-up is ended by the schedule.
+    With `interval` 14 a rule ends it on the confirming 50-step schedule (bounded: a warning only);
+    with 40 nothing does before step 56 (P0601). `policyc explain --steps 25` and the proof the
+    runtime makes at attach for a 25-step run (`check_at`) must say the same."""
+    params = {"interval": interval, "warmup_steps": 17}
+    args = ["explain", TAYLORSEER, "--steps", "25"] + [f"--set={k}={v}" for k, v in params.items()]
+    code = main(args)
+    err = capsys.readouterr().err
+    found = compile_file(TAYLORSEER, params=params).proofs(25)
+    assert ("P0601" in err) == refused == any(d.code == "P0601" for d in found)
+    assert code == (1 if refused else 0)
+    assert "P0603" in err and any(d.code == "P0603" for d in found)
+    # the unconfirmed exploration does see a run that only the schedule ends, in both cases
+    policy = compile_file(TAYLORSEER, params=params).ir
+    assert any(d.code == "P0601" for d in analyze(policy, 25, confirm=False).diagnostics)
