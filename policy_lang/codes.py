@@ -51,6 +51,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0310": ("error", "an argument of the wrong type"),
     "P0311": ("error", "a list where a number is expected, or a number where a list is expected"),
     "P0312": ("error", "an argument that must be an integer literal"),
+    "P0313": ("error", "`lag` on a distance that is not measured at the decision point"),
+    "P0314": ("error", "a `lag` other than the integer literal 1"),
     # P04xx — structure, totality, units
     "P0401": ("error", "decision chain without `else`"),
     "P0402": ("error", "`elif` without a preceding `if`"),
@@ -72,6 +74,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "P0418": ("warning", "`limit run` on an action that no arm chooses"),
     "P0419": ("error", "a block range outside the model's blocks"),
     "P0420": ("error", "`-0` as a block index"),
+    "P0421": ("error", "a lagged signal under `on frames`"),
     # P05xx — params and overrides
     "P0501": ("error", "param value outside its range"),
     "P0502": ("error", "empty param range"),

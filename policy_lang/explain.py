@@ -3,8 +3,8 @@
 Contract
 * ``explain_text(analysis)`` — plain words per section and branch: what the unit always does,
   what it may do (each rule with its condition), the staleness bound with a witness path, the
-  compute bounds and speedup range at N steps, history sufficiency, the error bound of every
-  prediction path with its assumptions, dead branches, and the findings.
+  compute bounds and speedup range at N steps, history sufficiency, what a lagged signal (``lag: 1``)
+  changes, the error bound of every prediction path with its assumptions, dead branches, and the findings.
 * ``explain_json(analysis)`` — the same as data (``PolicyAnalysis.to_json``): per unit and
   branch ``max_stale``, ``min_recomputes``, ``max_recomputes``, ``steps`` and more.
 * ``to_dot(analysis)`` (from ``policy_lang.graph.dot``) — Graphviz text, one cluster per section/branch.
@@ -27,6 +27,7 @@ from policy_lang.graph import PolicyAnalysis, SectionReport, analyze, path_text,
 from policy_lang.graph.bounds import ASSUMPTIONS
 from policy_lang.graph.dot import COLORS, edge_label, node_label, to_dot
 from policy_lang.graph.guards import chain_runs
+from policy_lang.graph.machine import read_signals
 from policy_lang.ir_printer import action_text, expr_text
 
 _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group decides on its own",
@@ -90,6 +91,7 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
                      f"(guard `{ex.history_path[-1][1].guard}`)")
     elif predicts:
         lines.append("  history:    every prediction and every signal read has the computed results it needs")
+    lines += _lagged_text(sec)
     for b in r.bounds:
         if math.isinf(b.eta):
             lines.append(f"  error:      {b.rule_id} {b.action}: not bounded - its condition bounds no error "
@@ -104,6 +106,22 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
         lines.append(f"  dead:       {d.rule.id} is never taken (shadowed by {by})")
     lines.append(f"  machine:    {ex.graph.number_of_nodes()} states, {ex.graph.number_of_edges()} transitions "
                  f"({ex.states_visited} (step, state) pairs explored)")
+    return lines
+
+
+def _lagged_text(sec: ir.Section) -> list[str]:
+    """What reading a signal one step late (``lag: 1``) changes, once per lagged signal the section reads."""
+    lagged = {expr_text(n): n for n in read_signals(sec) if isinstance(n, ir.Distance) and n.lag}
+    lines = []
+    for text, node in lagged.items():
+        results, calls = ir.signal_needs(node)
+        need = f"{calls} earlier decision{'s' if calls != 1 else ''}" + (
+            f" and {results} computed results" if results else "")
+        lines.append(f"  lagged:     {text} is the value measured at this unit's decision of the previous step, "
+                     f"not this step's (one host read per call for every lagged unit instead of one per "
+                     f"decision); until the unit has {need} it is unavailable and the chain recomputes. "
+                     "Staleness, compute and history bounds count calls and hold as stated; no error bound "
+                     "is derived from a lagged value: a condition on it bounds last step's change, not this one's")
     return lines
 
 

@@ -71,6 +71,10 @@ DISTANCE_SOURCES = ("input", "modulated_input", "probe", "output")
 #: Signals whose value exists only after the unit ran in the current call.
 CURRENT_CALL_ONLY = frozenset({("drift", "output"), ("cos_dist", "output")})
 
+#: Sources whose distances may be read one step late (``lag: 1``): the ones measured from the unit's
+#: input at its decision point, the value a decision would otherwise wait for.
+LAGGABLE_SOURCES = ("input", "modulated_input", "probe")
+
 
 class _Unknown:
     """The third truth value: a tensor signal that is unavailable or not finite at a decision point.
@@ -99,10 +103,10 @@ UNKNOWN = _Unknown()
 _SCALAR_NEEDS = {"change_rate": 2, "curvature": 3}
 
 
-def signal_needs(node: Any) -> tuple[int, bool]:
-    """When a tensor-derived signal is *available*: ``(results, previous_call)`` — the unit must hold
-    at least ``results`` computed results, and (``previous_call``) must have made a decision before in
-    this trajectory. ``(0, False)`` for anything that is always available.
+def signal_needs(node: Any) -> tuple[int, int]:
+    """When a tensor-derived signal is *available*: ``(results, calls)`` — the unit must hold at least
+    ``results`` computed results and have made at least ``calls`` decisions before in this trajectory.
+    ``(0, 0)`` for anything that is always available.
 
     The one rule the controller (``runtime.controller``) and the state machine (``policy_lang.graph``)
     share: ``delta(x)``/``cos_dist(x)`` of an input-side source compare with the previous call's
@@ -110,18 +114,27 @@ def signal_needs(node: Any) -> tuple[int, bool]:
     ``change_rate`` compare the last two results (2), ``curvature`` the last three (3);
     ``pred_error(order: k)`` is the next divided difference after the k + 1 results a prediction
     uses (k + 2); ``mean over blocks`` of an output distance needs two results of every block (2).
+
+    A lagged distance (``lag: 1``) reads the value its signal had at the unit's previous decision
+    point, so it needs one more decision, and one more computed result when the signal needs any
+    (at most one result is added per call, so holding ``r + 1`` now means ``r`` were held then): the
+    rule is a function of the counters now, the same in the controller and the proofs.
     """
     if isinstance(node, Signal):
-        return (_SCALAR_NEEDS.get(node.name, 0), False)
+        return (_SCALAR_NEEDS.get(node.name, 0), 0)
     if isinstance(node, PredError):
-        return (node.order + 2, False)
+        return (node.order + 2, 0)
     if isinstance(node, MeanOverBlocks):
-        return (2, False)
+        return (2, 0)
     if isinstance(node, Distance):
         if node.source == "output":
-            return (2, False)
-        return (1, False) if node.fn == "drift" else (0, True)
-    return (0, False)
+            results, calls = 2, 0
+        else:
+            results, calls = (1, 0) if node.fn == "drift" else (0, 1)
+        if node.lag:
+            return (results + 1 if results else 0, calls + node.lag)
+        return (results, calls)
+    return (0, 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +176,8 @@ class Distance(_Node):
     kind: Literal["distance"] = "distance"
     fn: Literal["delta", "drift", "cos_dist"]
     source: Literal["input", "modulated_input", "probe", "output"]
+    #: 1: the value measured at the unit's previous decision point (``lag: 1``); left out of the JSON when 0
+    lag: Literal[0, 1] = Field(default=0, exclude_if=lambda v: v == 0)
 
 
 class PredError(_Node):

@@ -7,7 +7,8 @@ Contract
   print expressions with it. ``pred_error`` leaves out ``over: noise`` (the default).
 * ``signal_key(e)`` — the canonical key of an expression: the name under which a runtime
   supplies a tensor signal's value and a trace records it (``"delta(input)"``,
-  ``"pred_error(2,noise)"``, ``"mean_blocks(delta(output))"``, ``"accumulate(delta(input))"``).
+  ``"pred_error(2,noise)"``, ``"mean_blocks(delta(output))"``, ``"accumulate(delta(input))"``; a
+  lagged distance ``"drift(probe,lag:1)"``).
   Compound operands are always parenthesised (``"(a + b)"``, ``"-(x)"``), so equal keys mean
   equal expressions. Keys are part of the ``policyc-trace`` v1 format: they never change.
 * ``number_text(v)`` — a number as both forms print it: an integral float as an integer
@@ -93,6 +94,8 @@ def _text(e: Any, key: bool) -> str:
     if isinstance(e, (ir.ParamRef, ir.LetRef, ir.Signal)):
         return e.name
     if isinstance(e, ir.Distance):
+        if e.lag:
+            return f"{e.fn}({e.source},lag:{e.lag})" if key else f"{e.fn}({e.source}, lag: {e.lag})"
         return f"{e.fn}({e.source})"
     if isinstance(e, ir.PredError):
         if key:

@@ -33,7 +33,8 @@ read is listed in ``Decision.faults``.
 
 Counters: ``computed`` (results computed since the reset, capped at ``results_cap``: the most any
 rule or signal needs), ``history`` (= ``computed`` capped at ``history_capacity``),
-``calls`` (decisions since the reset, capped at 1: only "was there an earlier call" matters),
+``calls`` (decisions since the reset, capped at ``calls_cap``: the most any signal needs, 1 or 2 with a
+lagged signal),
 ``since_recompute`` (non-recompute calls since the last recompute, 0 right after one),
 ``run`` and its action kind, ``first_hit`` (step of the first non-recompute call),
 ``accumulate(e)`` sums (this call included; reset by a recompute) and the budget sum.
@@ -125,10 +126,10 @@ def error_key(action: Any) -> str | None:
     return None
 
 
-def signal_needs_of(section: ir.Section) -> dict[str, tuple[int, bool]]:
+def signal_needs_of(section: ir.Section) -> dict[str, tuple[int, int]]:
     """Per tensor signal key the section reads (its lets, conditions and the errors ``limit budget``
     charges): ``ir.signal_needs`` of the signal."""
-    found: dict[str, tuple[int, bool]] = {}
+    found: dict[str, tuple[int, int]] = {}
     exprs = [let.expr for let in section.lets] + [r.cond for r in section.rules if r.cond is not None]
     for expr in exprs:
         for node in ir.walk(expr):
@@ -136,7 +137,7 @@ def signal_needs_of(section: ir.Section) -> dict[str, tuple[int, bool]]:
             if key in found or isinstance(node, ir.Accumulate):
                 continue
             needs = ir.signal_needs(node)
-            if needs != (0, False):
+            if needs != (0, 0):
                 found[key] = needs
     if any(isinstance(g, ir.LimitBudget) for g in section.guards):
         for rule in section.rules:
@@ -265,9 +266,10 @@ class UnitController:
         self._accumulators = list(accs.values())
         self._budgeted = any(isinstance(g, ir.LimitBudget) for g in section.guards)
         self._statics_cache: dict[int, _Statics] = {}
-        #: per tensor key read: (computed results it needs, needs an earlier call) - ``ir.signal_needs``
-        self.needs: dict[str, tuple[int, bool]] = signal_needs_of(section)
+        #: per tensor key read: (computed results, earlier decisions it needs) - ``ir.signal_needs``
+        self.needs: dict[str, tuple[int, int]] = signal_needs_of(section)
         self.results_cap = max([self.capacity] + [n for n, _ in self.needs.values()])
+        self.calls_cap = max([1] + [c for _, c in self.needs.values()])
         self.reset()
 
     # ---------------------------------------------------------------- setup
@@ -288,8 +290,8 @@ class UnitController:
 
     def available(self, key: str) -> bool:
         """Whether tensor signal ``key`` exists at this decision point (``ir.signal_needs``)."""
-        results, previous = self.needs.get(key, (0, False))
-        return self._computed >= results and (self._calls > 0 or not previous)
+        results, calls = self.needs.get(key, (0, 0))
+        return self._computed >= results and self._calls >= calls
 
     def required_signals(self) -> tuple[str, ...]:
         """Tensor-derived signal keys the runtime must supply to ``decide``."""
@@ -401,7 +403,7 @@ class UnitController:
     def record(self, decision: Decision, computed: bool) -> None:
         """Update the counters after the runtime executed ``decision`` (``computed``: the unit ran)."""
         kind = "recompute" if computed else decision.action.kind
-        self._calls = 1
+        self._calls = min(self._calls + 1, self.calls_cap)
         if computed:
             # a result at the noise level or step of the last one replaces it (as ``History.push``
             # does: a second-order sampler evaluates a node twice), so it adds no result

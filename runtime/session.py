@@ -77,6 +77,7 @@ from runtime.hooks import (
     forward_holder,
     inside_accelerate,
 )
+from runtime.lag_copy import LagCopies
 from runtime.parallel import ParallelError, Ranks, parallel_config_of, ranks_of, register_inside
 from runtime.sampler import TIMESTEP_NAMES, SchedulerClock, TimestepNoise
 from runtime.trace import Trace
@@ -210,10 +211,11 @@ class Session:
         # context parallelism (runtime.parallel): signals reduced across ranks, decisions checked
         self.parallel: Ranks | None = ranks_of(transformer, group, check_decisions)
         self.reduce = self.parallel.reduce if self.parallel is not None else None
+        self.lag = LagCopies(self.reduce)  # lagged signals: one copy per call, read at the next (runtime.lag_copy)
         self._parallel_config = parallel_config_of(transformer)
         self.current: CallState | None = None
         self.runners = [UnitRunner(policy, plan, self) for plan in plans]
-        self.wants_modulated = any(k.endswith("(modulated_input)") for r in self.runners for k in r.keys)
+        self.wants_modulated = any(k.endswith("(modulated_input)") for r in self.runners for k in r.keys + r.lag_inner)
         if self.wants_modulated and self.layout.modulated_input is None:
             raise AttachError(f"the policy reads `modulated_input`, which the adapter of "
                               f"{type(transformer).__name__} ({self.layout.adapter.name}) does not provide: its "
@@ -401,6 +403,7 @@ class Session:
     def reset(self) -> None:
         for runner in self.runners:
             runner.reset()
+        self.lag.reset()
         self._counts = {}
         self._last_noise: dict[str, float] = {}  # per branch
         self._last_index = -1  # the last sampler step index seen
@@ -526,7 +529,10 @@ class Session:
         if failed:
             for runner in self.runners:
                 runner.reset()
+            self.lag.reset()
             self.count_fault("aborted_call")
+        else:
+            self.lag.end_call(call.branch)
         self._call_lock.release()
 
     # ------------------------------------------------------------------ faults

@@ -9,7 +9,8 @@ A **trace** is a table with one row per decision point, in execution order:
 * ``simulate(policy, rows)`` feeds the signal columns of ``rows`` through one ``UnitController``
   per (section, branch, unit) and returns the rows with the decision columns filled. A row with
   ``step == 0`` for a unit that already decided starts a new pipeline call (the controller is
-  reset). Pure Python, no torch; deterministic.
+  reset). A lagged signal (``lag: 1``) is read from the previous row of the same unit, where it was
+  measured under its inner key (``runtime.lag``). Pure Python, no torch; deterministic.
 * ``compare(expected, actual)`` lists the rows where two traces disagree (action, rule, guard):
   the check that the torch runtime agrees with the simulator decision for decision.
 * ``save_trace`` / ``load_trace`` write and read JSON (``{"format": "policyc-trace",
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_lang import ir
+from runtime import lag
 from runtime.controller import StepContext, UnitController, error_key
 
 TRACE_FORMAT = "policyc-trace"
@@ -79,19 +81,21 @@ def simulate(policy: ir.Policy, rows: Iterable[TraceRow]) -> list[TraceRow]:
     sections = {s.id: s for s in policy.sections}
     controllers: dict[tuple[str, str, int], UnitController] = {}
     started: set[tuple[str, str, int]] = set()
+    shift = lag.Shift({s.id: lag.lagged_keys(UnitController(policy, s).required_signals()) for s in policy.sections})
     out: list[TraceRow] = []
     for row in rows:
         key = row.key()
         ctl = controllers.get(key)
+        new_call = ctl is None or (row.step == 0 and key in started)
         if ctl is None:
             if row.section not in sections:
                 raise TraceError(f"trace row names section `{row.section}`; the policy has "
                                  f"{', '.join(sections) or 'none'}")
             ctl = controllers[key] = UnitController(policy, sections[row.section])
-        elif row.step == 0 and key in started:
+        elif new_call:
             ctl.reset()
         started.add(key)
-        decision = ctl.decide(row.context(), row.signals)
+        decision = ctl.decide(row.context(), shift.signals(row.section, key, row.signals, new_call))
         computed = isinstance(decision.action, ir.Recompute)
         ctl.record(decision, computed)
         out.append(replace(row, action=decision.action.kind, rule_id=decision.rule_id, guard=decision.guard,
@@ -178,7 +182,7 @@ def synthetic_trace(policy: ir.Policy, steps: int, *, seed: int = 0, units: int 
 
 
 def _required(policy: ir.Policy, section: ir.Section) -> tuple[str, ...]:
-    keys = list(UnitController(policy, section).required_signals())
+    keys = lag.measured_keys(UnitController(policy, section).required_signals())  # a lagged key is shifted
     for rule in section.rules:  # budget or not, a trace should carry every predictor's error
         k = error_key(rule.action)
         if k is not None and k not in keys:

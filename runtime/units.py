@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from policy_lang import PolicyError, ir
+from runtime import lag
 from runtime.controller import StepContext, UnitController
 from runtime.parallel import decision_code
 from runtime.predict import History
@@ -231,6 +232,9 @@ class _LazySignals(Mapping):
         self.nonfinite |= batch.compute(self.runner.session.reduce).nonfinite
 
     def __getitem__(self, key: str) -> float:
+        inner = self.runner.lagged.get(key)
+        if inner is not None:  # measured at the branch's last call (runtime.lag_copy)
+            return self.runner.session.lag.value(self.st, self.ctx.branch, inner)
         if self.values is None:
             self.measure()
         return self.values.values[key]
@@ -250,7 +254,11 @@ class UnitRunner:
         self.states: dict[str, UnitState] = {}
         self.peak_bytes = 0
         probe = UnitController(policy, plan.section)
-        self.keys = probe.required_signals()
+        keys = probe.required_signals()
+        #: lagged keys (``lag: 1``) -> the key measured now and read at the next call (``runtime.lag``)
+        self.lagged = lag.lagged_keys(keys)
+        self.lag_inner = tuple(dict.fromkeys(self.lagged.values()))
+        self.keys = tuple(k for k in keys if k not in self.lagged)  # measured and read at this decision point
         self.capacity = probe.results_cap  # predictors and every signal read (ir.signal_needs)
         self.predicts = sorted({(r.action.method, r.action.order, r.action.over) for r in plan.section.rules
                                 if isinstance(r.action, ir.Predict)})
@@ -261,8 +269,9 @@ class UnitRunner:
         self.needs_history = self.caches or bool(self.predicts) or any(
             _PRED.match(k) or k in ("change_rate", "curvature", "delta(output)") for k in self.keys)
         self.tracks_blocks = any(_MEAN.match(k) for k in self.keys)
-        self.sources = frozenset(m.group(2) for k in self.keys if (m := _DIST.match(k)))
+        self.sources = frozenset(m.group(2) for k in self.keys + self.lag_inner if (m := _DIST.match(k)))
         self.registrars = [self._registrar(k) for k in self.keys]
+        self.lag_registrars = [self._registrar(k) for k in self.lag_inner]
         #: measure every signal at every decision, even one the decision does not read (calibration's
         #: shadow recording); off: a decision settled by guards or counters queues no tensor work
         self.record_all = False
@@ -339,6 +348,9 @@ class UnitRunner:
                     decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                     outcome = _COMPUTE
         st.controller.record(decision, computed=outcome.compute)
+        signals = {k: lazy.values.values[k] for k in self.keys} if lazy.values is not None else {}
+        if self.lagged:  # against this decision's references, before they move; read at the branch's next call
+            self.session.lag.measure(self, st, sources, ctx, signals)
         for source in self.sources:
             tensor = sources.get(source)
             if tensor is not None:
@@ -346,7 +358,6 @@ class UnitRunner:
                 st.previous[source] = held
                 if outcome.compute:
                     st.at_recompute[source] = held
-        signals = {k: lazy.values.values[k] for k in self.keys} if lazy.values is not None else {}
         nonfinite = self._nonfinite(lazy.nonfinite)
         if decision.faults:  # e.g. an accumulator overflow
             nonfinite += tuple(k for k in decision.faults if k not in nonfinite)
@@ -460,6 +471,10 @@ class UnitRunner:
                 hidden, encoder = st.last_output
                 return Outcome(False, hidden.clone(), None if encoder is None else encoder.clone(), as_output=True)
             pair = self._cache_pair(st)
+            if self.lagged:  # its finiteness came with the lagged copy (read at most once per call)
+                self.session.lag.settle(ctx.branch)
+                if st.checked is not None and st.checked[0] is pair[0] and not st.checked[1]:
+                    lazy.nonfinite.add("finite:result:0")
             if st.checked is None or st.checked[0] is not pair[0]:  # holding the tensor: no id reuse
                 if lazy.values is None:
                     lazy.check("result", pair)
@@ -483,6 +498,8 @@ class UnitRunner:
             if encoder is not None:
                 st.encoder.push(encoder, noise=call.noise, step=call.step)
             self.peak_bytes = max(self.peak_bytes, self.memory_bytes())
+            if self.lagged and self.caches:  # read with the lagged values at the next call
+                self.session.lag.stored(st, call.branch, self._cache_pair(st))
         if self.keeps_outputs and raw is not None:
             # copies: the next block (outside the unit) receives this output and may write into it
             st.last_output = (raw[0].clone(), None if raw[1] is None else raw[1].clone())

@@ -107,7 +107,7 @@ UNKNOWN = ir.UNKNOWN
 class AbstractEnv:
     """Exact values of the known scalars; everything else is symbolic.
 
-    ``avail`` = (computed results, an earlier call?) of the unit: tensor signals it does not make
+    ``avail`` = (computed results, earlier calls) of the unit: tensor signals it does not make
     available are ``UNKNOWN``; ``None``: every signal is available (step-independent questions)."""
 
     def __init__(self, params: dict[str, Any], exact: dict[str, Any], acc_lo: dict[str, float] | None = None,
@@ -122,8 +122,8 @@ class AbstractEnv:
     def unavailable(self, node: Any) -> bool:
         if self.avail is None:
             return False
-        results, previous = ir.signal_needs(node)
-        return self.avail[0] < results or (previous and not self.avail[1])
+        results, calls = ir.signal_needs(node)
+        return self.avail[0] < results or self.avail[1] < calls
 
 
 def _key(v: Any) -> str:

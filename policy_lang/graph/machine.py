@@ -143,9 +143,9 @@ def read_signals(section: ir.Section) -> list[Any]:
     return nodes
 
 
-def section_needs(section: ir.Section) -> set[tuple[int, bool]]:
+def section_needs(section: ir.Section) -> set[tuple[int, int]]:
     """``ir.signal_needs`` of every signal the section reads (``read_signals``)."""
-    return {ir.signal_needs(n) for n in read_signals(section)} - {(0, False)}
+    return {ir.signal_needs(n) for n in read_signals(section)} - {(0, 0)}
 
 
 def _reads_unavailable(expr: Any, env: AbstractEnv, section: ir.Section) -> bool:
@@ -264,7 +264,7 @@ class Machine:
         self.hcap = history_capacity(section)
         self._needs = section_needs(section)
         self.cap = max([self.hcap] + [r for r, _ in self._needs])
-        self._prev_matters = any(p for _, p in self._needs)
+        self._calls_cap = max([c for _, c in self._needs], default=0)
         self._need_cap = max([r for r, _ in self._needs], default=0)
         self._acc_inners = [n.expr for n in section_nodes(section) if isinstance(n, ir.Accumulate)]
         st = self.st
@@ -320,12 +320,12 @@ class Machine:
         return not (reads_of(expr) & set(EXACT)) and not _has_accumulate(expr) and all(
             n.name in self._static_lets for n in ir.walk(expr) if isinstance(n, ir.LetRef))
 
-    def avail(self, t: int, hist: int) -> tuple[int, bool]:
-        """What decides which signals are available at (t, state): computed results that matter, an
-        earlier call (the unit's calls are the steps 0..N-1)."""
-        return (min(hist, self._need_cap), t > 0 or not self._prev_matters)
+    def avail(self, t: int, hist: int) -> tuple[int, int]:
+        """What decides which signals are available at (t, state): computed results that matter, and
+        earlier calls that matter (the unit's calls are the steps 0..N-1)."""
+        return (min(hist, self._need_cap), min(t, self._calls_cap))
 
-    def _base(self, avail: tuple[int, bool]) -> AbstractEnv:
+    def _base(self, avail: tuple[int, int]) -> AbstractEnv:
         base = self._bases.get(avail)
         if base is None:
             base = self._bases[avail] = AbstractEnv(self.params, {}, domains=self.domains, avail=avail)
@@ -333,7 +333,7 @@ class Machine:
                 base.lets[let.name] = evaluate(let.expr, base)
         return base
 
-    def _env(self, values: dict[str, Any], acc: tuple, avail: tuple[int, bool]) -> AbstractEnv:
+    def _env(self, values: dict[str, Any], acc: tuple, avail: tuple[int, int]) -> AbstractEnv:
         env = AbstractEnv(self.params, {n: values[n] for n in self.exact_read}, dict(acc), self.domains, avail=avail)
         if self._conds is not None:
             env.lets = dict(self._base(avail).lets)
@@ -342,7 +342,7 @@ class Machine:
             env.lets[let.name] = evaluate(let.expr, env)
         return env
 
-    def _const(self, i: int, cond: Any, avail: tuple[int, bool]) -> Any:
+    def _const(self, i: int, cond: Any, avail: tuple[int, int]) -> Any:
         key = (i, avail)
         if key not in self._consts:
             self._consts[key] = _truth(evaluate(cond, self._base(avail)))

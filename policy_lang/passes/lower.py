@@ -137,7 +137,8 @@ def _expr(c: Compilation, e: s.Expr):
     args = [a.value for a in e.args if a.name is None]
     named = {a.name.text: a.value for a in e.args if a.name is not None}
     if fn in ir.DISTANCE_FUNCTIONS:
-        return ir.Distance(fn=fn, source=args[0].text)
+        lag = named.get("lag")
+        return ir.Distance(fn=fn, source=args[0].text, lag=0 if lag is None else lag.value)
     if fn == "accumulate":
         return ir.Accumulate(expr=_expr(c, args[0]))
     if fn == "poly":

@@ -23,7 +23,13 @@ UNITS = ("model", "blocks", "frames")
 EACH_UNITS = ("block",)
 PREDICTORS = ("taylor", "adams")
 #: keyword arguments each call accepts
-KWARGS = {"pred_error": ("order", "over"), "predict": ("order", "over")}
+KWARGS = {"pred_error": ("order", "over"), "predict": ("order", "over"),
+          **{fn: ("lag",) for fn in ir.DISTANCE_FUNCTIONS}}
+
+
+#: where `lag: 1` may be written (the help of P0209 when it is written elsewhere)
+_LAG_HELP = ("`lag: 1` applies to a distance measured at the decision point: `delta`, `drift` or `cos_dist` of "
+             "`input`, `modulated_input` or `probe` (docs/language.md, lagged signals)")
 
 
 def similar(word: str, candidates, what: str = "name") -> str | None:
@@ -174,6 +180,9 @@ class _Scope:
             return
         if fn in ir.DISTANCE_FUNCTIONS:
             self.distance(e)
+            for a in e.args:
+                if a.name is not None and a.name.text == "lag":
+                    self.expr(a.value, in_let)  # a param written there is used (check_types wants the literal 1)
             return
         self.kwargs(fn, e.args)
         for a in e.args:
@@ -182,7 +191,8 @@ class _Scope:
             self.expr(a.value, in_let)
 
     def distance(self, e: s.Call) -> None:
-        args = e.args
+        self.kwargs(e.fn.text, e.args)  # `lag: 1` (its value is checked by check_types)
+        args = tuple(a for a in e.args if a.name is None)
         if len(args) == 1 and args[0].name is None and isinstance(args[0].value, s.Name):
             src = args[0].value
             if src.text in ir.DISTANCE_SOURCES:
@@ -209,7 +219,7 @@ class _Scope:
             if key not in allowed:
                 where = f"`{fn}`" if fn != "predict" else "a predictor"
                 self.c.emit("P0209", f"{where} has no argument `{key}`", span=a.name.span,
-                             help=similar(key, allowed, "argument")
+                             help=_LAG_HELP if key == "lag" else similar(key, allowed, "argument")
                              or (f"it takes {', '.join(allowed)}" if allowed else "pass arguments by position"))
             elif key in seen:
                 self.c.emit("P0209", f"argument `{key}` is given twice", span=a.name.span, help="remove one")

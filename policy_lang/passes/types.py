@@ -65,6 +65,20 @@ def _a(t: str) -> str:
     return {"integer": "an integer", "optional_integer": "an optional integer", "error": "invalid"}.get(t, f"a {t}")
 
 
+def check_lag(c: Compilation, fn: str, source: str, lag: s.Arg) -> None:
+    """``lag: 1`` on a distance: the literal 1 (P0314), of a source measured at the decision point (P0313)."""
+    value = lag.value
+    if not (isinstance(value, s.Number) and isinstance(value.value, int) and value.value == 1):
+        c.emit("P0314", "`lag` must be the integer literal 1", span=value.span,
+               notes=("a lagged signal reads the value measured one step earlier; other delays are not supported",),
+               help=f"write `{fn}({source}, lag: 1)`, or leave `lag` out to read the current value")
+    elif source not in ir.LAGGABLE_SOURCES:
+        c.emit("P0313", f"`{fn}({source})` cannot be lagged", span=lag.span,
+               notes=(f"`{fn}({source})` compares stored results, which exist before the decision: reading it "
+                      "lagged saves no wait",),
+               help="lag a distance of `input`, `modulated_input` or `probe`, or leave `lag` out")
+
+
 def check_order(c: Compilation, value: s.Expr | None, where, lowest: int = 1) -> None:
     """A predictor order: an integer literal in ``lowest``..4 (shared by ``pred_error`` and ``predict``).
 
@@ -209,13 +223,17 @@ class _Typer:
         c = self.c
         args = e.args
         if fn in ir.DISTANCE_FUNCTIONS:
-            if len(args) == 1 and isinstance(args[0].value, s.Name):
-                source = args[0].value.text
+            positional = [a for a in args if a.name is None]
+            if len(positional) == 1 and isinstance(positional[0].value, s.Name):
+                source = positional[0].value.text
                 if (fn, source) in ir.CURRENT_CALL_ONLY:
                     c.emit("P0305", "the current call's output is not available before the decision",
                            span=e.span, notes=(f"`{fn}({source})` compares this call's output, which exists "
                                                "only after the unit ran",),
                            help="use `delta(output)` (the last two computed outputs) or `change_rate`")
+                lag = next((a for a in args if a.name is not None and a.name.text == "lag"), None)
+                if lag is not None:
+                    check_lag(c, fn, source, lag)
             return "number"
         if fn == "pred_error":
             order = next((a.value for a in args if a.name is None or a.name.text == "order"), None)

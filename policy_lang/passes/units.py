@@ -148,6 +148,11 @@ def _section_signals(c: Compilation, sec: s.Section, has_probe: bool) -> bool:
                                help="declare one at the top of the policy: `probe blocks[0:1]`")
                 elif binding is not None and binding.kind == "signal":
                     _unit_signal(c, node, binding.name, kind)
+                elif isinstance(node, s.Call) and kind == "frames" and any(
+                        a.name is not None and a.name.text == "lag" for a in node.args):
+                    c.emit("P0421", "a lagged signal under `on frames`", span=node.span,
+                           help="the diffusion-forcing loop reads every signal at its own step: leave `lag` out, "
+                                "or decide `on model`, `on blocks` or `on each block`")
                 elif isinstance(node, s.MeanOver) and kind not in ("blocks", "each_block"):
                     c.emit("P0416", f"`mean over blocks` under `on {_describe(unit)}`", span=node.span,
                            help="`mean over blocks` averages over the blocks of a block-range unit")

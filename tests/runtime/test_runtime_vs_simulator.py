@@ -3,7 +3,7 @@
 Each example attaches a generated policy to a tiny CFG Wan pipeline, runs it, then replays the signal
 trace the runtime recorded through ``runtime.simulate.simulate`` and requires the same action, rule
 and guard at every decision point. Policies mix every unit kind the diffusers back end runs, every
-tensor signal it computes, accumulators, every action and every guard.
+tensor signal it computes (lagged or not), accumulators, every action and every guard.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def policies(draw):
     else:
         unit = ir.EachBlockUnit(start=draw(st.integers(0, 2)))
         sources = ["input"]
-    distance = st.builds(lambda fn, src: ir.Distance(fn=fn, source=src),
-                         st.sampled_from(["delta", "drift", "cos_dist"]), st.sampled_from(sources))
+    distance = st.builds(lambda fn, src, lag: ir.Distance(fn=fn, source=src, lag=lag),
+                         st.sampled_from(["delta", "drift", "cos_dist"]), st.sampled_from(sources),
+                         st.sampled_from([0, 0, 1]))  # `lag: 1`: read at the next call (runtime.lag)
     history_signal = st.one_of(
         st.builds(lambda k, over: ir.PredError(order=k, over=over), st.integers(0, 2),
                   st.sampled_from(["noise", "step"])),
