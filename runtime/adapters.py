@@ -105,7 +105,7 @@ class BlockSpec:
             out[self.encoder_index] = encoder
         return tuple(out)
 
-    @property
+    @functools.cached_property
     def hidden_name(self) -> str:
         """The block's latent argument: ``hidden_states``, else its first one (ZImage, Cosmos3: ``x``)."""
         return self.hidden_arg if self.hidden_arg in self.params or not self.params else self.params[0]

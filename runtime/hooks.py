@@ -129,8 +129,10 @@ class InFlight:
 
     def overwritten(self) -> bool:
         assert self.original is not None and self.versions is not None
-        return any(t is not None and v is not None and version_of(t) != v
-                   for t, v in zip(self.original, self.versions))
+        for t, v in zip(self.original, self.versions):
+            if t is not None and v is not None and version_of(t) != v:
+                return True
+        return False
 
 
 def _sample_of(output: Any) -> torch.Tensor:

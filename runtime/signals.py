@@ -145,12 +145,11 @@ class SignalBatch:
         self._keep: list[torch.Tensor] = []  # keeps the tensors behind memo ids alive
 
     # -- reductions ------------------------------------------------------------------------------
-    def _term(self, memo_key: tuple | None, make: Callable[[], torch.Tensor], count: int, scale: float = 1.0) -> int:
+    def _term(self, reduction: torch.Tensor, count: int, scale: float = 1.0, memo_key: tuple | None = None) -> int:
         """Queue one 0-dim reduction (left in its accumulation dtype: no cast, no reshape); its host value
-        is multiplied by ``scale`` (``1 / count`` turns a sum into the mean ``count`` elements)."""
-        if memo_key is not None and memo_key in self._memo:
-            return self._memo[memo_key]
-        self._terms.append(make())
+        is multiplied by ``scale`` (``1 / count`` turns a sum into the mean ``count`` elements).
+        ``memo_key``: the reduction's identity, for the callers that look it up before building it."""
+        self._terms.append(reduction)
         self._counts.append(count)
         self._scales.append(scale)
         index = len(self._terms) - 1
@@ -159,17 +158,25 @@ class SignalBatch:
         return index
 
     def _mean_abs(self, t: torch.Tensor) -> int:
+        memo_key = ("abs", id(t))
+        index = self._memo.get(memo_key)
+        if index is not None:
+            return index
         self._keep.append(t)
         n = t.numel()
-        return self._term(("abs", id(t)), lambda: t.abs().sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
+        return self._term(t.abs().sum(dtype=_acc(t)), n, 1.0 / max(n, 1), memo_key)
 
     def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
         if a.shape != b.shape:
             raise ValueError(f"cannot compare tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        memo_key = ("diff", id(a), id(b))
+        index = self._memo.get(memo_key)
+        if index is not None:
+            return index
         self._keep += [a, b]
         n = a.numel()
         # the difference is this batch's own temporary: |.| in place, summed in the accumulation dtype
-        return self._term(("diff", id(a), id(b)), lambda: (a - b).abs_().sum(dtype=_acc(a)), n, 1.0 / max(n, 1))
+        return self._term((a - b).abs_().sum(dtype=_acc(a)), n, 1.0 / max(n, 1), memo_key)
 
     def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
         self._pending.append(_Pending(key, tuple(terms), finish))
@@ -195,7 +202,7 @@ class SignalBatch:
         if memo is None:
             self._keep.append(t)
             n = t.numel()
-            memo = self._term(None, lambda: t.sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
+            memo = self._term(t.sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
         return self._add(key, (memo,), lambda v: v[0])
 
     def cos_dist(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
@@ -204,9 +211,8 @@ class SignalBatch:
             return self._missing(key)
         a, b = current.reshape(-1).to(_acc(current)), reference.reshape(-1).to(_acc(current))
         n = a.numel()
-        terms = (self._term(None, lambda: torch.dot(a, b) / n, n),
-                 self._term(None, lambda: torch.dot(a, a) / n, n),
-                 self._term(None, lambda: torch.dot(b, b) / n, n))
+        terms = (self._term(torch.dot(a, b) / n, n), self._term(torch.dot(a, a) / n, n),
+                 self._term(torch.dot(b, b) / n, n))
         return self._add(key, terms, lambda v: _cos(*v))
 
     def distance(self, fn: str, source: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
@@ -232,9 +238,8 @@ class SignalBatch:
             if fn == "cos_dist":
                 a, b = cur.reshape(-1).to(_acc(cur)), ref.reshape(-1).to(_acc(cur))
                 n = a.numel()
-                terms += [self._term(None, lambda a=a, b=b: torch.dot(a, b) / a.numel(), n),
-                          self._term(None, lambda a=a: torch.dot(a, a) / a.numel(), n),
-                          self._term(None, lambda b=b: torch.dot(b, b) / b.numel(), n)]
+                terms += [self._term(torch.dot(a, b) / a.numel(), n), self._term(torch.dot(a, a) / a.numel(), n),
+                          self._term(torch.dot(b, b) / b.numel(), n)]
             else:
                 terms += [self._mean_abs_diff(cur, ref), self._mean_abs(ref)]
         one = _cos if fn == "cos_dist" else _rel_l1
@@ -289,7 +294,7 @@ class SignalBatch:
         values = [e.value for e in entries]
         # the combination is this batch's own temporary: take |.| in place (a second temporary of
         # the tensor's size costs more than the reduction itself on CPU)
-        term = self._term(None, lambda: combine(values, weights, _acc(values[-1])).abs_().mean(), values[-1].numel())
+        term = self._term(combine(values, weights, _acc(values[-1])).abs_().mean(), values[-1].numel())
         terms = (term, self._mean_abs(entries[-1].value))
         return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
 

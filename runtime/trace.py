@@ -1,6 +1,8 @@
 """The decision trace of a runtime session: every decision point, why it went the way it did.
 
-Input: ``Trace.add`` is called by the runtime once per decision point with a ``TraceEntry``.
+Input: ``Trace.add`` is called once per decision point with a ``TraceEntry``, or ``Trace.record``
+with the entry's fields (the torch runtime's hot path: a plain tuple, built into a ``TraceEntry`` only
+when someone reads the trace; every reader sees the same entries either way).
 Output: the entries (``Trace.entries``, ``Trace.rows()`` as plain dicts for JSON / pandas), summary
 counts (``compute_fraction``, ``actions``), and ``rows_for`` / ``signal_trace`` / ``save`` — one
 trajectory in the simulator's trace format (``runtime.simulate.TraceRow``: step, noise and every
@@ -63,11 +65,19 @@ class TraceEntry:
                         values=dict(self.values), time_ms=self.time_s * 1e3)
 
 
+def entry_of(fields: tuple) -> TraceEntry:
+    """The ``TraceEntry`` of a ``Trace.record`` tuple (see ``Trace.record``)."""
+    *head, (keys, measured), nonfinite, time_s = fields
+    signals = measured if keys is None else {} if measured is None else {k: measured[k] for k in keys}
+    return TraceEntry(*head, signals, nonfinite, time_s)
+
+
 class Trace:
     """All decisions of one session, in execution order."""
 
     def __init__(self, keep_calls: int | None = None) -> None:
-        self.entries: list[TraceEntry] = []
+        self._entries: list[TraceEntry] = []
+        self._recorded: list[tuple] = []  # ``record`` tuples after ``_entries``, not built yet
         #: keep only the entries of the last ``keep_calls`` trajectories (None: all). A long-lived
         #: service sets it so that the trace does not grow with every call.
         self.keep_calls = keep_calls
@@ -80,16 +90,34 @@ class Trace:
         self.findings.extend({"steps": steps, "code": d.code, "severity": d.severity, "message": d.message,
                               "help": d.help} for d in diagnostics)
 
+    @property
+    def entries(self) -> list[TraceEntry]:
+        if self._recorded:
+            recorded, self._recorded = self._recorded, []
+            self._entries += map(entry_of, recorded)
+        return self._entries
+
     def add(self, entry: TraceEntry) -> None:
         entries = self.entries
         if self.keep_calls is not None and entries and entries[-1].call != entry.call:
             oldest = entry.call - self.keep_calls + 1
             if entries[0].call < oldest:
-                self.entries = entries = [e for e in entries if e.call >= oldest]
+                self._entries = entries = [e for e in entries if e.call >= oldest]
         entries.append(entry)
 
+    def record(self, fields: tuple) -> None:
+        """One decision as the fields of its ``TraceEntry`` in order, except ``signals``, given as
+        ``(keys, measured)`` (``measured``: a mapping holding every key, or None for no signal), or as
+        ``(None, signals)``: that dict itself is the entry's. Only floats, strings and tuples: no tensor is
+        kept. Built into the entry when the trace is read."""
+        if self.keep_calls is not None:  # a bounded trace drops old calls as it goes: build now
+            self.add(entry_of(fields))
+        else:
+            self._recorded.append(fields)
+
     def clear(self) -> None:
-        self.entries.clear()
+        self._entries.clear()
+        self._recorded.clear()
 
     def __len__(self) -> int:
         return len(self.entries)

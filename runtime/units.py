@@ -36,9 +36,9 @@ diffusion-forcing loop drives).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from time import perf_counter as _clock
 from typing import Any
 
 import torch
@@ -49,7 +49,7 @@ from runtime.controller import StepContext, UnitController
 from runtime.parallel import decision_code
 from runtime.predict import History
 from runtime.signals import SignalBatch, SignalValues
-from runtime.trace import TraceEntry
+from runtime.trace import entry_of
 
 _DIST = re.compile(r"^(delta|drift|cos_dist)\((\w+)\)$")
 _PRED = re.compile(r"^pred_error\((\d+),(noise|step)\)$")
@@ -321,19 +321,22 @@ class UnitRunner:
     # ------------------------------------------------------------------ the decision point
     def decide_eager(self, call: Any, sources: dict[str, torch.Tensor | None], layout: tuple = ()) -> Outcome:
         """``decide`` for a caller already outside compiled graphs (the block hook's ``_enter``)."""
-        started = time.perf_counter()
-        st = self.states.get(call.branch) or self.state(call.branch)
+        started = _clock()
+        branch = call.branch
+        st = self.states.get(branch) or self.state(branch)
         if st.layout != layout:  # a resized latent, another batch or dtype, a moved frame window: a new unit
             if st.layout is not None:
-                del self.states[call.branch]
-                st = self.state(call.branch)
+                del self.states[branch]
+                st = self.state(branch)
                 self.session.count_fault("layout_reset")
             st.layout = layout
-        ctx = StepContext(call.step, call.steps, call.noise, call.branch, self.plan.unit_index, self.plan.units)
+        plan = self.plan
+        ctx = StepContext(call.step, call.steps, call.noise, branch, plan.unit_index, plan.units)
         # guards and counter-only rules decide before any tensor signal is queued: the batch runs at the
         # controller's first read of a tensor signal (one sync), never when the decision does not read one
         lazy = _LazySignals(self, st, sources, ctx)
-        decision = st.controller.decide(ctx, lazy)
+        controller = st.controller
+        decision = controller.decide(ctx, lazy)
         if self.record_all and self.keys and lazy.values is None:
             lazy.measure()
         action = decision.action
@@ -347,33 +350,37 @@ class UnitRunner:
                 if outcome is None:  # the tensor to reuse or predict is not finite (or was overwritten)
                     decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                     outcome = _COMPUTE
-        st.controller.record(decision, computed=outcome.compute)
-        signals = {k: lazy.values.values[k] for k in self.keys} if lazy.values is not None else {}
+        computed = outcome.compute
+        controller.record(decision, computed=computed)
+        measured = lazy.values
+        # the entry's signals: built when the trace is read, or, with lagged keys, the dict itself, which
+        # the lag's read at the branch's next call completes (runtime.lag_copy)
+        signals: tuple = (self.keys, None if measured is None else measured.values)
         if self.lagged:  # against this decision's references, before they move; read at the branch's next call
-            self.session.lag.measure(self, st, sources, ctx, signals)
+            recorded = {k: measured.values[k] for k in self.keys} if measured is not None else {}
+            self.session.lag.measure(self, st, sources, ctx, recorded)
+            signals = (None, recorded)
         for source in self.sources:
             tensor = sources.get(source)
             if tensor is not None:
                 held = Held.of(tensor)
                 st.previous[source] = held
-                if outcome.compute:
+                if computed:
                     st.at_recompute[source] = held
-        nonfinite = self._nonfinite(lazy.nonfinite)
+        nonfinite = self._nonfinite(lazy.nonfinite) if lazy.nonfinite else ()
         if decision.faults:  # e.g. an accumulator overflow
             nonfinite += tuple(k for k in decision.faults if k not in nonfinite)
-        entry = TraceEntry(
-            call=call.index, step=ctx.step, steps=ctx.steps, noise=ctx.noise, branch=ctx.branch,
-            unit=self.plan.name, section=self.plan.section.id, unit_index=ctx.unit_index, units=ctx.units,
-            action="recompute" if outcome.compute else action.kind, decided=action.kind,
-            rule_id=decision.rule_id, guard=decision.guard, guard_id=decision.guard_id,
-            values=decision.values, signals=signals, nonfinite=nonfinite, time_s=time.perf_counter() - started)
-        self.session.trace.add(entry)
+        # the trace entry's fields, built into a TraceEntry only when the trace is read (runtime.trace)
+        fields = (call.index, ctx.step, ctx.steps, ctx.noise, branch, plan.name, plan.section.id, ctx.unit_index,
+                  ctx.units, "recompute" if computed else action.kind, action.kind, decision.rule_id, decision.guard,
+                  decision.guard_id, decision.values, signals, nonfinite, _clock() - started)
+        self.session.trace.record(fields)
         ranks = self.session.parallel
         if ranks is not None and ranks.check_decisions:  # every rank must have decided the same (debug check)
-            ranks.check([decision_code(self.plan.name, ctx.branch, ctx.step, entry.action, entry.rule_id, entry.guard)],
-                        [f"{self.plan.name} ({ctx.branch}), step {ctx.step}"])
+            ranks.check([decision_code(plan.name, branch, ctx.step, fields[9], decision.rule_id, decision.guard)],
+                        [f"{plan.name} ({branch}), step {ctx.step}"])
         if nonfinite:
-            self.session.report_nonfinite(entry)
+            self.session.report_nonfinite(entry_of(fields))
         return outcome
 
     #: the decision point; compiler-disabled: it runs between compiled graphs, never inside one
