@@ -85,3 +85,29 @@ def test_interior_blocks_take_the_fast_path_and_match_the_full_hook():
     assert "cache" in decisions and "recompute" in decisions
     assert [e.action for e in session.trace.entries][len(decisions):] == decisions
     assert torch.equal(fast, slow)
+
+
+def _rows(trace):
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in trace.rows()]
+
+
+def test_the_trace_built_when_read_equals_the_one_built_at_each_decision():
+    # decisions are recorded as tuples and built into TraceEntry s when the trace is read; a bounded
+    # trace (keep_calls) builds every entry at its decision: both must hold the same entries
+    pipe, kwargs = tiny.wan(cfg=True, steps=8)
+    with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as lazy:
+        _run(pipe, kwargs)
+        read_between = len(lazy.trace.entries)  # a read between the calls builds what was recorded so far
+        _run(pipe, kwargs)
+        assert len(lazy.trace) == 2 * read_between == 2 * 2 * 8
+        built_late = _rows(lazy.trace)
+    with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as eager:
+        eager.trace.keep_calls = 2
+        _run(pipe, kwargs)
+        _run(pipe, kwargs)
+        built_early = _rows(eager.trace)
+    assert built_late == built_early
+    assert {row["action"] for row in built_late} == {"recompute", "cache"}
+    assert all(row["signals"] == {"drift(probe)": row["values"]["drift(probe)"]} for row in built_late
+               if row["guard"] is None)
+    assert all(e.time_s > 0 for e in lazy.trace)
