@@ -638,7 +638,8 @@ def load_ir(data: str | bytes | dict) -> Policy:
     integer ``ir_version`` in ``READS_VERSIONS`` (version 1 only if it reads neither ``block`` nor
     ``blocks``: their meaning changed in version 2), the schema (pydantic, ``extra="forbid"``), then
     what the schema cannot say: every signal, param and let a section reads exists (lets defined
-    before use; ``block``, ``blocks``, ``frame``, ``frames`` only under units that have them), every decision chain is non-empty and ends with an unconditional rule, and every
+    before use; ``block``, ``blocks``, ``frame``, ``frames`` only under units that have them; ``lag`` only on an input-side distance,
+    not under ``frames``), every decision chain is non-empty and ends with an unconditional rule, and every
     block range selects a block on some model (negative bounds count from the end: ``resolve_range``).
     """
     if isinstance(data, (bytes, bytearray)):
@@ -732,6 +733,11 @@ def _check_references(policy: Policy) -> None:
                 if isinstance(node, Signal) and not _unit_has(section.unit.kind, node.name):
                     raise IRError(f"invalid IR: {where} reads `{node.name}`, which a `{section.unit.kind}` unit "
                                   "does not have (the compiler's P0416)")
+                if isinstance(node, Distance) and node.lag and (
+                        node.source not in LAGGABLE_SOURCES or section.unit.kind == "frames"):
+                    raise IRError(f"invalid IR: {where} reads {node.fn}({node.source}) with lag {node.lag}, which "
+                                  + ("a `frames` unit cannot read (the compiler's P0421)" if node.source in
+                                     LAGGABLE_SOURCES else "exists only for input-side sources (the compiler's P0313)"))
                 if isinstance(node, ParamRef) and node.name not in params:
                     raise IRError(f"invalid IR: {where} reads the undeclared param {node.name!r}")
                 if isinstance(node, LetRef) and node.name not in lets:

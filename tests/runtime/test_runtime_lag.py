@@ -135,3 +135,10 @@ def test_lagged_values_are_measured_on_the_device_and_copied_once_per_call():
     assert torch.isfinite(out).all()
     # 6 steps x 2 branches; the lagged values exist from step 2: 4 reads per branch
     assert session.lag.reads == 4 * 2
+
+
+def test_the_example_policy_passes_its_expectation_file():
+    from runtime.policytest import run_file
+
+    results = run_file(ROOT / "examples" / "lagged_blocks.test.json")
+    assert len(results) == 2 and all(r.passed for r in results), [r.diff for r in results]
