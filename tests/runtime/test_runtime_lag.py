@@ -142,3 +142,36 @@ def test_the_example_policy_passes_its_expectation_file():
 
     results = run_file(ROOT / "examples" / "lagged_blocks.test.json")
     assert len(results) == 2 and all(r.passed for r in results), [r.diff for r in results]
+
+
+def _compiled_counts(text: str, regional: bool) -> tuple[int, ...]:
+    """Tiny Wan (2 blocks, 4 steps) compiled whole: (graphs, graph breaks); per block with fullgraph: (graphs,).
+    A second run compiles nothing more (no recompilation as decisions change)."""
+    from torch._dynamo.testing import CompileCounter
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    pipe, kwargs = tiny.wan(cfg=False, steps=4, layers=2)
+    session = runtime.attach(pipe, _policy(text), prove="off")  # both reuse, then recompute, in the first run
+    counter = CompileCounter()
+    if regional:
+        pipe.transformer.compile_repeated_blocks(backend=counter, fullgraph=True)  # a break would raise
+    else:
+        pipe.transformer.compile(backend=counter)
+    try:
+        pipe(**kwargs, generator=tiny.generator())
+        graphs = counter.frame_count
+        pipe(**kwargs, generator=tiny.generator())
+        assert counter.frame_count == graphs and "cache" in session.trace.actions()
+        return (graphs,) if regional else (graphs, sum(counters["graph_break"].values()))
+    finally:
+        session.detach()
+        torch._dynamo.reset()
+
+
+def test_lag_compiles_as_the_same_policy_without_it():
+    """The lagged reductions and the copy run in the compiler-disabled decision and end of call: the graphs
+    and breaks are those of the policy without ``lag``, and a block compiles with fullgraph."""
+    assert _compiled_counts(LAGGED, False) == _compiled_counts(LAGGED.replace(", lag: 1", ""), False) == (5, 5)
+    assert _compiled_counts(LAGGED, True) == (1,)
