@@ -78,6 +78,7 @@ class LagCopies:
         batch = SignalBatch()
         for register in runner.lag_registrars:
             register(batch, st, sources, ctx)
+        batch.release()  # the reductions are queued: the block's input is not held until the copy
         self._open.setdefault(ctx.branch, []).append(_Measured(st, runner.lag_inner, batch, recorded))
 
     def stored(self, st: Any, branch: str, pair: tuple[torch.Tensor, torch.Tensor | None]) -> None:
@@ -87,6 +88,7 @@ class LagCopies:
                 for i, t in enumerate(pair):
                     if t is not None:
                         m.batch.finite(f"finite:result:{i}", t)
+                m.batch.release()
                 return
 
     def end_call(self, branch: str) -> None:

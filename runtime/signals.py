@@ -303,6 +303,12 @@ class SignalBatch:
         self._constants[key] = float(value)
         return key
 
+    def release(self) -> None:
+        """Let go of the measured tensors (the queued reductions stay): a batch read later (``deferred``)
+        must not keep a call's activations alive. Reductions queued afterwards are not shared with earlier ones."""
+        self._keep.clear()
+        self._memo.clear()
+
     # -- the one synchronisation -------------------------------------------------------------------
     def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
         """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""

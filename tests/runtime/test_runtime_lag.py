@@ -175,3 +175,45 @@ def test_lag_compiles_as_the_same_policy_without_it():
     and breaks are those of the policy without ``lag``, and a block compiles with fullgraph."""
     assert _compiled_counts(LAGGED, False) == _compiled_counts(LAGGED.replace(", lag: 1", ""), False) == (5, 5)
     assert _compiled_counts(LAGGED, True) == (1,)
+
+
+def _reachable_tensors(root) -> list[torch.Tensor]:
+    """Tensors reachable from ``root`` through containers, object attributes, bound methods and closures."""
+    import types
+
+    seen, stack, found = set(), [root], []
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, int, float, type, types.ModuleType, torch.nn.Module)):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+        elif isinstance(obj, dict):
+            stack += list(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack += list(obj)
+        elif isinstance(obj, types.MethodType):
+            stack.append(obj.__self__)
+        elif isinstance(obj, types.FunctionType):
+            stack += [c.cell_contents for c in obj.__closure__ or () if c.cell_contents is not None]
+        elif hasattr(obj, "__dict__"):
+            stack += list(vars(obj).values())
+    return found
+
+
+def test_the_copy_in_flight_keeps_no_activation_alive():
+    """Between calls the lagged measurements hold their reductions, not the blocks' inputs: every
+    activation-sized tensor reachable from them is one the units keep anyway (stored results, references)."""
+    pipe, kwargs = tiny.wan(cfg=True, steps=4, layers=LAYERS)
+    extra = []
+
+    def between_steps(pipe, i, t, tensors):  # the copies of both branches' last calls are in flight here
+        held = {id(x) for runner in session.runners for x in runner.held_tensors()}
+        extra.append([x for x in _reachable_tensors(session.lag) if id(x) not in held])
+        return tensors
+
+    with runtime.attach(pipe, _policy(LAGGED)) as session:
+        pipe(**kwargs, generator=tiny.generator(), callback_on_step_end=between_steps)
+    assert len(extra) == 4 and all(extra), extra
+    assert all(x.dim() <= 1 for found in extra for x in found), [[tuple(x.shape) for x in f] for f in extra]
