@@ -14,7 +14,8 @@ Contract
 * ``library_methods(workload, steps, fb_threshold)`` / ``peer_methods_matched(...)`` /
   ``df_methods(...)``: the library policies and the peers at settings that skip 50-75 % of the block
   work on random weights, forced through their params where the signal would not trigger them
-  (``FORCED`` holds each one's params and why); fbcache-like thresholds come from ``tune_threshold``.
+  (``FORCED`` holds each one's params and why); fbcache-like thresholds come from ``tune_threshold``;
+  ``lag_methods()``: a per-block policy with and without ``lag: 1`` (host reads per call against per block).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from runtime.bench.workload import Method, Workload
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
+LAGGED_EXAMPLE = ROOT / "examples" / "lagged_blocks.policy"
 
 _WAN_1_3B = dict(patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
                  out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
@@ -61,6 +63,8 @@ FORCED: dict[str, tuple[dict[str, Any], str]] = {
     "scope": (dict(tau_cache=1.0, tau_predict=1.0), "cache / predict whenever the runs and the error budget allow; "
               "the budget is a literal 0.15, so `scope@budget=1.0` (the file with `limit budget 1.0`) runs beside it"),
 }
+FORCED["lagged_blocks"] = (dict(threshold=1.0), "examples/lagged_blocks.policy: a relative input change below 1 "
+                           "reuses, at most 2 in a row: R R C C R C C ... (the file without `lag: 1` gets `warmup 2`: the same)")
 FB_TUNING = "threshold tuned on the run's own first-block drift (tune_threshold) to recompute ~40 % of calls"
 
 
@@ -133,7 +137,20 @@ def library_methods(fb_threshold: float, *, memory_variants: bool = True) -> lis
     if memory_variants:  # order-2 Taylor histories: per block and per model, against the block stack above
         for unit, label in (("each block", "each-block"), ("model", "model")):
             methods.append(_variant("taylorseer", "on blocks {", f"on {unit} {{", label, **FORCED["taylorseer"][0]))
+        methods += lag_methods()
     return methods
+
+
+def lag_methods() -> list[Method]:
+    """``examples/lagged_blocks.policy`` (``delta(input, lag: 1)`` under ``on each block``) and the same file
+    without ``lag: 1`` and with ``warmup 2`` (the lagged signal's cold start), forced alike
+    (``FORCED["lagged_blocks"]``): the same decisions, one host read per call against one per block, so their
+    ``decide ms`` and speedup show what a per-block read costs on the device."""
+    source = LAGGED_EXAMPLE.read_text(encoding="utf-8")
+    unlagged = source.replace(", lag: 1", "").replace("on each block {", "on each block {\n        warmup 2")
+    params = FORCED["lagged_blocks"][0]
+    return [policy_method(compile_source(source), name="lagged_blocks", **params),
+            policy_method(compile_source(unlagged), name="lagged_blocks@no-lag", **params)]
 
 
 def _peer(name: str, label: str, **params: Any) -> Method:
