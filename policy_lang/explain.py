@@ -27,7 +27,7 @@ from policy_lang.graph import PolicyAnalysis, SectionReport, analyze, path_text,
 from policy_lang.graph.bounds import ASSUMPTIONS
 from policy_lang.graph.dot import COLORS, edge_label, node_label, to_dot
 from policy_lang.graph.guards import chain_runs
-from policy_lang.graph.machine import read_signals
+from policy_lang.graph.machine import lagged_signals
 from policy_lang.ir_printer import action_text, expr_text
 
 _UNIT_WORDS = {"model": "the whole denoiser call", "frames": "each frame group decides on its own",
@@ -111,10 +111,8 @@ def _section_text(r: SectionReport, policy: ir.Policy) -> list[str]:
 
 def _lagged_text(sec: ir.Section) -> list[str]:
     """What reading a signal one step late (``lag: 1``) changes, once per lagged signal the section reads."""
-    lagged = {expr_text(n): n for n in read_signals(sec) if isinstance(n, ir.Distance) and n.lag}
     lines = []
-    for text, node in lagged.items():
-        results, calls = ir.signal_needs(node)
+    for text, calls, results in lagged_signals(sec):
         need = f"{calls} earlier decision{'s' if calls != 1 else ''}" + (
             f" and {results} computed results" if results else "")
         lines.append(f"  lagged:     {text} is the value measured at this unit's decision of the previous step, "

@@ -339,6 +339,8 @@ class UnitRunner:
         decision = controller.decide(ctx, lazy)
         if self.record_all and self.keys and lazy.values is None:
             lazy.measure()
+        if self.record_all and self.lagged:  # the last call's lagged values reach its trace rows even unread
+            self.session.lag.settle(branch)
         action = decision.action
         outcome = _COMPUTE
         if not isinstance(action, ir.Recompute):

@@ -41,6 +41,7 @@ from policy_lang.graph.machine import (
     Outcome,
     StaticError,
     history_capacity,
+    lagged_signals,
     read_signals,
     reads,
     reads_of,
@@ -123,6 +124,8 @@ class SectionReport:
             "dead_rules": [d.rule.id for d in self.dead],
             "history_violation": None if ex.history_path is None else path_text(ex.history_path, limit=False),
             "error_bounds": [b.as_json() for b in self.bounds],
+            "lagged": [{"signal": text, "earlier_decisions": calls, "computed_results": results}
+                       for text, calls, results in lagged_signals(self.section)],
             "machine": machine_json(ex.graph),
         }
 

@@ -41,6 +41,7 @@ from policy_lang.graph.abstract import (
     unit_domains,
 )
 from policy_lang.graph.sat import atoms_of, satisfiable
+from policy_lang.ir_printer import expr_text
 
 #: the estimated error ``limit budget`` charges a skip (as ``runtime.controller.SKIP_ERROR``)
 SKIP_ERROR = 1.0
@@ -141,6 +142,17 @@ def read_signals(section: ir.Section) -> list[Any]:
         nodes += [ir.PredError(order=getattr(r.action, "order", 0), over=getattr(r.action, "over", "noise"))
                   for r in section.rules if isinstance(r.action, (ir.Cache, ir.Predict))]
     return nodes
+
+
+def lagged_signals(section: ir.Section) -> list[tuple[str, int, int]]:
+    """``(text, earlier decisions, computed results)`` each lagged signal (``lag: 1``) of the section needs
+    before it is available (``ir.signal_needs``), once per signal, in reading order."""
+    found: dict[str, tuple[str, int, int]] = {}
+    for node in read_signals(section):
+        if isinstance(node, ir.Distance) and node.lag:
+            results, calls = ir.signal_needs(node)
+            found.setdefault(expr_text(node), (expr_text(node), calls, results))
+    return list(found.values())
 
 
 def section_needs(section: ir.Section) -> set[tuple[int, int]]:

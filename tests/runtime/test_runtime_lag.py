@@ -98,9 +98,13 @@ def test_explain_says_what_the_lag_changes():
     from policy_lang.explain import explain_text
     from policy_lang.graph import analyze
 
-    text = explain_text(analyze(_policy(LAGGED), 20))
+    analysis = analyze(_policy(LAGGED), 20)
+    text = explain_text(analysis)
     assert "lagged:     delta(input, lag: 1) is the value measured at this unit's decision of the previous step" in text
     assert "2 earlier decisions" in text and "no error bound is derived from a lagged value" in text
+    [unit] = analysis.to_json()["units"]
+    assert unit["lagged"] == [{"signal": "delta(input, lag: 1)", "earlier_decisions": 2, "computed_results": 0}]
+    assert analyze(_policy(LAGGED.replace(", lag: 1", "")), 20).to_json()["units"][0]["lagged"] == []
 
 
 def test_a_non_finite_result_is_caught_from_the_lagged_copy():
@@ -217,3 +221,20 @@ def test_the_copy_in_flight_keeps_no_activation_alive():
         pipe(**kwargs, generator=tiny.generator(), callback_on_step_end=between_steps)
     assert len(extra) == 4 and all(extra), extra
     assert all(x.dim() <= 1 for found in extra for x in found), [[tuple(x.shape) for x in f] for f in extra]
+
+
+def test_a_shadow_recording_keeps_every_lagged_value_for_the_simulator():
+    """Calibration records under a guard that settles every decision (``record_all``): nothing reads the lagged
+    values, yet each row but the last call's must carry them, or a candidate's replay would lack them."""
+    from runtime.calibrate.record import shadow
+
+    pipe, kwargs = tiny.wan(cfg=True, steps=5, layers=LAYERS)
+    with runtime.attach(pipe, shadow(_policy(LAGGED))) as session:
+        for runner in session.runners:
+            runner.record_all = True
+        pipe(**kwargs, generator=tiny.generator())
+    rows = session.trace.signal_trace()
+    assert all(("delta(input)" in r.signals) == (r.step < 4) for r in rows)
+    assert all(math.isinf(r.signals["delta(input)"]) == (r.step == 0) for r in rows if r.step < 4)
+    candidate = _policy(LAGGED, threshold=1.0)
+    assert {r.action for r in simulate(candidate, rows)} == {"recompute", "cache"}
