@@ -12,8 +12,9 @@ torch runtime provides it without a host read per decision point. ``Session`` ow
 * ``stored(st, branch, pair)`` after a computed call of a unit that may ``cache``: the finiteness of the
   stored result joins the same copy, so reusing it at the next call costs no read of its own.
 * ``end_call(branch)`` (``Session.end_call``): every measurement of the call is stacked into one float64
-  tensor and copied to the host without blocking (CUDA: into pinned memory, with an event); an earlier
-  copy of the branch that nobody read is dropped.
+  tensor (with context parallelism, reduced across ranks in one collective) and copied to the host without
+  blocking (CUDA: into pinned memory, with an event); an earlier copy of the branch that nobody read is
+  dropped.
 * ``value(st, branch, inner)`` at the next call of the branch: the first lagged read (or ``settle``, which
   ``cache`` calls before reusing a result whose finiteness is not known) waits for the event and reads
   the copy with one ``.tolist()``, then hands every unit its values. On CUDA the copy was issued at the end
@@ -97,13 +98,18 @@ class LagCopies:
         self._read.pop(branch, None)
         if not measured:
             return
-        parts, finishes, lengths = [], [], []
+        per_rank = self.reduce is not None
+        parts, counts, finishes, lengths = [], [], [], []
         for m in measured:
-            tensor, finish = m.batch.deferred(self.reduce)
+            tensor, count, finish = m.batch.deferred(per_rank)
             finishes.append(finish)
             lengths.append(0 if tensor is None else tensor.numel())
             if tensor is not None:
                 parts.append(tensor)
+                counts.append(count)
+        if per_rank and parts:  # every unit's means across ranks in one collective
+            device = parts[0].device
+            parts = [self.reduce(torch.cat([p.to(device) for p in parts]), torch.cat([c.to(device) for c in counts]))]
         host, event = _to_host(parts)
         self._sent[branch] = _Copy(measured, finishes, lengths, host, event)
 

@@ -327,25 +327,27 @@ class SignalBatch:
                 raw = [v * f for v, f in zip(stacked.tolist(), scales)]
         return self.values_from(raw)
 
-    def deferred(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 ) -> tuple[torch.Tensor | None, Callable[[Sequence[float]], SignalValues]]:
-        """For a caller that reads later (``runtime.lag_copy``): the queued reductions stacked in one float64
-        tensor on their device (no host read here; None when nothing is queued) and the function that
-        turns that tensor's host values into this batch's ``SignalValues``."""
+    def deferred(self, per_rank: bool = False,
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, Callable[[Sequence[float]], SignalValues]]:
+        """For a caller that reads later, several batches at once (``runtime.lag_copy``): the queued reductions
+        stacked in one float64 tensor on their device (no host read here; None when nothing is queued), the
+        element counts behind them when ``per_rank`` (the tensor then holds means, for one cross-rank
+        ``reduce(means, counts)`` of every batch), and the function that turns the host values of that
+        tensor (reduced, if ``per_rank``) into this batch's ``SignalValues``."""
         terms = self._terms
         if not terms:
-            return None, self.values_from
+            return None, None, self.values_from
         device = terms[0].device
         stacked = torch.stack([t.to(device, torch.float64) for t in terms])
         scales = self._scales
-        if reduce is not None:  # per-rank means in, global means out (as ``compute``)
+        if per_rank:  # per-rank means in, global means out (as ``compute``)
             means = stacked * torch.tensor(scales, dtype=torch.float64, device=device)
-            return reduce(means, torch.tensor(self._counts, dtype=torch.float64, device=device)), self.values_from
-        return stacked, lambda raw: self.values_from([v * f for v, f in zip(raw, scales)])
+            return means, torch.tensor(self._counts, dtype=torch.float64, device=device), self.values_from
+        return stacked, None, lambda raw: self.values_from([v * f for v, f in zip(raw, scales)])
 
     def values_from(self, raw: Sequence[float]) -> SignalValues:
         """The values of this batch from the host means of its reductions, in queue order (``compute``'s
-        read, or ``device_means`` read later)."""
+        read, or ``deferred`` read later)."""
         values: dict[str, float] = dict(self._constants)
         nonfinite: set[str] = set()
         for key in self._unavailable:

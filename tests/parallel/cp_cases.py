@@ -32,12 +32,17 @@ policy per_block "each block cached on a small change of its own input" {
 }
 """
 
+#: the same with the signals read one step late (``lag: 1``): reduced across ranks once per call
+PER_BLOCK_LAG = PER_BLOCK.replace("delta(input)", "delta(input, lag: 1)").replace("cos_dist(input)",
+                                                                                 "cos_dist(input, lag: 1)")
+
 #: (name, policy, params): the library policies with parameters that make them act within 8 steps
 CASES = (
     ("fbcache", POLICIES / "fbcache.policy", {"threshold": 0.3}),
     ("teacache", POLICIES / "teacache.policy", {"retention": 2, "threshold": 0.3}),
     ("taylorseer", POLICIES / "taylorseer.policy", {"interval": 3}),
     ("per_block", PER_BLOCK, {}),
+    ("per_block_lag", PER_BLOCK_LAG, {}),
     ("dbcache_taylor", POLICIES / "dbcache_taylor.policy", {"warmup_steps": 2, "threshold": 0.3}),
 )
 STEPS = 8
