@@ -53,9 +53,10 @@ DOCS = {
     "probe": "a block range that always runs; its residual is the `probe` source",
     "taylor": "predictor: Taylor expansion over `step` or `noise` from stored results",
     "adams": "predictor: Adams-Bashforth multistep over `noise`",
-    "delta": "rel-L1 change of a tensor source against this unit's previous call",
-    "drift": "rel-L1 change of a tensor source against the last recompute",
-    "cos_dist": "cosine distance of a tensor source against the previous call",
+    "delta": "rel-L1 change of a tensor source against this unit's previous call; `delta(x, lag: 1)`: the value "
+             "measured at the previous step (no host read per decision)",
+    "drift": "rel-L1 change of a tensor source against the last recompute; `lag: 1`: the previous step's value",
+    "cos_dist": "cosine distance of a tensor source against the previous call; `lag: 1`: the previous step's value",
     "accumulate": "running sum of its argument since the last recompute",
     "poly": "poly(list, x): polynomial with coefficients highest power first",
     "pred_error": "pred_error(order: k, over: step|noise): the estimated error of an order-k prediction",

@@ -13,7 +13,10 @@ one range per block) and a ``ProbePlan``; ``UnitRunner`` executes one plan for e
   that decision's one sync. A non-recompute action whose tensor is not finite is overridden (guard
   ``"nan"``); the decision is recorded and an ``Outcome`` returned: either ``compute`` or the
   (hidden, encoder) residual / output to use instead. ``record_all`` measures every signal at every
-  decision (calibration's shadow recording, whose guard settles every decision).
+  decision (calibration's shadow recording, whose guard settles every decision). A lagged key
+  (``lag: 1``, ``runtime.lag``) is never measured for the decision that reads it: every decision point
+  queues its inner signal on the session's ``runtime.lag_copy.LagCopies``, and the decision reads the
+  value of the branch's last call from there (with the finiteness of the result a cache reuses).
 * ``store(call, ...)`` — after a computed call, appends the result (residual ``out - in`` of a block
   range, the output of ``model``) to the unit's ``History`` at the call's (noise, step) node.
 
