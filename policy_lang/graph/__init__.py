@@ -258,11 +258,16 @@ def _history_finding(section: ir.Section, ex: Exploration, spans: SourceMap) -> 
                  "the runtime would recompute instead (guard `history`)")
         span = spans.get(rule.id)
     else:
-        short = sorted({(expr_text(n), ir.signal_needs(n)[0]) for n in read_signals(section)
-                        if ir.signal_needs(n)[0] > have}, key=lambda x: (-x[1], x[0]))
-        named = ", ".join(f"`{text}` needs {need}" for text, need in short)
+        def short_of(n: Any) -> bool:  # unavailable at step t (t earlier decisions) with `have` results
+            needs, calls = ir.signal_needs(n)
+            return needs > have or calls > t
+
+        short = sorted({(expr_text(n), *ir.signal_needs(n)) for n in read_signals(section) if short_of(n)},
+                       key=lambda x: (-x[1], -x[2], x[0]))
+        named = ", ".join(f"`{text}` needs {need}" if need > have else
+                          f"`{text}` needs {calls} earlier decisions" for text, need, calls in short)
         rule = next(r for r in section.rules if r.id == o.guard_id)
-        if rule.cond is None or not any(ir.signal_needs(n)[0] > have for n in ir.walk(rule.cond)):
+        if rule.cond is None or not any(short_of(n) for n in ir.walk(rule.cond)):
             named += f" (read once {rule.id} is chosen: by an `accumulate` or by `limit budget`)"
         message = f"a signal is read at step {t} with {results}: {named}"
         notes = (f"{where} -> step {t} recompute [unavailable {rule.id}]",
@@ -271,10 +276,13 @@ def _history_finding(section: ir.Section, ex: Exploration, spans: SourceMap) -> 
         span = spans.get(o.guard_id or section.id)
     # `history` counts up to the predictors' need only: beyond it, only a warm-up helps
     guard = f", or add `history >= {enough} and` to the condition" if enough <= history_capacity(section) else ""
+    why = "the most computed results any prediction or signal of this section needs"
+    calls = max((c for _, c in section_needs(section)), default=0)
+    if calls > enough:  # a lagged signal: the earlier decisions bind (a warm-up call is one)
+        enough, guard, why = calls, "", f"a lagged signal needs {calls} earlier decisions"
     return diagnostic("P0602", message, span=span,
                       labels=_label(spans, ex.statics.warmup_id, "this warm-up is too short"), notes=notes,
-                      help=f"start with `warmup {enough}` (the most computed results any prediction or signal "
-                           f"of this section needs){guard}")
+                      help=f"start with `warmup {enough}` ({why}){guard}")
 
 
 def _label(spans: SourceMap, node_id: str | None, message: str) -> list[Label]:
