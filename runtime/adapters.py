@@ -110,6 +110,12 @@ class BlockSpec:
         """The block's latent argument: ``hidden_states``, else its first one (ZImage, Cosmos3: ``x``)."""
         return self.hidden_arg if self.hidden_arg in self.params or not self.params else self.params[0]
 
+    def passthrough(self, args: tuple, kwargs: dict) -> Any:
+        """The output of a bypassed block: its own inputs, in the layout it returns."""
+        if self.hidden_index is None:  # a bare tensor output: the latent input itself
+            return self.arg(self.hidden_name, args, kwargs)
+        return self.join(*self.inputs(args, kwargs))
+
     def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         hidden = self.arg(self.hidden_name, args, kwargs)
         encoder = self.arg(self.encoder_arg, args, kwargs) if self.encoder_index is not None else None

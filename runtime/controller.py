@@ -157,6 +157,7 @@ class _Statics:
     limit_run: list[tuple[str, str, Value]]
     limit_stale: list[tuple[str, Value]]
     limit_budget: list[tuple[str, Value]]
+    vetoes: bool = False  # any ``limit`` that can veto a non-recompute choice
 
 
 class _Frame:
@@ -329,6 +330,7 @@ class UnitController:
                 st.refresh.append((g.id, value))
             elif isinstance(g, ir.LimitRun):
                 st.limit_run.append((g.id, g.action, value))
+        st.vetoes = bool(st.limit_run or st.limit_stale or st.limit_budget)
         self._statics_cache[steps] = st
         return st
 
@@ -344,7 +346,7 @@ class UnitController:
         """Choose the action of this decision point (does not change the controller)."""
         self._last_step = ctx.step
         self._last_node = (ctx.noise, ctx.step)
-        st = self.statics(ctx.steps)
+        st = self._statics_cache.get(ctx.steps) or self.statics(ctx.steps)
         for gid, n in st.warmup:
             if ctx.step < n:
                 return Decision(_RECOMPUTE, None, "warmup", gid, {})
@@ -372,7 +374,7 @@ class UnitController:
         if min(self._computed, self.capacity) < required_history(action):
             return frame.decision(_RECOMPUTE, None, "history", None)
         # every sum moves on a non-recompute call
-        if any(program(frame) is UNKNOWN for program in self._accumulators):
+        if self._accumulators and any(program(frame) is UNKNOWN for program in self._accumulators):
             return frame.unknown(rule.id)
         error = 0.0
         if self._budgeted:
@@ -380,7 +382,7 @@ class UnitController:
             error = SKIP_ERROR if key is None else frame.tensor(key)
             if error is UNKNOWN:
                 return frame.unknown(rule.id)
-        veto = self._veto(st, action.kind, error)
+        veto = self._veto(st, action.kind, error) if st.vetoes else None
         if veto is not None:
             return frame.decision(_RECOMPUTE, None, veto[0], veto[1])
         return frame.decision(action, rule.id, None, None)

@@ -54,7 +54,8 @@ from runtime.adapters import BlockSpec
 from runtime.units import Outcome, UnitRunner, layout_key, version_of
 
 ROOT_HOOK = "policyc_root"
-_compiling = torch.compiler.is_compiling
+# whether dynamo is tracing the caller (the only tracer a ``torch.compiler.disable`` wrapper acts on)
+_compiling = torch.compiler.is_dynamo_compiling
 _PLAIN = object()  # BlockHook._enter: run the block as if no policy were attached
 BLOCK_HOOK = "policyc_block"
 
@@ -193,7 +194,8 @@ class RootHook(ModelHook):
             # latents can be updated in place by a scheduler; the reference must not move with them
             sources["input"] = hidden.detach().clone()
         layout = layout_key(hidden)
-        outcome = self.model_runner.decide(call, sources, layout)
+        eager = not _compiling()  # an eager call skips the compiler-disabling wrappers
+        outcome = (self.model_runner.decide_eager if eager else self.model_runner.decide)(call, sources, layout)
         if outcome.compute:
             output = self.fn_ref.original_forward(*args, **kwargs)
             sample = _sample_of(output)
@@ -202,7 +204,7 @@ class RootHook(ModelHook):
                 self.model_runner.discard(call.branch)
                 return output
             if self.model_runner.needs_history or self.model_runner.keeps_outputs:
-                self._store(call, sample)
+                (self._store if eager else self._store_disabled)(call, sample)
             self._templates[call.branch] = type(output)
             self._shapes[call.branch] = (layout, layout_key(sample))
             return output
@@ -221,9 +223,11 @@ class RootHook(ModelHook):
             template = Transformer2DModelOutput
         return _rebuild(template, sample)
 
-    @torch.compiler.disable  # bookkeeping runs outside compiled graphs (History.push reads storage sizes)
     def _store(self, call: CallState, sample: torch.Tensor) -> None:
         self.model_runner.store(call, sample, raw=(sample, None))
+
+    # bookkeeping runs outside compiled graphs (History.push reads storage sizes)
+    _store_disabled = torch.compiler.disable(_store)
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         # diffusers resets stateful hooks at the end of every pipeline call: a trajectory ended
@@ -244,12 +248,15 @@ class BlockHook(ModelHook):
         self.modulated_source = False
         self.probe_overwrites: bool | None = None  # learned: does the probe's first block write its input?
         self.interior = False  # strictly inside its unit's range, nothing else to do: the fast path
+        self.after = True  # something to do after the block ran (``_leave``)
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         # registered after the session set the roles (unit, head/tail, probe, modulated source)
         runner = self.runner
         self.interior = (runner is not None and not (self.head or self.tail or self.probe_head or self.probe_tail
                                                      or self.modulated_source or runner.tracks_blocks))
+        # after the block: the unit's result (tail), the probe's residual, per-block outputs
+        self.after = self.tail or self.probe_tail or (runner is not None and runner.tracks_blocks)
         return module
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -259,7 +266,7 @@ class BlockHook(ModelHook):
         eager = not _compiling()
         if self.interior:  # a block inside a range: it runs, or (unit bypassed) passes its input through
             if self._bypassed() if eager else self._bypassed_disabled():
-                return self.spec.join(*self.spec.inputs(args, kwargs))
+                return self.spec.passthrough(args, kwargs)
             return self.fn_ref.original_forward(*args, **kwargs)
         bypass = self._enter(args, kwargs) if eager else self._enter_disabled(args, kwargs)
         if bypass is _PLAIN:
@@ -267,10 +274,11 @@ class BlockHook(ModelHook):
         if bypass is not None:
             return bypass
         output = self.fn_ref.original_forward(*args, **kwargs)
-        if eager:
-            self._leave(output)
-        else:
-            self._leave_disabled(output)
+        if self.after:
+            if eager:
+                self._leave(output)
+            else:
+                self._leave_disabled(output)
         return output
 
     def _bypassed(self) -> bool:

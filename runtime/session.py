@@ -498,7 +498,8 @@ class Session:
         self._last_noise[branch] = noise
         self._fresh = False
         steps = self._steps(context, position)
-        self.prove_at(steps)  # before any block of this call runs
+        if steps not in self.findings:
+            self.prove_at(steps)  # before any block of this call runs
         self.current = CallState(self._index, branch, step, steps, noise)
         return self.current
 

@@ -42,7 +42,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from time import perf_counter as _clock
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -76,8 +76,7 @@ def version_of(t: torch.Tensor | None) -> int | None:
     return t._version
 
 
-@dataclass(frozen=True)
-class Held:
+class Held(NamedTuple):
     """A reference kept between calls with the version it had when it was kept."""
 
     tensor: torch.Tensor

@@ -77,10 +77,11 @@ def test_interior_blocks_take_the_fast_path_and_match_the_full_hook():
     with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as session:
         hooks = [block._diffusers_hook.get_hook("policyc_block") for block in pipe.transformer.blocks]
         assert [h.interior for h in hooks] == [False, False, True, True, False]  # probe, head, 2 interior, tail
+        assert [h.after for h in hooks] == [True, False, False, False, True]  # nothing to do after the head
         fast = _run(pipe, kwargs)
         decisions = [e.action for e in session.trace.entries]
         for hook in hooks:  # the same run through the general path of every block
-            hook.interior = False
+            hook.interior, hook.after = False, True
         slow = _run(pipe, kwargs)
     assert "cache" in decisions and "recompute" in decisions
     assert [e.action for e in session.trace.entries][len(decisions):] == decisions
