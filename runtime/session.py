@@ -466,10 +466,14 @@ class Session:
                                 f"`{self.policy.name}` was attached\nhelp: call `enable_parallelism` first, then "
                                 "`runtime.attach` (the policy's hooks must sit inside diffusers' split and gather)")
         base = context.name if context is not None else "default"
-        position = self.clock.position() if self.clock is not None else None
+        sigma = context.sigma if context is not None else None
+        # the scheduler's position, read only when the context lacks what it tells (diffusers' pipelines
+        # that put step_index, sigma and num_inference_steps in the context need none)
+        position = self.clock.position() if self.clock is not None and (
+            context is None or context.step_index is None or sigma is None or isinstance(sigma, torch.Tensor)
+            or not context.num_inference_steps) else None
         index = context.step_index if context is not None and context.step_index is not None else (
             position.step if position is not None else None)
-        sigma = context.sigma if context is not None else None
         if sigma is not None and not (isinstance(sigma, torch.Tensor) and position is not None):
             noise = min(max(float(sigma), 0.0), 1.0)  # a tensor (LTX-2 passes one) is read only with no clock
         elif position is not None:
