@@ -28,7 +28,10 @@ time (``tottime``) of the Python functions of the caching layer, each function's
 ``diffusers/hooks/`` (the hook registry both use, and FBC itself) or ``diffusers/models/cache_utils.py``.
 Torch methods called by those functions (``.sum()``) are not self time of the layer (cProfile lists
 them as builtins); operators (``a - b``) are, since cProfile does not see them as calls. Both are in
-the own time above. The numbers and what remains are in docs/runtime.md ("Own time").
+the own time above. It also counts every Python function call of a run (the pipeline's included) per
+transformer call: unlike a time, that count does not move with the machine's load, so the difference
+between two variants is a steady measure of the Python work one adds. The numbers and what remains
+are in docs/runtime.md ("Own time").
 
     .venv/bin/python benchmarks/own_time.py [--steps 25] [--repeats 15] [--threshold 0.15] [--json]
 """
@@ -245,7 +248,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 profile.disable()
             runs.append(profile)
         total, rows = layer_self_time(runs)
-        profiles[name] = {"self_us_per_call": 1e6 * total / calls,
+        # every Python function call of the run (layer or not), per transformer call: a count that does not
+        # depend on the machine's load, unlike the times
+        python_calls = min(sum(s[1] for s in pstats.Stats(p).stats.values()) for p in runs)
+        profiles[name] = {"self_us_per_call": 1e6 * total / calls, "function_calls_per_call": python_calls / calls,
                           "top": [{"function": f, "self_us_per_call": 1e6 * s / calls, "calls": n}
                                   for f, s, n in rows[:args.top]]}
     result["profile"] = profiles
@@ -274,9 +280,9 @@ def print_table(r: dict[str, Any]) -> None:
     d = r["own_difference"]
     print(f"\nown policyc - own FBC per call: {d['median_ms']:.3f} ms (paired, min..max {d['min_ms']:.3f}.."
           f"{d['max_ms']:.3f}); ratio of medians {r['own_ratio']:.2f}")
-    print("\ncProfile self time of the caching layer (us per call):")
+    print("\ncProfile self time of the caching layer (us per call), and function calls per transformer call:")
     for name, p in r["profile"].items():
-        print(f"  {name:<14}{p['self_us_per_call']:>8.1f}")
+        print(f"  {name:<14}{p['self_us_per_call']:>8.1f}{p['function_calls_per_call']:>10.1f} calls")
         for row in p["top"]:
             print(f"      {row['self_us_per_call']:>7.1f}  {row['calls']:>6}  {row['function']}")
     print(f"policyc / FBC self time: {r['profile_ratio']:.2f}")
