@@ -131,7 +131,7 @@ class InFlight:
     def overwritten(self) -> bool:
         assert self.original is not None and self.versions is not None
         for t, v in zip(self.original, self.versions):
-            if t is not None and v is not None and version_of(t) != v:
+            if v is not None and t._version != v:  # a version was read: ``t`` has a counter
                 return True
         return False
 
@@ -384,7 +384,7 @@ class BlockHook(ModelHook):
 
     def _probe_residual(self, call: CallState, out_hidden: torch.Tensor) -> torch.Tensor | None:
         head, original, version, snapshot = call.probe_guard
-        overwritten = version is not None and version_of(original) != version
+        overwritten = version is not None and original._version != version
         if snapshot:
             if version is not None:
                 head.probe_overwrites = overwritten

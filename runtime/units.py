@@ -89,7 +89,7 @@ class Held(NamedTuple):
     @property
     def intact(self) -> bool:
         """False when the tensor was modified in place after it was kept (unknowable: True)."""
-        return self.version is None or version_of(self.tensor) == self.version
+        return self.version is None or self.tensor._version == self.version
 
 
 class UnitError(PolicyError, ValueError):
