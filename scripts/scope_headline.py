@@ -4,11 +4,13 @@ Usage (one command, any DF testbed checkpoint; ``--weights`` defaults to the pac
 
     python scripts/scope_headline.py --weights PATH/testbed-df.safetensors [--out out/scope_headline]
     python scripts/scope_headline.py --quick        # tiny random model, seconds: a CPU smoke test
+    python scripts/scope_headline.py --first-seed 6 --seeds 6 --variants "scope_fast+kv"  # held-out seeds
 
 Setting (SkyReels-V2's asynchronous DF sampling on the testbed): 50 steps, ``ar_step`` 5, causal
 groups = the model's attention blocks (``causal_block_size`` = ``num_frame_per_block``, 2 on
 testbed-df), classifier-free guidance 2 (the testbed's documented CFG), ``--batch`` prompts per call
-(digits 3, 4, ...), ``--seeds`` noise seeds. The checkpoint's JSON (next to the weights) gives the
+(digits 3, 4, ...), ``--seeds`` noise seeds from ``--first-seed`` on (so a choice made on some seeds can
+be confirmed on others). The checkpoint's JSON (next to the weights) gives the
 model config and the video size (frames, height, width).
 
 Every variant runs in one process on the same model, prompts and seeds, one thread:
@@ -24,7 +26,9 @@ Every variant runs in one process on the same model, prompts and seeds, one thre
   share of videos >= 30 dB (the same video), mean SSIM -- on frames clamped to [-1, 1];
 * **quality retained** (``runtime.testbeds.quality.score`` with the testbed classifier, per video:
   frame accuracy, consistency, motion law; ``metrics.quality_retained``): quality points of the
-  accelerated videos minus the baseline's on the same seeds.
+  accelerated videos minus the baseline's on the same seeds and prompts -- a paired difference per
+  video, with its 95 % percentile-bootstrap interval over videos (``metrics.quality_delta_interval``);
+  the same-video share comes with its 95 % Wilson interval.
 
 A variant's policy is a library file (compiled and proven at each group's step count: a proof that
 fails stops the run) or an ablation IR (``runtime.df.ablations``; ablations drop guards on purpose,
@@ -32,8 +36,10 @@ their proof findings are warnings). ``kv``: reuse the keys/values of finished gr
 (``runtime.df.kvcache``, exact); ``ctx``: stale attention context for cached / predicted groups
 (``runtime.df.context``, approximate).
 
-Output: ``OUT/scope_headline.json`` (settings, checkpoint, every number, per-video PSNRs) and
-``OUT/scope_headline.md`` (the table, the verdict against the target); progress on stdout.
+Output: ``OUT/scope_headline.json`` (settings, checkpoint, every number, per-video PSNRs and quality
+scores with the per-frame classes) and ``OUT/scope_headline.md`` (the table, the verdict against the
+target, met on the point estimates); with ``--save-videos`` also ``OUT/videos.pt``
+(``{variant: {seed: videos}}``, clamped to [-1, 1]); progress on stdout.
 Errors: a missing checkpoint or policy file exits with a message (no traceback).
 """
 
@@ -104,6 +110,12 @@ VARIANTS = (
             what="refreshes not aligned with ar_step 5"),
     Variant("scope_fast interval 10+kv", _file("scope_fast"), kv=True, options=dict(interval=10),
             what="aligned, half as many refreshes"),
+    Variant("scope_fast_early+kv", _file("scope_fast_early"), kv=True,
+            what="scope_fast_early.policy (+ mid-interval refreshes at steps 2 and 7) as `generate` runs it"),
+    Variant("scope_fast_early early 5+kv", _file("scope_fast_early"), kv=True, options=dict(early=5),
+            what="+ the step-2 refresh only"),
+    Variant("scope_fast_early early 15+kv", _file("scope_fast_early"), kv=True, options=dict(early=15),
+            what="+ steps 2, 7 and 12"),
 )
 QUICK_VARIANTS = ("baseline", "selective+kv", "scope+kv", "scope+kv+ctx", "all of the above+kv", "scope_fast+kv")
 
@@ -174,6 +186,7 @@ class Setting:
     batch: int = 8
     seeds: int = 3
     repeats: int = 3
+    first_seed: int = 0
 
 
 def resolve(variant: Variant):
@@ -208,21 +221,24 @@ def per_video_quality(video: torch.Tensor, labels: torch.Tensor, clf, span: int)
 
     detail = score(video, labels, clf, span)["per_video"]
     return [{"frame_accuracy": sum(p == lab for p in preds) / len(preds),
-             "consistent": float(all(p == preds[0] for p in preds)), "motion_law": float(ok)}
-            for lab, preds, ok in zip(detail["label"], detail["pred"], detail["motion_ok"])]
+             "consistent": float(all(p == preds[0] for p in preds)), "motion_law": float(ok), "pred": preds,
+             "motion_residual": res}
+            for lab, preds, ok, res in zip(detail["label"], detail["pred"], detail["motion_ok"],
+                                           detail["motion_residual"])]
 
 
-def measure(pipe, variants: list[Variant], setting: Setting, log=print) -> dict[str, Any]:
-    """Every variant on the same prompts and seeds (see the module doc); ``{"rows": [...]}``."""
+def measure(pipe, variants: list[Variant], setting: Setting, log=print, videos: dict | None = None) -> dict[str, Any]:
+    """Every variant on the same prompts and seeds (see the module doc); ``{"rows": [...]}``. ``videos``, when
+    given, receives each variant's clamped videos per seed (``videos[name][seed]``)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # process CPU time then measures the work, even on a shared machine
     try:
-        return _measure(pipe, variants, setting, log)
+        return _measure(pipe, variants, setting, log, {} if videos is None else videos)
     finally:
         torch.set_num_threads(threads)
 
 
-def _measure(pipe, variants: list[Variant], setting: Setting, log) -> dict[str, Any]:
+def _measure(pipe, variants: list[Variant], setting: Setting, log, videos: dict) -> dict[str, Any]:
     from runtime.testbeds import prompt_embeds
     from runtime.testbeds.classifier import load_classifier
 
@@ -232,12 +248,14 @@ def _measure(pipe, variants: list[Variant], setting: Setting, log) -> dict[str, 
     rows = {v.name: {"variant": v.name, "what": v.what, "psnr": [], "ssim": [], "quality": [], "cpu": [],
                      "wall": []} for v in variants}
     reference: dict[int, torch.Tensor] = {}
-    for seed in range(setting.seeds):  # counted runs: MACs, actions, fidelity, quality
+    seeds = range(setting.first_seed, setting.first_seed + setting.seeds)
+    for seed in seeds:  # counted runs: MACs, actions, fidelity, quality
         for v in variants:
             meter = BlockMACs(pipe.transformer)
             with meter:
                 latents, trace = run_once(pipe, v, setting, embeds, seed)
             video = latents.clamp(-1, 1)
+            videos.setdefault(v.name, {})[seed] = video
             row = rows[v.name]
             row.update(macs=meter.count.macs, frames=trace.frame_evaluations, exactness=trace.exactness,
                        denoiser_calls=meter.count.denoiser_calls,
@@ -252,7 +270,7 @@ def _measure(pipe, variants: list[Variant], setting: Setting, log) -> dict[str, 
     for r in range(setting.repeats):  # interleaved timing: drift in machine load hits every variant alike
         for v in variants:
             cpu, wall = time.process_time(), time.perf_counter()
-            run_once(pipe, v, setting, embeds, 0)
+            run_once(pipe, v, setting, embeds, setting.first_seed)
             rows[v.name]["cpu"].append(time.process_time() - cpu)
             rows[v.name]["wall"].append(time.perf_counter() - wall)
         log(f"  timing round {r + 1}/{setting.repeats}: " + "  ".join(
@@ -274,6 +292,7 @@ def summarize(rows: dict[str, dict[str, Any]], variants: list[Variant]) -> dict[
         row = rows[v.name]
         dist = metrics.psnr_distribution(row["psnr"])
         kept = metrics.quality_retained(base["quality"], row["quality"])
+        ci = metrics.quality_delta_interval(base["quality"], row["quality"])
         cpu, wall = _ratio(base["cpu"], row["cpu"]), _ratio(base["wall"], row["wall"])
         out.append({
             "variant": v.name, "what": v.what, "policy": v.policy, "options": v.options, "kv": v.kv, "ctx": v.ctx,
@@ -282,11 +301,12 @@ def summarize(rows: dict[str, dict[str, Any]], variants: list[Variant]) -> dict[
             "cpu_s": statistics.median(row["cpu"] or [math.nan]), "cpu_x": cpu["x"], "cpu_x_min": cpu["min"],
             "cpu_x_max": cpu["max"], "wall_s": statistics.median(row["wall"] or [math.nan]), "wall_x": wall["x"],
             "median_psnr": dist["median_psnr"], "same_video_share": dist["same_video_share"],
-            "psnr_min": dist["psnr_min"], "ssim": statistics.fmean(row["ssim"]),
+            "same_video_ci": dist["same_video_ci"], "psnr_min": dist["psnr_min"], "ssim": statistics.fmean(row["ssim"]),
             "quality": kept["quality"], "quality_baseline": kept["quality_baseline"],
             "quality_delta": kept["quality_delta"], "quality_delta_se": kept["quality_delta_se"],
+            "quality_delta_ci": list(ci),
             "quality_detail": kept["quality_detail"], "actions": row["actions"], "exactness": row["exactness"],
-            "per_video_psnr": row["psnr"],
+            "per_video_psnr": row["psnr"], "per_video_quality": row["quality"],
         })
     for r in out:
         r["meets_target"] = (r["macs_x"] >= TARGET_MACS_X and r["cpu_x"] >= TARGET_SPEEDUP
@@ -301,25 +321,36 @@ def _db(x: float) -> str:
     return "∞" if math.isinf(x) else f"{x:.1f}"
 
 
+def _share(r: dict[str, Any]) -> str:
+    low, high = r["same_video_ci"]
+    return f"{100 * r['same_video_share']:.0f} % ({100 * low:.0f}–{100 * high:.0f})"
+
+
+def _delta(r: dict[str, Any]) -> str:
+    low, high = r["quality_delta_ci"]
+    return f"{r['quality_delta']:+.1f}" + ("" if math.isnan(low) else f" [{low:+.1f}, {high:+.1f}]")
+
+
 def markdown(result: dict[str, Any]) -> str:
     s = result["setting"]
     lines = [f"{result['model']}; {s['steps']} steps, ar_step {s['ar_step']}, causal groups of "
              f"{result['causal_block_size']} frames, CFG {s['guidance']}, batch {s['batch']} x {s['seeds']} seeds "
              f"({s['batch'] * s['seeds']} videos), {s['repeats']} interleaved timing rounds, 1 thread.", "",
-             "| variant | block MACs | CPU speedup (spread) | wall | median PSNR dB | ≥ 30 dB | SSIM | quality Δ pts | "
+             "| variant | block MACs | CPU speedup (spread) | wall | median PSNR dB | ≥ 30 dB | SSIM | quality Δ pts [95 % CI] | "
              "actions | target |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         acts = ", ".join(f"{k} {n}" for k, n in sorted(r["actions"].items()))
         lines.append(
             f"| {r['variant']} | {r['macs_x']:.2f}× | {r['cpu_x']:.2f}× ({r['cpu_x_min']:.2f}–{r['cpu_x_max']:.2f}) | "
-            f"{r['wall_x']:.2f}× | {_db(r['median_psnr'])} | {100 * r['same_video_share']:.0f} % | {r['ssim']:.3f} | "
-            f"{r['quality_delta']:+.1f} | {acts} | {'**met**' if r['meets_target'] else 'no'} |")
+            f"{r['wall_x']:.2f}× | {_db(r['median_psnr'])} | {_share(r)} | {r['ssim']:.3f} | "
+            f"{_delta(r)} | {acts} | {'**met**' if r['meets_target'] else 'no'} |")
     lines += ["", "Variants: " + "; ".join(f"**{r['variant']}** {r['what']}" for r in result["rows"]) + "."]
     met = [r["variant"] for r in result["rows"] if r["meets_target"]]
     lines += ["", f"Target: ≥ {TARGET_MACS_X}× fewer executed block MACs, ≥ {TARGET_SPEEDUP}× CPU speedup, quality "
               f"within {TARGET_QUALITY_DROP:g} point, median PSNR ≥ {TARGET_PSNR:g} dB. "
               + (f"Met by: {', '.join(met)}." if met else "**Not met by any variant.**"),
-              f"Baseline quality: {result['rows'][0]['quality_baseline']:.1f} points."]
+              f"Baseline quality: {result['rows'][0]['quality_baseline']:.1f} points. The quality Δ interval is the "
+              "percentile bootstrap over videos of the paired difference; ≥ 30 dB shows its 95 % Wilson interval."]
     return "\n".join(lines) + "\n"
 
 
@@ -331,11 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--first-seed", type=int, default=None, help="noise seeds first..first+seeds-1 (default 0)")
+    parser.add_argument("--save-videos", action="store_true", help="also write OUT/videos.pt (every variant's videos)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--out", type=Path, default=Path("out/scope_headline"))
     args = parser.parse_args(argv)
     setting = Setting(steps=6, batch=2, seeds=1, repeats=1) if args.quick else Setting()
-    for key in ("steps", "batch", "seeds", "repeats"):
+    for key in ("steps", "batch", "seeds", "repeats", "first_seed"):
         if getattr(args, key) is not None:
             setattr(setting, key, getattr(args, key))
     known = {v.name: v for v in VARIANTS}
@@ -347,13 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     variants = [known["baseline"]] + [known[n] for n in names if n != "baseline"]
     pipe, label = load_checkpoint(args.weights, args.quick)
     print(f"{label}: {len(variants)} variants, {setting}", flush=True)
-    result = measure(pipe, variants, setting, log=lambda m: print(m, flush=True))
+    videos: dict = {}
+    result = measure(pipe, variants, setting, log=lambda m: print(m, flush=True), videos=videos)
     result.update(model=label, weights=str(args.weights) if args.weights else "package default",
                   setting=dataclasses.asdict(setting),
                   causal_block_size=int(pipe.transformer.config.num_frame_per_block),
                   command=" ".join(["python scripts/scope_headline.py", *(argv if argv is not None else sys.argv[1:])]))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "scope_headline.json").write_text(json.dumps(json_safe(result), indent=1))
+    if args.save_videos:
+        torch.save(videos, args.out / "videos.pt")
     table = markdown(result)
     (args.out / "scope_headline.md").write_text(table)
     print(table)

@@ -30,6 +30,11 @@ Over seeds (what a user sees is one video per seed, so the distribution matters,
   seeds: the mean of each, the **quality score** (mean of the three, in points out of 100, the
   analogue of a VBench total), the difference accelerated − unaccelerated in points and the standard
   error of that paired difference over seeds (``nan`` with one seed).
+* :func:`quality_delta_interval` — a 95 % interval for that paired difference: the percentile
+  bootstrap over seeds (``scipy.stats.bootstrap``, fixed random state, so reruns agree). The per-seed
+  differences are a few discrete values (one video that changes class moves its score by about a
+  third), so a normal interval from the standard error is too narrow on few seeds; ``(nan, nan)``
+  with fewer than two seeds, ``(0, 0)`` when every seed scored the same.
 
 ``VERDICT_SEEDS`` is the default seed count of ``policyc bench``, ``policyc calibrate``, the benchmark
 suite and the library table: the smallest count at which every verdict that the full population
@@ -44,12 +49,14 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.stats import bootstrap
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 CHANNEL_WIDTHS = (1, 3, 4)
 SAME_VIDEO_DB = 30.0
 QUALITY_KEYS = ("frame_accuracy", "consistent", "motion_law")
 WILSON_Z = 1.959964  # 95 %
+BOOTSTRAP_RESAMPLES = 10_000
 VERDICT_SEEDS = 8
 
 
@@ -188,3 +195,18 @@ def quality_retained(baseline: list[dict[str, float]], accelerated: list[dict[st
             "quality_detail": {k: {"baseline": float(np.mean([float(b[k]) for b in baseline])),
                                    "accelerated": float(np.mean([float(a[k]) for a in accelerated]))}
                                for k in QUALITY_KEYS}}
+
+
+def quality_delta_interval(baseline: list[dict[str, float]], accelerated: list[dict[str, float]],
+                           level: float = 0.95) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean paired quality difference in points (see the contract)."""
+    if len(baseline) != len(accelerated):
+        raise ValueError("quality_delta_interval needs one baseline and one accelerated score per seed")
+    diff = np.asarray([quality_score(a) - quality_score(b) for b, a in zip(baseline, accelerated)])
+    if len(diff) < 2:
+        return math.nan, math.nan
+    if np.all(diff == diff[0]):
+        return float(diff[0]), float(diff[0])
+    ci = bootstrap((diff,), np.mean, confidence_level=level, n_resamples=BOOTSTRAP_RESAMPLES,
+                   method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+    return float(ci.low), float(ci.high)

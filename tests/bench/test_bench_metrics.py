@@ -106,3 +106,20 @@ def test_quality_retained_is_a_paired_difference_in_points():
     assert math.isnan(metrics.quality_retained([good], [good])["quality_delta_se"])
     with pytest.raises(ValueError):
         metrics.quality_retained([good], [])
+
+
+def test_quality_delta_interval_is_a_paired_bootstrap_over_seeds():
+    good = {"frame_accuracy": 1.0, "consistent": 1.0, "motion_law": 0.0}
+    flipped = {"frame_accuracy": 15 / 16, "consistent": 0.0, "motion_law": 0.0}  # one frame changed class
+    one_in_16 = metrics.quality_delta_interval([good] * 16, [good] * 15 + [flipped])
+    one_in_48 = metrics.quality_delta_interval([good] * 48, [good] * 47 + [flipped])
+    drop = metrics.quality_score(flipped) - metrics.quality_score(good)
+    assert one_in_16[1] == one_in_48[1] == 0.0  # a resample without the flipped seed
+    assert one_in_16[0] == pytest.approx(3 * drop / 16, abs=-drop / 16)  # about three flips in 16: the 2.5 % tail
+    assert one_in_16[0] < one_in_48[0] < drop / 48  # more seeds, a narrower interval around the mean
+    assert metrics.quality_delta_interval([good] * 2, [flipped] * 2) == (drop, drop)  # no spread
+    assert metrics.quality_delta_interval([good], [flipped]) == pytest.approx((math.nan, math.nan), nan_ok=True)
+    assert metrics.quality_delta_interval([good] * 8, [good] * 7 + [flipped]) == \
+        metrics.quality_delta_interval([good] * 8, [good] * 7 + [flipped])  # fixed random state
+    with pytest.raises(ValueError):
+        metrics.quality_delta_interval([good], [])

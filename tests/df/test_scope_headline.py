@@ -26,6 +26,7 @@ def test_quick_run_writes_the_table_and_the_json(headline, tmp_path, capsys):
     assert rows["scope_fast+kv"]["macs_x"] > exact["macs_x"]  # the aligned refresh skips whole denoiser calls
     assert rows["scope_fast+kv"]["denoiser_calls"] < rows["baseline"]["denoiser_calls"]
     assert all(r["cpu_x"] > 0 for r in result["rows"]) and len(rows["scope+kv"]["per_video_psnr"]) == 2
+    assert len(rows["scope+kv"]["per_video_quality"]) == 2 and rows["selective+kv"]["quality_delta_ci"] == [0, 0]
     table = (tmp_path / "scope_headline.md").read_text()
     assert "| scope_fast+kv |" in table and "Target: ≥ 4.73×" in table
     assert "seed 0 scope+kv" in capsys.readouterr().out  # progress as it goes
@@ -57,7 +58,13 @@ def test_unknown_variant_and_missing_checkpoint_are_clear_errors(headline, tmp_p
         headline.load_checkpoint(tmp_path / "missing.safetensors", quick=False)
 
 
-def test_the_measurement_restores_the_thread_count(headline, tmp_path):
+def test_the_measurement_restores_the_thread_count_and_saves_the_seeds_it_ran(headline, tmp_path):
     threads = torch.get_num_threads()
-    headline.main(["--quick", "--variants", "selective", "--steps", "2", "--repeats", "0", "--out", str(tmp_path)])
+    headline.main(["--quick", "--variants", "selective", "--steps", "2", "--repeats", "0", "--first-seed", "5",
+                   "--seeds", "2", "--save-videos", "--out", str(tmp_path)])
     assert torch.get_num_threads() == threads
+    videos = torch.load(tmp_path / "videos.pt")
+    assert set(videos) == {"baseline", "selective"} and set(videos["selective"]) == {5, 6}
+    torch.testing.assert_close(videos["selective"][6], videos["baseline"][6])  # exact variant, same seed
+    assert not torch.equal(videos["baseline"][5], videos["baseline"][6])
+    assert json.loads((tmp_path / "scope_headline.json").read_text())["setting"]["first_seed"] == 5

@@ -20,7 +20,7 @@ import tiny_pipes  # noqa: E402
 torch.set_num_threads(1)
 STEPS = 12
 #: `on frames` runs only in the diffusion-forcing loop (tested below); the rest in a Wan pipeline
-FRAMES_POLICIES = ("scope", "scope_fast")
+FRAMES_POLICIES = ("scope", "scope_fast", "scope_fast_early")
 PIPELINE_POLICIES = sorted(p for p in (ROOT / "policies").glob("*.policy") if p.stem not in FRAMES_POLICIES)
 
 
