@@ -39,7 +39,10 @@ their proof findings are warnings). ``kv``: reuse the keys/values of finished gr
 Output: ``OUT/scope_headline.json`` (settings, checkpoint, every number, per-video PSNRs and quality
 scores with the per-frame classes) and ``OUT/scope_headline.md`` (the table, the verdict against the
 target, met on the point estimates); with ``--save-videos`` also ``OUT/videos.pt``
-(``{variant: {seed: videos}}``, clamped to [-1, 1]); progress on stdout.
+(``{variant: {seed: videos}}``, clamped to [-1, 1]); progress on stdout. ``--pool DIR ...`` runs nothing:
+it pools the per-video PSNRs and quality scores of earlier runs on disjoint seeds (same setting and
+checkpoint) into ``OUT/scope_pooled.md`` -- fidelity and quality with their intervals over all their
+videos, and the smallest block-MAC ratio of the runs (timing is not pooled).
 Errors: a missing checkpoint or policy file exits with a message (no traceback).
 """
 
@@ -354,6 +357,48 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load_run(directory: Path) -> dict[str, Any]:
+    path = directory / "scope_headline.json"
+    if not path.exists():
+        raise SystemExit(f"error: {path} is missing\nhelp: pass the --out folders of earlier runs")
+    run = json.loads(path.read_text())
+    if any("per_video_quality" not in row for row in run["rows"]):
+        raise SystemExit(f"error: {path} has no per-video quality scores\nhelp: rerun it with this script")
+    return run
+
+
+def pool(directories: list[Path]) -> str:
+    """Fidelity and quality over the videos of several runs on disjoint seeds with the same setting."""
+    runs = [_load_run(d) for d in directories]
+    fixed = [{k: v for k, v in r["setting"].items() if k not in ("seeds", "first_seed", "repeats")} | {
+        "weights": r["weights"], "model": r["model"]} for r in runs]
+    if any(f != fixed[0] for f in fixed):
+        raise SystemExit("error: the runs differ in their setting or checkpoint\nhelp: pool runs of one setting")
+    seeds = [set(range(r["setting"]["first_seed"], r["setting"]["first_seed"] + r["setting"]["seeds"])) for r in runs]
+    if sum(map(len, seeds)) != len(set().union(*seeds)):
+        raise SystemExit("error: the runs share seeds\nhelp: pool runs on disjoint --first-seed / --seeds ranges")
+    by_run = [{row["variant"]: row for row in r["rows"]} for r in runs]
+    names = [n for n in by_run[0] if all(n in rows for rows in by_run)]
+    lines = [f"Pooled over {len(runs)} runs: seeds {', '.join(f'{min(s)}–{max(s)}' for s in seeds)} "
+             f"({sum(len(s) for s in seeds) * runs[0]['setting']['batch']} videos).", "",
+             "| variant | block MACs | median PSNR dB | ≥ 30 dB | quality Δ pts [95 % CI] | target (MACs, PSNR, quality) |",
+             "|---|---|---|---|---|---|"]
+    base = [q for rows in by_run for q in rows["baseline"]["per_video_quality"]]
+    for name in names:
+        rows = [r[name] for r in by_run]
+        psnrs = [math.inf if p is None else p for r in rows for p in r["per_video_psnr"]]
+        quality = [q for r in rows for q in r["per_video_quality"]]
+        dist, kept = metrics.psnr_distribution(psnrs), metrics.quality_retained(base, quality)
+        row = {"same_video_share": dist["same_video_share"], "same_video_ci": dist["same_video_ci"],
+               "quality_delta": kept["quality_delta"], "quality_delta_ci": metrics.quality_delta_interval(base, quality)}
+        macs = min(r["macs_x"] for r in rows)
+        met = (macs >= TARGET_MACS_X and dist["median_psnr"] >= TARGET_PSNR
+               and kept["quality_delta"] >= -TARGET_QUALITY_DROP)
+        lines.append(f"| {name} | {macs:.2f}× | {_db(dist['median_psnr'])} | {_share(row)} | {_delta(row)} | "
+                     f"{'**met**' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=None, help="DF testbed checkpoint (.safetensors + .json)")
@@ -363,10 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--first-seed", type=int, default=None, help="noise seeds first..first+seeds-1 (default 0)")
+    parser.add_argument("--pool", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="no run: pool the videos of earlier runs' --out folders (disjoint seeds)")
     parser.add_argument("--save-videos", action="store_true", help="also write OUT/videos.pt (every variant's videos)")
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--out", type=Path, default=Path("out/scope_headline"))
     args = parser.parse_args(argv)
+    if args.pool:
+        table = pool(args.pool)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scope_pooled.md").write_text(table)
+        print(table)
+        return 0
     setting = Setting(steps=6, batch=2, seeds=1, repeats=1) if args.quick else Setting()
     for key in ("steps", "batch", "seeds", "repeats", "first_seed"):
         if getattr(args, key) is not None:

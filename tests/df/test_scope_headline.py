@@ -68,3 +68,12 @@ def test_the_measurement_restores_the_thread_count_and_saves_the_seeds_it_ran(he
     torch.testing.assert_close(videos["selective"][6], videos["baseline"][6])  # exact variant, same seed
     assert not torch.equal(videos["baseline"][5], videos["baseline"][6])
     assert json.loads((tmp_path / "scope_headline.json").read_text())["setting"]["first_seed"] == 5
+    other = tmp_path / "other"  # a second run on seed 0: the two pool; overlapping seeds refuse
+    headline.main(["--quick", "--variants", "selective", "--steps", "2", "--repeats", "0", "--out", str(other)])
+    assert headline.main(["--pool", str(tmp_path), str(other), "--out", str(tmp_path / "pooled")]) == 0
+    pooled = (tmp_path / "pooled" / "scope_pooled.md").read_text()
+    assert "seeds 5–6, 0–0 (6 videos)" in pooled and "| selective | " in pooled and "+0.0 [+0.0, +0.0]" in pooled
+    with pytest.raises(SystemExit, match="share seeds"):
+        headline.pool([tmp_path, tmp_path])
+    with pytest.raises(SystemExit, match="is missing"):
+        headline.pool([tmp_path / "nowhere"])
