@@ -324,6 +324,12 @@ def _db(x: float) -> str:
     return "∞" if math.isinf(x) else f"{x:.1f}"
 
 
+def _speed(r: dict[str, Any]) -> str:
+    if math.isnan(r["cpu_x"]):  # --repeats 0
+        return "not timed"
+    return f"{r['cpu_x']:.2f}× ({r['cpu_x_min']:.2f}–{r['cpu_x_max']:.2f})"
+
+
 def _share(r: dict[str, Any]) -> str:
     low, high = r["same_video_ci"]
     return f"{100 * r['same_video_share']:.0f} % ({100 * low:.0f}–{100 * high:.0f})"
@@ -344,8 +350,8 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         acts = ", ".join(f"{k} {n}" for k, n in sorted(r["actions"].items()))
         lines.append(
-            f"| {r['variant']} | {r['macs_x']:.2f}× | {r['cpu_x']:.2f}× ({r['cpu_x_min']:.2f}–{r['cpu_x_max']:.2f}) | "
-            f"{r['wall_x']:.2f}× | {_db(r['median_psnr'])} | {_share(r)} | {r['ssim']:.3f} | "
+            f"| {r['variant']} | {r['macs_x']:.2f}× | {_speed(r)} | "
+            f"{'not timed' if math.isnan(r['wall_x']) else format(r['wall_x'], '.2f') + '×'} | {_db(r['median_psnr'])} | {_share(r)} | {r['ssim']:.3f} | "
             f"{_delta(r)} | {acts} | {'**met**' if r['meets_target'] else 'no'} |")
     lines += ["", "Variants: " + "; ".join(f"**{r['variant']}** {r['what']}" for r in result["rows"]) + "."]
     met = [r["variant"] for r in result["rows"] if r["meets_target"]]
