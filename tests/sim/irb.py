@@ -13,8 +13,8 @@ def sig(name):
     return ir.Signal(name=name)
 
 
-def dist(fn, source):
-    return ir.Distance(fn=fn, source=source)
+def dist(fn, source, lag=0):
+    return ir.Distance(fn=fn, source=source, lag=lag)
 
 
 def perr(order, over="noise"):

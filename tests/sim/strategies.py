@@ -7,6 +7,7 @@ import math
 from hypothesis import strategies as st
 
 from policy_lang import ir
+from runtime import lag
 from runtime.controller import UnitController, error_key
 
 from .irb import c, dist, perr, sig
@@ -27,6 +28,7 @@ def _ge(left, right):
 
 def atoms(with_let: bool = True):
     tensor = st.sampled_from([dist("delta", "input"), dist("drift", "input"), dist("cos_dist", "modulated_input"),
+                              dist("delta", "input", lag=1), dist("drift", "probe", lag=1),  # last step's values
                               perr(1), perr(2, "step"), sig("change_rate"),
                               ir.MeanOverBlocks(expr=dist("delta", "output"))])
     first_hit_late = st.builds(
@@ -108,7 +110,7 @@ def policies():
 def signal_keys(policy: ir.Policy) -> list[str]:
     """Every key a trace of this policy needs (the controller's list plus every predictor's error)."""
     section = policy.sections[0]
-    keys = list(UnitController(policy, section).required_signals())
+    keys = lag.measured_keys(UnitController(policy, section).required_signals())  # a lagged key is shifted
     for rule in section.rules:
         k = error_key(rule.action)
         if k is not None and k not in keys:
