@@ -313,18 +313,12 @@ class SignalBatch:
     def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
         """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""
         raw: list[float] = []
-        terms = self._terms
-        if terms:
-            device = terms[0].device
-            if any(t.dtype != terms[0].dtype or t.device != device for t in terms):
-                terms = [t.to(device, torch.float64) for t in terms]
-            stacked = torch.stack(terms)
-            scales = self._scales
+        if self._terms:
+            stacked = self._stacked(own_dtype=True)
             if reduce is not None:  # the hook takes per-rank means: scale on the device, then read the global means
-                means = stacked.double() * torch.tensor(scales, dtype=torch.float64, device=device)
-                raw = reduce(means, torch.tensor(self._counts, dtype=torch.float64, device=device)).tolist()
+                raw = reduce(*self._per_rank(stacked)).tolist()
             else:
-                raw = [v * f for v, f in zip(stacked.tolist(), scales)]
+                raw = [v * f for v, f in zip(stacked.tolist(), self._scales)]
         return self.values_from(raw)
 
     def deferred(self, per_rank: bool = False,
@@ -334,16 +328,28 @@ class SignalBatch:
         element counts behind them when ``per_rank`` (the tensor then holds means, for one cross-rank
         ``reduce(means, counts)`` of every batch), and the function that turns the host values of that
         tensor (reduced, if ``per_rank``) into this batch's ``SignalValues``."""
-        terms = self._terms
-        if not terms:
+        if not self._terms:
             return None, None, self.values_from
-        device = terms[0].device
-        stacked = torch.stack([t.to(device, torch.float64) for t in terms])
-        scales = self._scales
+        stacked = self._stacked(own_dtype=False)  # float64: concatenated with other batches
         if per_rank:  # per-rank means in, global means out (as ``compute``)
-            means = stacked * torch.tensor(scales, dtype=torch.float64, device=device)
-            return means, torch.tensor(self._counts, dtype=torch.float64, device=device), self.values_from
+            return (*self._per_rank(stacked), self.values_from)
+        scales = self._scales
         return stacked, None, lambda raw: self.values_from([v * f for v, f in zip(raw, scales)])
+
+    def _stacked(self, own_dtype: bool) -> torch.Tensor:
+        """The queued reductions in one tensor on the first one's device: in their own dtype when they all
+        share it and ``own_dtype`` allows it (no cast on the one-batch path), else float64."""
+        terms = self._terms
+        device = terms[0].device
+        if own_dtype and all(t.dtype == terms[0].dtype and t.device == device for t in terms):
+            return torch.stack(terms)
+        return torch.stack([t.to(device, torch.float64) for t in terms])
+
+    def _per_rank(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(means, counts)`` for a cross-rank ``reduce``: the reductions scaled on the device, in float64."""
+        device = stacked.device
+        return (stacked.double() * torch.tensor(self._scales, dtype=torch.float64, device=device),
+                torch.tensor(self._counts, dtype=torch.float64, device=device))
 
     def values_from(self, raw: Sequence[float]) -> SignalValues:
         """The values of this batch from the host means of its reductions, in queue order (``compute``'s
