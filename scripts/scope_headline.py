@@ -312,12 +312,16 @@ def summarize(rows: dict[str, dict[str, Any]], variants: list[Variant]) -> dict[
             "per_video_psnr": row["psnr"], "per_video_quality": row["quality"],
         })
     for r in out:
-        r["meets_target"] = (r["macs_x"] >= TARGET_MACS_X and r["cpu_x"] >= TARGET_SPEEDUP
-                             and r["quality_delta"] >= -TARGET_QUALITY_DROP and r["median_psnr"] >= TARGET_PSNR)
+        r["meets_target"] = r["cpu_x"] >= TARGET_SPEEDUP and _meets(r["macs_x"], r["median_psnr"], r["quality_delta"])
     return {"rows": out}
 
 
 # ---------------------------------------------------------------------------------------- reporting
+
+
+def _meets(macs_x: float, median_psnr: float, quality_delta: float) -> bool:
+    """The target's compute, fidelity and quality bars on the point estimates (the speedup is checked apart)."""
+    return macs_x >= TARGET_MACS_X and median_psnr >= TARGET_PSNR and quality_delta >= -TARGET_QUALITY_DROP
 
 
 def _db(x: float) -> str:
@@ -398,8 +402,7 @@ def pool(directories: list[Path]) -> str:
         row = {"same_video_share": dist["same_video_share"], "same_video_ci": dist["same_video_ci"],
                "quality_delta": kept["quality_delta"], "quality_delta_ci": metrics.quality_delta_interval(base, quality)}
         macs = min(r["macs_x"] for r in rows)
-        met = (macs >= TARGET_MACS_X and dist["median_psnr"] >= TARGET_PSNR
-               and kept["quality_delta"] >= -TARGET_QUALITY_DROP)
+        met = _meets(macs, dist["median_psnr"], kept["quality_delta"])  # timing is not pooled
         lines.append(f"| {name} | {macs:.2f}× | {_db(dist['median_psnr'])} | {_share(row)} | {_delta(row)} | "
                      f"{'**met**' if met else 'no'} |")
     return "\n".join(lines) + "\n"
