@@ -110,16 +110,30 @@ class BlockSpec:
         """The block's latent argument: ``hidden_states``, else its first one (ZImage, Cosmos3: ``x``)."""
         return self.hidden_arg if self.hidden_arg in self.params or not self.params else self.params[0]
 
+    @functools.cached_property
+    def _input_positions(self) -> tuple[str, int, str | None, int]:
+        """(name, position) of the latent and (with an encoder stream) the encoder argument: ``arg``'s
+        lookup, resolved once (``inputs`` runs at every hooked block call)."""
+        far = 1 << 30
+        hidden = self.hidden_name
+        encoder = self.encoder_arg if self.encoder_index is not None else None
+        return (hidden, self.params.index(hidden) if hidden in self.params else far, encoder,
+                self.params.index(encoder) if encoder is not None and encoder in self.params else far)
+
     def passthrough(self, args: tuple, kwargs: dict) -> Any:
         """The output of a bypassed block: its own inputs, in the layout it returns."""
-        if self.hidden_index is None:  # a bare tensor output: the latent input itself
-            return self.arg(self.hidden_name, args, kwargs)
-        return self.join(*self.inputs(args, kwargs))
+        hidden, encoder = self.inputs(args, kwargs)
+        return hidden if self.hidden_index is None else self.join(hidden, encoder)
 
     def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hidden = self.arg(self.hidden_name, args, kwargs)
-        encoder = self.arg(self.encoder_arg, args, kwargs) if self.encoder_index is not None else None
-        return hidden, encoder
+        """(latent, encoder stream or None) of a call to this block (``arg`` of each)."""
+        name, position, encoder_name, encoder_position = self._input_positions
+        hidden = kwargs[name] if name in kwargs else args[position] if position < len(args) else None
+        if encoder_name is None:
+            return hidden, None
+        if encoder_name in kwargs:
+            return hidden, kwargs[encoder_name]
+        return hidden, args[encoder_position] if encoder_position < len(args) else None
 
 
 ModulatedInput = Callable[[BlockSpec, tuple, dict], torch.Tensor]

@@ -75,9 +75,10 @@ SKIP_ERROR = 1.0
 _RECOMPUTE = ir.Recompute()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StepContext:
-    """What the runtime knows about one decision point."""
+    """What the runtime knows about one decision point (not changed once built; not frozen, so that
+    building one per decision stays cheap)."""
 
     step: int
     steps: int
@@ -87,9 +88,10 @@ class StepContext:
     units: int = 1
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
-    """What to do at one decision point, why, and the signal values read to decide it."""
+    """What to do at one decision point, why, and the signal values read to decide it (not changed once
+    built: ``dataclasses.replace`` makes a new one)."""
 
     action: ir.Action
     rule_id: str | None
@@ -110,9 +112,10 @@ def history_capacity(section: ir.Section) -> int:
 
 def required_history(action: Any) -> int:
     """Computed results that must be stored before ``action`` can run."""
-    if isinstance(action, ir.Cache):
+    kind = action.kind
+    if kind == "cache":
         return 1
-    if isinstance(action, ir.Predict):
+    if kind == "predict":
         return action.order + 1
     return 0
 
@@ -175,7 +178,9 @@ class _Frame:
         self.faults: list[str] = []
 
     def decision(self, action: Any, rule_id: str | None, guard: str | None, guard_id: str | None) -> Decision:
-        return Decision(action, rule_id, guard, guard_id, self.values, tuple(self.unavailable), tuple(self.faults))
+        unavailable, faults = self.unavailable, self.faults
+        return Decision(action, rule_id, guard, guard_id, self.values, tuple(unavailable) if unavailable else (),
+                        tuple(faults) if faults else ())
 
     def unknown(self, rule_id: str) -> Decision:
         """The recompute forced by a value the decision depends on but does not know (``rule_id``:
@@ -214,7 +219,9 @@ class _Frame:
             return value if math.isfinite(value) else UNKNOWN
         if key in self.unavailable:
             return UNKNOWN
-        if not self.ctl.available(key):
+        ctl = self.ctl
+        needs = ctl.needs.get(key)  # ``UnitController.available``, inlined: this is the hot path
+        if needs is not None and (ctl._computed < needs[0] or ctl._calls < needs[1]):
             self.unavailable.append(key)
             return UNKNOWN
         try:
@@ -369,7 +376,7 @@ class UnitController:
                 rule = candidate
                 break
         action = rule.action
-        if isinstance(action, ir.Recompute):
+        if action.kind == "recompute":
             return frame.decision(action, rule.id, None, None)
         if min(self._computed, self.capacity) < required_history(action):
             return frame.decision(_RECOMPUTE, None, "history", None)
@@ -418,9 +425,10 @@ class UnitController:
             self._budget = 0.0
         else:
             self._since += 1
-            for key, value in decision.values.items():
-                if key.startswith("accumulate("):
-                    self._acc[key] = value
+            if self._accumulators:
+                for key, value in decision.values.items():
+                    if key.startswith("accumulate("):
+                        self._acc[key] = value
             if self._budgeted:
                 key = error_key(decision.action)
                 self._budget += SKIP_ERROR if key is None else decision.values.get(key, 0.0)

@@ -96,9 +96,9 @@ class _NoState(BaseState):
         pass
 
 
-@dataclass
+@dataclass(slots=True)
 class CallState:
-    """One denoiser call: where the trajectory is, and the units in flight."""
+    """One denoiser call: where the trajectory is, and the units in flight (``ranges``: by runner)."""
 
     index: int
     branch: str
@@ -108,11 +108,11 @@ class CallState:
     probe_in: torch.Tensor | None = None
     probe: torch.Tensor | None = None
     modulated: torch.Tensor | None = None
-    ranges: dict[int, InFlight] = field(default_factory=dict)
+    ranges: dict[UnitRunner, InFlight] = field(default_factory=dict)
     probe_guard: tuple[Any, torch.Tensor, int | None, bool] | None = None  # head hook, input, version, snapshot
 
 
-@dataclass
+@dataclass(slots=True)
 class InFlight:
     """A unit between its first and last block: the outcome and the input its residual is taken against.
 
@@ -263,28 +263,42 @@ class BlockHook(ModelHook):
         # Under torch.compile the policy's bookkeeping runs eagerly before and after the block (the
         # ``_disabled`` forms are compiler-disabled): the block itself traces to whole graphs. Eager
         # calls skip the disabling wrapper (a few microseconds per call).
-        eager = not _compiling()
-        if self.interior:  # a block inside a range: it runs, or (unit bypassed) passes its input through
-            if self._bypassed() if eager else self._bypassed_disabled():
+        if not _compiling():
+            if self.interior:  # a block inside a range: it runs, or (unit bypassed) passes its input through
+                call = self.session.current
+                entry = call.ranges.get(self.runner) if call is not None else None
+                if entry is not None and not entry.outcome.compute:
+                    return self.spec.passthrough(args, kwargs)
+                return self.fn_ref.original_forward(*args, **kwargs)
+            bypass = self._enter(args, kwargs)
+            if bypass is None:
+                output = self.fn_ref.original_forward(*args, **kwargs)
+                if self.after:
+                    self._leave(output)
+                return output
+            if bypass is _PLAIN:
+                return self.fn_ref.original_forward(*args, **kwargs)
+            return bypass
+        # dynamo traces this: the bookkeeping in compiler-disabled calls (one function: a graph break in a
+        # helper it inlined would split this frame once more)
+        if self.interior:
+            if self._bypassed_disabled():
                 return self.spec.passthrough(args, kwargs)
             return self.fn_ref.original_forward(*args, **kwargs)
-        bypass = self._enter(args, kwargs) if eager else self._enter_disabled(args, kwargs)
+        bypass = self._enter_disabled(args, kwargs)
         if bypass is _PLAIN:
             return self.fn_ref.original_forward(*args, **kwargs)
         if bypass is not None:
             return bypass
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.after:
-            if eager:
-                self._leave(output)
-            else:
-                self._leave_disabled(output)
+            self._leave_disabled(output)
         return output
 
     def _bypassed(self) -> bool:
         """An interior block: whether its unit is bypassed in the call now running."""
         call: CallState | None = self.session.current
-        entry = call.ranges.get(id(self.runner)) if call is not None else None
+        entry = call.ranges.get(self.runner) if call is not None else None
         return entry is not None and not entry.outcome.compute
 
     def _enter(self, args: tuple, kwargs: dict) -> Any:
@@ -296,7 +310,7 @@ class BlockHook(ModelHook):
             return None
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)
-        if not isinstance(hidden, torch.Tensor):
+        if hidden.__class__ is not torch.Tensor and not isinstance(hidden, torch.Tensor):
             self.session.unsupported_input(hidden)
             return _PLAIN
         if self.probe_head:
@@ -307,18 +321,21 @@ class BlockHook(ModelHook):
             except Exception as exc:  # noqa: BLE001 — the signal is unavailable; the unit recomputes, with a warning
                 self.session.modulated_failed(exc)
         runner = self.runner
-        if runner is not None and self.head:
+        if runner is None:
+            return None
+        if self.head:
             sources = {"input": hidden, "probe": call.probe, "modulated_input": call.modulated}
-            outcome = runner.decide_eager(call, sources, layout_key(hidden))  # _enter runs eagerly
-            call.ranges[id(runner)] = self._in_flight(runner, call, outcome, hidden, encoder)
-        entry = call.ranges.get(id(runner)) if runner is not None else None
+            outcome = runner.decide_eager(call, sources, (hidden.shape, hidden.dtype, hidden.device))  # layout_key
+            entry = call.ranges[runner] = self._in_flight(runner, call, outcome, hidden, encoder)
+        else:
+            entry = call.ranges.get(runner)
         if entry is None or entry.outcome.compute:
             return None
         output = self._bypass(entry, hidden, encoder)
         if self.probe_tail:
             call.probe = self._probe_residual(call, spec.split(output)[0])
         if self.tail:
-            del call.ranges[id(runner)]
+            del call.ranges[runner]
         return output
 
     def _leave(self, output: Any) -> None:
@@ -327,7 +344,7 @@ class BlockHook(ModelHook):
         if call is None:
             return
         spec, runner = self.spec, self.runner
-        entry = call.ranges.get(id(runner)) if runner is not None else None
+        entry = call.ranges.get(runner) if runner is not None else None
         if entry is not None:
             out_hidden, out_encoder = spec.split(output)
             if runner.tracks_blocks:
@@ -337,9 +354,9 @@ class BlockHook(ModelHook):
                              None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,
                              raw=(out_hidden, out_encoder))
         if self.probe_tail:
-            call.probe = self._probe_residual(call, spec.split(output)[0])
+            call.probe = self._probe_residual(call, output if spec.hidden_index is None else spec.split(output)[0])
         if entry is not None and self.tail:
-            del call.ranges[id(runner)]
+            del call.ranges[runner]
 
     _bypassed_disabled = torch.compiler.disable(_bypassed)
     _enter_disabled = torch.compiler.disable(_enter)

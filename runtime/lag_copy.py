@@ -93,6 +93,8 @@ class LagCopies:
                 return
 
     def end_call(self, branch: str) -> None:
+        if not (self._open or self._sent or self._read):  # no lagged signal in flight (most policies)
+            return
         measured = self._open.pop(branch, [])
         self._sent.pop(branch, None)
         self._read.pop(branch, None)

@@ -237,6 +237,10 @@ class History:
             raise ValueError(f"history capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._entries: deque[Entry] = deque(maxlen=capacity)
+        #: the entries themselves, oldest first (read only): what a hot path reads without a call
+        self.ring = self._entries
+        #: bytes of the stored tensors' distinct storages, kept up to date by ``push``/``clear``
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -254,12 +258,16 @@ class History:
     def push(self, value: torch.Tensor, *, noise: float, step: int) -> None:
         value = value.detach()
         storage = value.untyped_storage()
-        if storage.nbytes() > value.numel() * value.element_size():
+        size = storage.nbytes()
+        if size > value.numel() * value.element_size():
             value = value.clone(memory_format=torch.contiguous_format)
             storage = value.untyped_storage()
-        if self._entries and (self._entries[-1].noise == noise or self._entries[-1].step == step):
-            self._entries.pop()
-        self._entries.append(Entry(float(noise), int(step), value, (storage.data_ptr(), storage.nbytes())))
+            size = storage.nbytes()
+        entries = self._entries
+        if entries and (entries[-1].noise == noise or entries[-1].step == step):
+            entries.pop()
+        entries.append(Entry(float(noise), int(step), value, (storage.data_ptr(), size)))
+        self.nbytes = sum(dict(e.storage for e in entries).values()) if len(entries) > 1 else size
 
     def nodes(self, over: Axis) -> list[float]:
         return [e.node(over) for e in self._entries]
@@ -286,10 +294,6 @@ class History:
             step_to = at + 1.0
         return extrapolate(method, self.nodes(over), self.values(), at, order, step_to=step_to)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the stored tensors (each distinct storage counted once)."""
-        return sum(dict(e.storage for e in self._entries).values())
-
     def clear(self) -> None:
         self._entries.clear()
+        self.nbytes = 0

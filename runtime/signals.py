@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -94,13 +93,18 @@ def history_needed(key: str) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class SignalValues:
-    """The values of one decision point; ``nonfinite`` and ``unavailable`` name the flagged keys."""
+_NONE: frozenset[str] = frozenset()
 
-    values: dict[str, float]
-    nonfinite: frozenset[str] = frozenset()
-    unavailable: frozenset[str] = frozenset()
+
+class SignalValues:
+    """The values of one decision point; ``nonfinite`` and ``unavailable`` name the flagged keys.
+    (A plain class with slots: one is built per measured decision point.)"""
+
+    __slots__ = ("values", "nonfinite", "unavailable")
+
+    def __init__(self, values: dict[str, float], nonfinite: frozenset[str] = _NONE,
+                 unavailable: frozenset[str] = _NONE):
+        self.values, self.nonfinite, self.unavailable = values, nonfinite, unavailable
 
     def __getitem__(self, key: str) -> float:
         return self.values[key]
@@ -108,12 +112,15 @@ class SignalValues:
     def __contains__(self, key: str) -> bool:
         return key in self.values
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SignalValues):
+            return NotImplemented
+        return (self.values, self.nonfinite, self.unavailable) == (other.values, other.nonfinite, other.unavailable)
 
-@dataclass
-class _Pending:
-    key: str
-    terms: tuple[int, ...]
-    finish: Callable[[list[float]], float]
+    __hash__ = None  # type: ignore[assignment]  # holds a dict
+
+    def __repr__(self) -> str:
+        return f"SignalValues(values={self.values!r}, nonfinite={set(self.nonfinite)!r}, unavailable={set(self.unavailable)!r})"
 
 
 def _acc(t: torch.Tensor) -> torch.dtype:
@@ -131,14 +138,29 @@ def _cos(dot: float, aa: float, bb: float) -> float:
     return 1.0 - dot / math.sqrt(aa * bb)
 
 
+# finishers: the host values of a signal's reductions, in queue order -> the signal
+def _finish_rel_l1(v: Sequence[float]) -> float:
+    return v[0] / (v[1] + EPS)
+
+
+def _finish_cos(v: Sequence[float]) -> float:
+    return _cos(v[0], v[1], v[2])
+
+
+def _finish_first(v: Sequence[float]) -> float:
+    return v[0]
+
+
 class SignalBatch:
     """Collects the reductions of one decision point; ``compute`` syncs once."""
+
+    __slots__ = ("_terms", "_counts", "_scales", "_pending", "_constants", "_unavailable", "_memo", "_keep")
 
     def __init__(self) -> None:
         self._terms: list[torch.Tensor] = []  # 0-dim reductions (float32, float64 for float64 tensors), in order
         self._counts: list[int] = []  # the elements each term is a mean over (for the cross-rank mean)
         self._scales: list[float] = []  # host factor turning a term into its mean (1 / count for a sum)
-        self._pending: list[_Pending] = []
+        self._pending: list[tuple[str, tuple[int, ...], Callable[[Sequence[float]], float]]] = []  # key, terms, finish
         self._constants: dict[str, float] = {}
         self._unavailable: set[str] = set()
         self._memo: dict[tuple, int] = {}  # a reduction shared by several signals is queued once
@@ -149,10 +171,10 @@ class SignalBatch:
         """Queue one 0-dim reduction (left in its accumulation dtype: no cast, no reshape); its host value
         is multiplied by ``scale`` (``1 / count`` turns a sum into the mean ``count`` elements).
         ``memo_key``: the reduction's identity, for the callers that look it up before building it."""
+        index = len(self._terms)
         self._terms.append(reduction)
         self._counts.append(count)
         self._scales.append(scale)
-        index = len(self._terms) - 1
         if memo_key is not None:
             self._memo[memo_key] = index
         return index
@@ -164,7 +186,8 @@ class SignalBatch:
             return index
         self._keep.append(t)
         n = t.numel()
-        return self._term(t.abs().sum(dtype=_acc(t)), n, 1.0 / max(n, 1), memo_key)
+        acc = torch.float64 if t.dtype is torch.float64 else torch.float32  # _acc, inlined (hot path)
+        return self._term(t.abs().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
 
     def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
         if a.shape != b.shape:
@@ -173,13 +196,14 @@ class SignalBatch:
         index = self._memo.get(memo_key)
         if index is not None:
             return index
-        self._keep += [a, b]
+        self._keep += (a, b)
         n = a.numel()
+        acc = torch.float64 if a.dtype is torch.float64 else torch.float32  # _acc, inlined (hot path)
         # the difference is this batch's own temporary: |.| in place, summed in the accumulation dtype
-        return self._term((a - b).abs_().sum(dtype=_acc(a)), n, 1.0 / max(n, 1), memo_key)
+        return self._term((a - b).abs_().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
 
-    def _add(self, key: str, terms: Sequence[int], finish: Callable[[list[float]], float]) -> str:
-        self._pending.append(_Pending(key, tuple(terms), finish))
+    def _add(self, key: str, terms: Sequence[int], finish: Callable[[Sequence[float]], float]) -> str:
+        self._pending.append((key, tuple(terms), finish))
         return key
 
     def _missing(self, key: str) -> str:
@@ -191,8 +215,9 @@ class SignalBatch:
         """``mean|current - reference| / (mean|reference| + eps)`` under ``key``."""
         if reference is None:
             return self._missing(key)
-        terms = (self._mean_abs_diff(current, reference), self._mean_abs(reference))
-        return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
+        self._pending.append((key, (self._mean_abs_diff(current, reference), self._mean_abs(reference)),
+                              _finish_rel_l1))
+        return key
 
     def finite(self, key: str, t: torch.Tensor) -> str:
         """The mean of ``t`` (``mean|t|`` when that reduction is queued already) under ``key``: listed in
@@ -202,8 +227,10 @@ class SignalBatch:
         if memo is None:
             self._keep.append(t)
             n = t.numel()
-            memo = self._term(t.sum(dtype=_acc(t)), n, 1.0 / max(n, 1))
-        return self._add(key, (memo,), lambda v: v[0])
+            memo = self._term(t.sum(dtype=torch.float64 if t.dtype is torch.float64 else torch.float32), n,
+                              1.0 / (n or 1))
+        self._pending.append((key, (memo,), _finish_first))
+        return key
 
     def cos_dist(self, key: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
         """``1 - cos(current, reference)`` on the flattened tensors, under ``key``."""
@@ -213,7 +240,7 @@ class SignalBatch:
         n = a.numel()
         terms = (self._term(torch.dot(a, b) / n, n), self._term(torch.dot(a, a) / n, n),
                  self._term(torch.dot(b, b) / n, n))
-        return self._add(key, terms, lambda v: _cos(*v))
+        return self._add(key, terms, _finish_cos)
 
     def distance(self, fn: str, source: str, current: torch.Tensor, reference: torch.Tensor | None) -> str:
         """``delta``/``drift`` (rel-L1) or ``cos_dist`` of a source; the key is ``fn(source)``."""
@@ -267,7 +294,7 @@ class SignalBatch:
         if span == 0.0:  # History replaces a result at a repeated node, so only a caller's own nodes get here
             return self._missing(CHANGE_RATE)
         terms = (self._mean_abs_diff(e1.value, e0.value), self._mean_abs(e0.value))
-        return self._add(CHANGE_RATE, terms, lambda v: _rel_l1(v[0], v[1]) / span)
+        return self._add(CHANGE_RATE, terms, lambda v: _finish_rel_l1(v) / span)
 
     def curvature(self, history: History, over: Axis = "noise") -> str:
         """Relative second divided difference of the last three computed results."""
@@ -296,7 +323,7 @@ class SignalBatch:
         # the tensor's size costs more than the reduction itself on CPU)
         term = self._term(combine(values, weights, _acc(values[-1])).abs_().mean(), values[-1].numel())
         terms = (term, self._mean_abs(entries[-1].value))
-        return self._add(key, terms, lambda v: _rel_l1(v[0], v[1]))
+        return self._add(key, terms, _finish_rel_l1)
 
     def constant(self, key: str, value: float) -> str:
         """A value already on the host (e.g. a counter the runtime wants in the same record)."""
@@ -318,7 +345,7 @@ class SignalBatch:
             if reduce is not None:  # the hook takes per-rank means: scale on the device, then read the global means
                 raw = reduce(*self._per_rank(stacked)).tolist()
             else:
-                raw = [v * f for v, f in zip(stacked.tolist(), self._scales)]
+                return self.values_from(stacked.tolist(), self._scales)
         return self.values_from(raw)
 
     def deferred(self, per_rank: bool = False,
@@ -334,15 +361,20 @@ class SignalBatch:
         if per_rank:  # per-rank means in, global means out (as ``compute``)
             return (*self._per_rank(stacked), self.values_from)
         scales = self._scales
-        return stacked, None, lambda raw: self.values_from([v * f for v, f in zip(raw, scales)])
+        return stacked, None, lambda raw: self.values_from(raw, scales)
 
     def _stacked(self, own_dtype: bool) -> torch.Tensor:
         """The queued reductions in one tensor on the first one's device: in their own dtype when they all
         share it and ``own_dtype`` allows it (no cast on the one-batch path), else float64."""
         terms = self._terms
-        device = terms[0].device
-        if own_dtype and all(t.dtype == terms[0].dtype and t.device == device for t in terms):
-            return torch.stack(terms)
+        first = terms[0]
+        dtype, device = first.dtype, first.device
+        if own_dtype:
+            for t in terms:
+                if t.dtype is not dtype or t.device != device:
+                    break
+            else:
+                return torch.stack(terms)
         return torch.stack([t.to(device, torch.float64) for t in terms])
 
     def _per_rank(self, stacked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,20 +383,27 @@ class SignalBatch:
         return (stacked.double() * torch.tensor(self._scales, dtype=torch.float64, device=device),
                 torch.tensor(self._counts, dtype=torch.float64, device=device))
 
-    def values_from(self, raw: Sequence[float]) -> SignalValues:
+    def values_from(self, raw: Sequence[float], scales: Sequence[float] | None = None) -> SignalValues:
         """The values of this batch from the host means of its reductions, in queue order (``compute``'s
-        read, or ``deferred`` read later)."""
-        values: dict[str, float] = dict(self._constants)
-        nonfinite: set[str] = set()
-        for key in self._unavailable:
+        read, or ``deferred`` read later); ``scales``: the host factors still to apply to ``raw``."""
+        values: dict[str, float] = dict(self._constants) if self._constants else {}
+        nonfinite: set[str] | None = None
+        unavailable = self._unavailable
+        for key in unavailable:
             values[key] = math.inf
-        for p in self._pending:
-            inputs = [raw[i] for i in p.terms]
-            if all(math.isfinite(x) for x in inputs):
-                value = p.finish(inputs)
-                if math.isfinite(value):
-                    values[p.key] = value
+        for key, terms, finish in self._pending:
+            inputs = [raw[i] for i in terms] if scales is None else [raw[i] * scales[i] for i in terms]
+            for x in inputs:
+                if x - x != 0.0:  # not finite (NaN, or an infinity: inf - inf is NaN)
+                    break
+            else:
+                value = finish(inputs)
+                if value - value == 0.0:
+                    values[key] = value
                     continue
-            values[p.key] = math.nan
-            nonfinite.add(p.key)
-        return SignalValues(values, frozenset(nonfinite), frozenset(self._unavailable))
+            values[key] = math.nan
+            if nonfinite is None:
+                nonfinite = set()
+            nonfinite.add(key)
+        return SignalValues(values, _NONE if nonfinite is None else frozenset(nonfinite),
+                            frozenset(unavailable) if unavailable else _NONE)

@@ -204,6 +204,7 @@ class Outcome:
 
 
 _COMPUTE = Outcome(compute=True)
+_NONE: frozenset[str] = frozenset()
 
 
 class _LazySignals(Mapping):
@@ -214,32 +215,43 @@ class _LazySignals(Mapping):
     __slots__ = ("runner", "st", "sources", "ctx", "values", "candidates", "nonfinite")
 
     def __init__(self, runner: UnitRunner, st: UnitState, sources: dict, ctx: StepContext):
-        self.runner, self.st, self.sources, self.ctx = runner, st, sources, ctx
+        self.runner = runner
+        self.st = st
+        self.sources = sources
+        self.ctx = ctx
         self.values: SignalValues | None = None
-        self.candidates: dict[Any, tuple] = {}
-        self.nonfinite: set[str] = set()
+        self.candidates: dict[Any, tuple] | None = None  # built with the first prediction
+        self.nonfinite: frozenset[str] = _NONE  # replaced, never mutated
 
     def measure(self) -> None:
-        runner, batch = self.runner, SignalBatch()
+        runner, st, batch = self.runner, self.st, SignalBatch()
         for register in runner.registrars:
-            register(batch, self.st, self.sources, self.ctx)
-        self.candidates = runner._candidates(self.st, self.ctx, batch)
-        self.values = batch.compute(runner.session.reduce)
-        self.nonfinite |= self.values.nonfinite
+            register(batch, st, self.sources, self.ctx)
+        if runner.has_candidates and st.hidden.ring:
+            self.candidates = runner._candidates(st, self.ctx, batch)
+        values = self.values = batch.compute(runner.session.reduce)
+        if values.nonfinite:
+            self.nonfinite = self.nonfinite | values.nonfinite
 
     def check(self, name: str, pair: tuple) -> None:
         """Read the finiteness of the chosen action's tensors (the decision read no signal: this is its sync)."""
         batch = SignalBatch()
         UnitRunner._finite_check(batch, name, pair)
-        self.nonfinite |= batch.compute(self.runner.session.reduce).nonfinite
+        flagged = batch.compute(self.runner.session.reduce).nonfinite
+        if flagged:
+            self.nonfinite = self.nonfinite | flagged
 
     def __getitem__(self, key: str) -> float:
-        inner = self.runner.lagged.get(key)
-        if inner is not None:  # measured at the branch's last call (runtime.lag_copy)
-            return self.runner.session.lag.value(self.st, self.ctx.branch, inner)
-        if self.values is None:
+        runner = self.runner
+        if runner.lagged:
+            inner = runner.lagged.get(key)
+            if inner is not None:  # measured at the branch's last call (runtime.lag_copy)
+                return runner.session.lag.value(self.st, self.ctx.branch, inner)
+        values = self.values
+        if values is None:
             self.measure()
-        return self.values.values[key]
+            values = self.values
+        return values.values[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.runner.keys)
@@ -267,6 +279,8 @@ class UnitRunner:
         actions = [r.action for r in plan.section.rules]
         self.keeps_outputs = any(isinstance(a, ir.Cache) and a.output for a in actions)
         self.caches = any(isinstance(a, ir.Cache) for a in actions)
+        #: a measured decision also reads the finiteness of what a cache or predict arm would return
+        self.has_candidates = self.caches or bool(self.predicts)
         # an all-recompute section with no history-derived signal stores nothing and pays nothing
         self.needs_history = self.caches or bool(self.predicts) or any(
             _PRED.match(k) or k in ("change_rate", "curvature", "delta(output)") for k in self.keys)
@@ -306,7 +320,10 @@ class UnitRunner:
 
     def memory_bytes(self) -> int:
         """Bytes of stored results now held by this unit (all branches)."""
-        return sum(s.hidden.nbytes + s.encoder.nbytes for s in self.states.values())
+        total = 0
+        for st in self.states.values():
+            total += st.hidden.nbytes + st.encoder.nbytes
+        return total
 
     def held_tensors(self) -> list[torch.Tensor]:
         """Every tensor this unit keeps alive between calls (for memory accounting)."""
@@ -325,13 +342,9 @@ class UnitRunner:
         """``decide`` for a caller already outside compiled graphs (the block hook's ``_enter``)."""
         started = _clock()
         branch = call.branch
-        st = self.states.get(branch) or self.state(branch)
-        if st.layout != layout:  # a resized latent, another batch or dtype, a moved frame window: a new unit
-            if st.layout is not None:
-                del self.states[branch]
-                st = self.state(branch)
-                self.session.count_fault("layout_reset")
-            st.layout = layout
+        st = self.states.get(branch)
+        if st is None or st.layout != layout:
+            st = self._state_for(branch, st, layout)
         plan = self.plan
         ctx = StepContext(call.step, call.steps, call.noise, branch, plan.unit_index, plan.units)
         # guards and counter-only rules decide before any tensor signal is queued: the batch runs at the
@@ -339,14 +352,15 @@ class UnitRunner:
         lazy = _LazySignals(self, st, sources, ctx)
         controller = st.controller
         decision = controller.decide(ctx, lazy)
-        if self.record_all and self.keys and lazy.values is None:
-            lazy.measure()
-        if self.record_all and self.lagged:  # the last call's lagged values reach its trace rows even unread
-            self.session.lag.settle(branch)
+        if self.record_all:
+            if self.keys and lazy.values is None:
+                lazy.measure()
+            if self.lagged:  # the last call's lagged values reach its trace rows even unread
+                self.session.lag.settle(branch)
         action = decision.action
         outcome = _COMPUTE
-        if not isinstance(action, ir.Recompute):
-            if isinstance(action, ir.Predict) and not st.hidden.can_predict(action.method, action.order):
+        if action.kind != "recompute":
+            if action.kind == "predict" and not st.hidden.can_predict(action.method, action.order):
                 # a repeated noise level replaced a stored result (see History): fewer distinct nodes than results
                 decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="history", guard_id=None)
             else:
@@ -355,7 +369,7 @@ class UnitRunner:
                     decision = replace(decision, action=_RECOMPUTE, rule_id=None, guard="nan", guard_id=None)
                     outcome = _COMPUTE
         computed = outcome.compute
-        controller.record(decision, computed=computed)
+        controller.record(decision, computed)
         measured = lazy.values
         # the entry's signals: built when the trace is read, or, with lagged keys, the dict itself, which
         # the lag's read at the branch's next call completes (runtime.lag_copy)
@@ -367,7 +381,7 @@ class UnitRunner:
         for source in self.sources:
             tensor = sources.get(source)
             if tensor is not None:
-                held = Held.of(tensor)
+                held = Held(tensor, None if tensor.is_inference() else tensor._version)  # Held.of, inlined
                 st.previous[source] = held
                 if computed:
                     st.at_recompute[source] = held
@@ -386,6 +400,18 @@ class UnitRunner:
         if nonfinite:
             self.session.report_nonfinite(entry_of(fields))
         return outcome
+
+    def _state_for(self, branch: str, st: UnitState | None, layout: tuple) -> UnitState:
+        """The branch's state for an input of ``layout``: a resized latent, another batch or dtype, a moved
+        frame window makes a new unit."""
+        if st is None:
+            st = self.state(branch)
+        elif st.layout is not None:
+            del self.states[branch]
+            st = self.state(branch)
+            self.session.count_fault("layout_reset")
+        st.layout = layout
+        return st
 
     #: the decision point; compiler-disabled: it runs between compiled graphs, never inside one
     decide = torch.compiler.disable(decide_eager)
@@ -408,15 +434,18 @@ class UnitRunner:
         if m := _DIST.match(key):
             fn, source = m.groups()
             kept = "at_recompute" if fn == "drift" else "previous"
+            register = SignalBatch.rel_l1 if fn in ("delta", "drift") else SignalBatch.cos_dist
 
             def distance(batch: SignalBatch, st: UnitState, sources: dict, ctx: StepContext) -> None:
                 current = sources.get(source)
-                held = getattr(st, kept).get(source)
-                reference = held.tensor if held is not None and held.intact else None
+                held = (st.at_recompute if kept == "at_recompute" else st.previous).get(source)
+                # ``held.intact``, inlined (the hot path)
+                reference = None if held is None or (held.version is not None and held.tensor._version != held.version) \
+                    else held.tensor
                 if current is None:  # the probe's input was overwritten in place this call: unknown
                     batch.rel_l1(key, torch.zeros(()), None)
                 else:
-                    batch.distance(fn, source, current, reference)
+                    register(batch, key, current, reference)
 
             return distance
         if m := _PRED.match(key):
@@ -439,29 +468,27 @@ class UnitRunner:
                         "read a signal listed in docs/language.md", self.plan.section.id)
 
     def _cache_pair(self, st: UnitState) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return st.hidden.last.value, st.encoder.last.value if len(st.encoder) else None
+        encoder = st.encoder.ring
+        return st.hidden.ring[-1].value, encoder[-1].value if encoder else None
 
     def _prediction(self, st: UnitState, ctx: StepContext, method: str, order: int, over: str) -> tuple:
         return tuple(h.predict(method, order, over, ctx.noise, ctx.step) if len(h) else None
                      for h in (st.hidden, st.encoder))
-
-    def _result_unchecked(self, st: UnitState) -> bool:
-        """Whether the finiteness of the last stored result (what ``cache`` reuses) is still unknown."""
-        return self.caches and len(st.hidden) > 0 and (st.checked is None or st.checked[0] is not st.hidden.last.value)
 
     def _candidates(self, st: UnitState, ctx: StepContext, batch: SignalBatch) -> dict[Any, tuple]:
         """When the decision reads tensor signals, the action is not known before the one sync: the
         predictions a predict arm could return are built and their finiteness read in the same sync,
         with the last stored result's (once per stored result)."""
         out: dict[Any, tuple] = {}
-        if len(st.hidden) == 0 or not (self.caches or self.predicts):
+        if not st.hidden.ring or not self.has_candidates:
             return out
         for method, order, over in self.predicts:
             if st.hidden.can_predict(method, order):
                 pair = self._prediction(st, ctx, method, order, over)
                 out[("predict", method, order, over)] = pair
                 self._finite_check(batch, _predict_name(method, order, over), pair)
-        if self._result_unchecked(st):
+        # the last stored result's finiteness, unless known (``st.checked`` holds the tensor: no id reuse)
+        if self.caches and (st.checked is None or st.checked[0] is not st.hidden.ring[-1].value):
             self._finite_check(batch, "result", self._cache_pair(st))
         return out
 
@@ -474,9 +501,10 @@ class UnitRunner:
     def _outcome(self, action: Any, st: UnitState, ctx: StepContext, lazy: _LazySignals) -> Outcome | None:
         """What the chosen non-recompute action returns; None when that tensor is not finite. When the
         decision read no tensor signal, only the chosen action's tensor is built and checked (one sync)."""
-        if isinstance(action, ir.Skip):
+        kind = action.kind
+        if kind == "skip":
             return Outcome(compute=False, skip=True)
-        if isinstance(action, ir.Cache):
+        if kind == "cache":
             if action.output and st.last_output is not None:
                 # the next block receives it and may write into it: hand out a copy, keep the original
                 hidden, encoder = st.last_output
@@ -485,18 +513,20 @@ class UnitRunner:
             if self.lagged:  # its finiteness came with the lagged copy (read at most once per call)
                 self.session.lag.settle(ctx.branch)
                 if st.checked is not None and st.checked[0] is pair[0] and not st.checked[1]:
-                    lazy.nonfinite.add("finite:result:0")
-            if st.checked is None or st.checked[0] is not pair[0]:  # holding the tensor: no id reuse
+                    lazy.nonfinite = lazy.nonfinite | {"finite:result:0"}
+            checked = st.checked
+            if checked is None or checked[0] is not pair[0]:  # holding the tensor: no id reuse
                 if lazy.values is None:
                     lazy.check("result", pair)
-                st.checked = (pair[0], not any(k.startswith("finite:result:") for k in lazy.nonfinite))
-            return Outcome(False, *pair) if st.checked[1] else None
+                flagged = lazy.nonfinite
+                checked = st.checked = (pair[0], not (flagged and any(k.startswith("finite:result:") for k in flagged)))
+            return Outcome(False, pair[0], pair[1]) if checked[1] else None
         tag = ("predict", action.method, action.order, action.over)
         name = _predict_name(action.method, action.order, action.over)
         if lazy.values is None:
-            lazy.candidates[tag] = self._prediction(st, ctx, action.method, action.order, action.over)
+            lazy.candidates = {tag: self._prediction(st, ctx, action.method, action.order, action.over)}
             lazy.check(name, lazy.candidates[tag])
-        if any(k.startswith(f"finite:{name}:") for k in lazy.nonfinite):
+        if lazy.nonfinite and any(k.startswith(f"finite:{name}:") for k in lazy.nonfinite):
             return None
         return Outcome(False, *lazy.candidates[tag])
 
