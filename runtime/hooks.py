@@ -156,6 +156,9 @@ class RootHook(ModelHook):
     """Opens and closes the call; executes ``on model``."""
 
     _is_stateful = True
+    # diffusers' ``_set_cache_context`` looks for the hook's ``StateManager`` among its ``vars`` at every
+    # ``cache_context``: what lives in slots is not searched (only ``fn_ref`` and ``state_manager`` are)
+    __slots__ = ("session", "model_runner", "_templates", "_shapes", "_eager_begin", "_eager_end")
 
     def __init__(self, session: Any, model_runner: UnitRunner | None):
         super().__init__()

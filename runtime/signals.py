@@ -152,11 +152,22 @@ def _finish_first(v: Sequence[float]) -> float:
 
 
 class SignalBatch:
-    """Collects the reductions of one decision point; ``compute`` syncs once."""
+    """Collects the reductions of one decision point; ``compute`` syncs once.
 
-    __slots__ = ("_terms", "_counts", "_scales", "_pending", "_constants", "_unavailable", "_memo", "_keep")
+    ``known`` (optional, owned by the caller and kept between its batches): ``mean|t|`` of tensors an
+    earlier batch measured, by ``id``, as ``(tensor, version, mean)``. A reference compared again while
+    unchanged (the same tensor at the same in-place version: ``drift``'s reference until the next
+    recompute) then costs no reduction: its mean is a host term, the value the device gave the last
+    time (the same bits: the same reduction of the same data). ``compute`` refreshes ``known`` with
+    the means this batch used or measured (finite ones only), so it holds what the last batch read."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_terms", "_counts", "_scales", "_pending", "_constants", "_unavailable", "_memo", "_keep",
+                 "_host", "_known", "_learn")
+
+    def __init__(self, known: dict[int, tuple[torch.Tensor, int, float]] | None = None) -> None:
+        self._host: list[float] = []  # means known on the host; a term index ``~i`` reads ``_host[i]``
+        self._known = known
+        self._learn: list[tuple[int, torch.Tensor, int]] = []  # (term, tensor, version) whose mean to remember
         self._terms: list[torch.Tensor] = []  # 0-dim reductions (float32, float64 for float64 tensors), in order
         self._counts: list[int] = []  # the elements each term is a mean over (for the cross-rank mean)
         self._scales: list[float] = []  # host factor turning a term into its mean (1 / count for a sum)
@@ -184,10 +195,23 @@ class SignalBatch:
         index = self._memo.get(memo_key)
         if index is not None:
             return index
+        known = self._known
+        version = None
+        if known is not None and not t.is_inference():  # an inference tensor has no version to trust
+            version = t._version
+            hit = known.get(id(t))
+            if hit is not None and hit[0] is t and hit[1] == version:
+                index = self._memo[memo_key] = ~len(self._host)
+                self._host.append(hit[2])
+                self._learn.append((index, t, version))
+                return index
         self._keep.append(t)
         n = t.numel()
         acc = torch.float64 if t.dtype is torch.float64 else torch.float32  # _acc, inlined (hot path)
-        return self._term(t.abs().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
+        index = self._term(t.abs().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
+        if version is not None:
+            self._learn.append((index, t, version))
+        return index
 
     def _mean_abs_diff(self, a: torch.Tensor, b: torch.Tensor) -> int:
         if a.shape != b.shape:
@@ -335,18 +359,31 @@ class SignalBatch:
         must not keep a call's activations alive. Reductions queued afterwards are not shared with earlier ones."""
         self._keep.clear()
         self._memo.clear()
+        self._learn.clear()
 
     # -- the one synchronisation -------------------------------------------------------------------
     def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
         """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""
         raw: list[float] = []
+        scales = None
         if self._terms:
             stacked = self._stacked(own_dtype=True)
             if reduce is not None:  # the hook takes per-rank means: scale on the device, then read the global means
                 raw = reduce(*self._per_rank(stacked)).tolist()
             else:
-                return self.values_from(stacked.tolist(), self._scales)
-        return self.values_from(raw)
+                raw, scales = stacked.tolist(), self._scales
+        if self._known is not None:
+            self._remember(raw, scales)
+        return self.values_from(raw, scales)
+
+    def _remember(self, raw: Sequence[float], scales: Sequence[float] | None) -> None:
+        """Keep in ``known`` the finite means this batch used or measured (and nothing else)."""
+        known, host = self._known, self._host
+        known.clear()
+        for index, t, version in self._learn:
+            mean = host[~index] if index < 0 else raw[index] if scales is None else raw[index] * scales[index]
+            if mean - mean == 0.0:  # finite
+                known[id(t)] = (t, version, mean)
 
     def deferred(self, per_rank: bool = False,
                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, Callable[[Sequence[float]], SignalValues]]:
@@ -389,10 +426,14 @@ class SignalBatch:
         values: dict[str, float] = dict(self._constants) if self._constants else {}
         nonfinite: set[str] | None = None
         unavailable = self._unavailable
+        host = self._host
         for key in unavailable:
             values[key] = math.inf
         for key, terms, finish in self._pending:
-            inputs = [raw[i] for i in terms] if scales is None else [raw[i] * scales[i] for i in terms]
+            if host:
+                inputs = [host[~i] if i < 0 else raw[i] if scales is None else raw[i] * scales[i] for i in terms]
+            else:
+                inputs = [raw[i] for i in terms] if scales is None else [raw[i] * scales[i] for i in terms]
             for x in inputs:
                 if x - x != 0.0:  # not finite (NaN, or an infinity: inf - inf is NaN)
                     break

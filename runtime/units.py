@@ -190,6 +190,9 @@ class UnitState:
     block_outputs: list[list[torch.Tensor]] = field(default_factory=list)
     checked: tuple[torch.Tensor, bool] | None = None  # the cache candidate whose finiteness is known
     layout: tuple | None = None
+    #: ``mean|t|`` of the tensors the last measured decision read, for the next one (``SignalBatch``'s
+    #: ``known``: a reference compared again unchanged costs no reduction)
+    means: dict[int, tuple[torch.Tensor, int, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,7 +227,8 @@ class _LazySignals(Mapping):
         self.nonfinite: frozenset[str] = _NONE  # replaced, never mutated
 
     def measure(self) -> None:
-        runner, st, batch = self.runner, self.st, SignalBatch()
+        runner, st = self.runner, self.st
+        batch = SignalBatch(st.means)
         for register in runner.registrars:
             register(batch, st, self.sources, self.ctx)
         if runner.has_candidates and st.hidden.ring:
@@ -333,6 +337,7 @@ class UnitRunner:
             out += [held.tensor for kept in (st.previous, st.at_recompute) for held in kept.values()]
             out += [t for t in st.last_output or () if t is not None]
             out += [t for outs in st.block_outputs for t in outs]
+            out += [t for t, _, _ in st.means.values()]
             if st.checked is not None:
                 out.append(st.checked[0])
         return out
