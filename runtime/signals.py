@@ -363,15 +363,18 @@ class SignalBatch:
 
     # -- the one synchronisation -------------------------------------------------------------------
     def compute(self, reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> SignalValues:
-        """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once."""
+        """Stack every reduction, apply ``reduce(means, counts)`` (cross-rank mean), call ``.tolist()`` once
+        (``.item()`` when there is one reduction: the same host read, one operation less)."""
         raw: list[float] = []
         scales = None
-        if self._terms:
-            stacked = self._stacked(own_dtype=True)
+        terms = self._terms
+        if terms:
             if reduce is not None:  # the hook takes per-rank means: scale on the device, then read the global means
-                raw = reduce(*self._per_rank(stacked)).tolist()
+                raw = reduce(*self._per_rank(self._stacked(own_dtype=True))).tolist()
+            elif len(terms) == 1:  # one reduction (a reference's mean known on the host): read it, no stacking
+                raw, scales = [terms[0].item()], self._scales
             else:
-                raw, scales = stacked.tolist(), self._scales
+                raw, scales = self._stacked(own_dtype=True).tolist(), self._scales
         if self._known is not None:
             self._remember(raw, scales)
         return self.values_from(raw, scales)
