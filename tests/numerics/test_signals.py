@@ -240,3 +240,123 @@ def _register_one(batch, key, h, a, b):
 def test_mismatched_shapes_are_an_error():
     with pytest.raises(ValueError, match="shapes"):
         SignalBatch().distance("delta", "input", torch.zeros(3), torch.zeros(4))
+
+
+# ---------------------------------------------------------------------------------------------- known means
+def _queued(batch):
+    return len(batch._terms)
+
+
+def test_an_unchanged_reference_is_not_reduced_again_and_reads_the_same_bits():
+    a, b = _pair(11)
+    a2 = a + 0.1
+    known = {}
+    first = SignalBatch(known)
+    first.distance("drift", "probe", a, b)
+    got1 = first.compute()
+    assert _queued(first) == 2 and id(b) in known  # |a - b| and |b|; the mean of |b| remembered
+    second = SignalBatch(known)
+    second.distance("drift", "probe", a2, b)
+    got2 = second.compute()
+    assert _queued(second) == 1  # only |a2 - b|: the reference's mean is a host term
+    plain = SignalBatch()
+    plain.distance("drift", "probe", a2, b)
+    assert got2.values == plain.compute().values  # bit for bit what the full batch gives
+    assert got1["drift(probe)"] != got2["drift(probe)"]
+
+
+def test_a_reference_written_in_place_is_reduced_again():
+    a, b = _pair(12)
+    known = {}
+    batch = SignalBatch(known)
+    batch.distance("drift", "probe", a, b)
+    batch.compute()
+    b.mul_(2.0)  # same tensor, new version: the remembered mean is stale
+    again = SignalBatch(known)
+    again.distance("drift", "probe", a, b)
+    got = again.compute()
+    assert _queued(again) == 2
+    plain = SignalBatch()
+    plain.distance("drift", "probe", a, b)
+    assert got.values == plain.compute().values
+
+
+def test_known_means_keep_only_what_the_last_batch_read_and_never_a_non_finite_one():
+    a, b = _pair(13)
+    c = b.clone()
+    c[0, 0, 0] = float("nan")
+    known = {}
+    batch = SignalBatch(known)
+    batch.distance("drift", "probe", a, b)
+    batch.distance("delta", "input", a, c)
+    got = batch.compute()
+    assert "delta(input)" in got.nonfinite and set(known) == {id(b)}  # the NaN mean is not remembered
+    other = SignalBatch(known)
+    other.distance("delta", "input", b, a)
+    other.compute()
+    assert set(known) == {id(a)}  # b's entry (unused by this batch) is dropped: nothing stale is held
+
+
+def test_inference_tensors_have_no_version_and_are_always_reduced():
+    with torch.inference_mode():
+        a, b = _pair(14)
+    known = {}
+    for _ in range(2):
+        batch = SignalBatch(known)
+        batch.distance("drift", "probe", a, b)
+        batch.compute()
+        assert _queued(batch) == 2
+    assert not known
+
+
+def test_known_means_under_a_cross_rank_reduce_are_the_global_means():
+    a, b = _pair(15)
+    known = {}
+
+    def reduce(means, counts):
+        return means * 1.0
+
+    first = SignalBatch(known)
+    first.distance("drift", "probe", a, b)
+    first.compute(reduce=reduce)
+    second = SignalBatch(known)
+    second.distance("drift", "probe", a + 0.1, b)
+    got = second.compute(reduce=reduce)
+    plain = SignalBatch()
+    plain.distance("drift", "probe", a + 0.1, b)
+    assert _queued(second) == 1
+    assert got["drift(probe)"] == pytest.approx(plain.compute()["drift(probe)"], rel=1e-12)
+
+
+def test_one_reduction_is_read_with_one_item(monkeypatch):
+    a, b = _pair(16)
+    calls = {"tolist": 0, "item": 0}
+    for name in calls:
+        real = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _real=real, **kwargs):
+            calls[_name] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    batch = SignalBatch()
+    batch.finite("finite:result:0", a)
+    got = batch.compute()
+    assert calls == {"tolist": 0, "item": 1} and not got.nonfinite
+
+
+def test_history_keeps_its_bytes_up_to_date():
+    h = History(2)
+    x = torch.zeros(4, 8)
+    h.push(x, noise=1.0, step=0)
+    assert h.nbytes == x.numel() * 4
+    h.push(x[:2], noise=0.9, step=1)  # a view of a larger storage: kept as a compact copy
+    assert h.nbytes == x.numel() * 4 + 2 * 8 * 4
+    h.push(torch.zeros(3, 8), noise=0.8, step=2)  # the oldest leaves the ring
+    assert h.nbytes == 2 * 8 * 4 + 3 * 8 * 4
+    h.push(torch.zeros(1, 8), noise=0.8, step=3)  # a repeated noise level replaces the last result
+    assert h.nbytes == 2 * 8 * 4 + 1 * 8 * 4
+    h.push(h.ring[-1].value, noise=0.7, step=4)  # the same storage twice is counted once
+    assert h.nbytes == 1 * 8 * 4
+    h.clear()
+    assert h.nbytes == 0 and len(h) == 0

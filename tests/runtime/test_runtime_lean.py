@@ -112,3 +112,26 @@ def test_the_trace_built_when_read_equals_the_one_built_at_each_decision():
     assert all(row["signals"] == {"drift(probe)": row["values"]["drift(probe)"]} for row in built_late
                if row["guard"] is None)
     assert all(e.time_s > 0 for e in lazy.trace)
+
+
+def test_drift_reduces_its_reference_once_per_recompute_with_the_same_decisions_and_output(monkeypatch):
+    # `drift(probe)` compares with the probe at the last recompute: its mean is reduced at the first
+    # decision after that recompute and read from the host after it (SignalBatch's `known` means)
+    pipe, kwargs = tiny.wan(cfg=True, steps=10)
+    runs = {}
+    for remember in (True, False):
+        if not remember:  # every batch without memory: the reference reduced at every decision
+            original = SignalBatch.__init__
+            monkeypatch.setattr(SignalBatch, "__init__", lambda self, known=None: original(self, None))
+        abs_calls = _counting(monkeypatch, torch.Tensor, "abs")
+        with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as session:
+            out = _run(pipe, kwargs)
+        rows = _rows(session.trace)
+        runs[remember] = (out, rows, len(abs_calls))
+        monkeypatch.undo()
+    (out, rows, reduced), (out_plain, rows_plain, reduced_plain) = runs[True], runs[False]
+    assert rows == rows_plain and torch.equal(out, out_plain)  # the same bits, decision for decision
+    measured = [r for r in rows if r["signals"]]
+    recomputes = sum(r["action"] == "recompute" for r in rows)
+    assert reduced_plain == len(measured)  # one |reference| per measured decision without memory
+    assert reduced <= recomputes < reduced_plain  # at most one per recompute with it
