@@ -121,8 +121,8 @@ def test_drift_reduces_its_reference_once_per_recompute_with_the_same_decisions_
     runs = {}
     for remember in (True, False):
         if not remember:  # every batch without memory: the reference reduced at every decision
-            original = SignalBatch.__init__
-            monkeypatch.setattr(SignalBatch, "__init__", lambda self, known=None: original(self, None))
+            monkeypatch.setattr(SignalBatch, "__init__",
+                                lambda self, known=None, _init=SignalBatch.__init__: _init(self, None))
         abs_calls = _counting(monkeypatch, torch.Tensor, "abs")
         with runtime.attach(pipe, POLICIES / "fbcache.policy", threshold=0.2) as session:
             out = _run(pipe, kwargs)
