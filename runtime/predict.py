@@ -210,9 +210,10 @@ def extrapolate(method: str, nodes: Sequence[float], values: Sequence[torch.Tens
     return combine(list(values)[-len(weights):], weights)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Entry:
-    """One computed result: its noise level, its step index, and the tensor."""
+    """One computed result: its noise level, its step index, and the tensor (not changed once pushed;
+    not frozen, so that a push stays cheap)."""
 
     noise: float
     step: int

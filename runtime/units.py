@@ -538,7 +538,7 @@ class UnitRunner:
     # ------------------------------------------------------------------ after a computed call
     def store(self, call: Any, result: torch.Tensor, encoder: torch.Tensor | None = None,
               raw: tuple[torch.Tensor, torch.Tensor | None] | None = None) -> None:
-        st = self.state(call.branch)
+        st = self.states.get(call.branch) or self.state(call.branch)
         if self.needs_history:
             st.hidden.push(result, noise=call.noise, step=call.step)
             if encoder is not None:
