@@ -4,9 +4,12 @@ Contract
 --------
 The runtime registers what a decision needs on a ``SignalBatch`` (each call queues a few 0-dim
 reductions on the tensors' device and returns the signal's key), then calls ``compute()``, which
-stacks every queued reduction into one float64 tensor, optionally reduces it across ranks, and calls
-``.tolist()`` exactly once. The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
-whose inputs were non-finite and the keys that were unavailable.
+stacks every queued reduction into one tensor (their own dtype, float32 for float32 and half inputs),
+optionally reduces it across ranks, and reads it on the host exactly once (``.tolist()``; ``.item()``
+for a single reduction). The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
+whose inputs were non-finite and the keys that were unavailable. A batch given the caller's ``known``
+means reads the mean of an unchanged reference from there instead of reducing it again (see
+``SignalBatch``).
 
 Definitions (``eps = EPS = 1e-12``, added to the denominator so that two all-zero tensors are at
 distance 0; far below the magnitude of any real activation, so relative distances are scale invariant
