@@ -219,9 +219,7 @@ class _Frame:
             return value if math.isfinite(value) else UNKNOWN
         if key in self.unavailable:
             return UNKNOWN
-        ctl = self.ctl
-        needs = ctl.needs.get(key)  # ``UnitController.available``, inlined: this is the hot path
-        if needs is not None and (ctl._computed < needs[0] or ctl._calls < needs[1]):
+        if not self.ctl.available(key):
             self.unavailable.append(key)
             return UNKNOWN
         try:

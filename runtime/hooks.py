@@ -328,7 +328,7 @@ class BlockHook(ModelHook):
             return None
         if self.head:
             sources = {"input": hidden, "probe": call.probe, "modulated_input": call.modulated}
-            outcome = runner.decide_eager(call, sources, (hidden.shape, hidden.dtype, hidden.device))  # layout_key
+            outcome = runner.decide_eager(call, sources, layout_key(hidden))
             entry = call.ranges[runner] = self._in_flight(runner, call, outcome, hidden, encoder)
         else:
             entry = call.ranges.get(runner)

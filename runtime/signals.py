@@ -128,11 +128,7 @@ class SignalValues:
 
 def _acc(t: torch.Tensor) -> torch.dtype:
     """Reductions accumulate in float32 (float64 for float64 tensors)."""
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _rel_l1(num: float, den: float) -> float:
-    return num / (den + EPS)
+    return torch.float64 if t.dtype is torch.float64 else torch.float32
 
 
 def _cos(dot: float, aa: float, bb: float) -> float:
@@ -210,8 +206,7 @@ class SignalBatch:
                 return index
         self._keep.append(t)
         n = t.numel()
-        acc = torch.float64 if t.dtype is torch.float64 else torch.float32  # _acc, inlined (hot path)
-        index = self._term(t.abs().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
+        index = self._term(t.abs().sum(dtype=_acc(t)), n, 1.0 / (n or 1), memo_key)
         if version is not None:
             self._learn.append((index, t, version))
         return index
@@ -225,9 +220,8 @@ class SignalBatch:
             return index
         self._keep += (a, b)
         n = a.numel()
-        acc = torch.float64 if a.dtype is torch.float64 else torch.float32  # _acc, inlined (hot path)
         # the difference is this batch's own temporary: |.| in place, summed in the accumulation dtype
-        return self._term((a - b).abs_().sum(dtype=acc), n, 1.0 / (n or 1), memo_key)
+        return self._term((a - b).abs_().sum(dtype=_acc(a)), n, 1.0 / (n or 1), memo_key)
 
     def _add(self, key: str, terms: Sequence[int], finish: Callable[[Sequence[float]], float]) -> str:
         self._pending.append((key, tuple(terms), finish))
@@ -254,8 +248,7 @@ class SignalBatch:
         if memo is None:
             self._keep.append(t)
             n = t.numel()
-            memo = self._term(t.sum(dtype=torch.float64 if t.dtype is torch.float64 else torch.float32), n,
-                              1.0 / (n or 1))
+            memo = self._term(t.sum(dtype=_acc(t)), n, 1.0 / (n or 1))
         self._pending.append((key, (memo,), _finish_first))
         return key
 
@@ -296,10 +289,10 @@ class SignalBatch:
                           self._term(torch.dot(b, b) / b.numel(), n)]
             else:
                 terms += [self._mean_abs_diff(cur, ref), self._mean_abs(ref)]
-        one = _cos if fn == "cos_dist" else _rel_l1
+        one = _finish_cos if fn == "cos_dist" else _finish_rel_l1
 
         def finish(v: list[float]) -> float:
-            per_block = [one(*v[i:i + width]) for i in range(0, len(v), width)]
+            per_block = [one(v[i:i + width]) for i in range(0, len(v), width)]
             return sum(per_block) / len(per_block)
 
         return self._add(key, terms, finish)

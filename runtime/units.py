@@ -386,7 +386,7 @@ class UnitRunner:
         for source in self.sources:
             tensor = sources.get(source)
             if tensor is not None:
-                held = Held(tensor, None if tensor.is_inference() else tensor._version)  # Held.of, inlined
+                held = Held.of(tensor)
                 st.previous[source] = held
                 if computed:
                     st.at_recompute[source] = held
@@ -444,9 +444,7 @@ class UnitRunner:
             def distance(batch: SignalBatch, st: UnitState, sources: dict, ctx: StepContext) -> None:
                 current = sources.get(source)
                 held = (st.at_recompute if kept == "at_recompute" else st.previous).get(source)
-                # ``held.intact``, inlined (the hot path)
-                reference = None if held is None or (held.version is not None and held.tensor._version != held.version) \
-                    else held.tensor
+                reference = held.tensor if held is not None and held.intact else None
                 if current is None:  # the probe's input was overwritten in place this call: unknown
                     batch.rel_l1(key, torch.zeros(()), None)
                 else:
