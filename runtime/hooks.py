@@ -313,7 +313,7 @@ class BlockHook(ModelHook):
             return None
         spec = self.spec
         hidden, encoder = spec.inputs(args, kwargs)
-        if hidden.__class__ is not torch.Tensor and not isinstance(hidden, torch.Tensor):
+        if not isinstance(hidden, torch.Tensor):
             self.session.unsupported_input(hidden)
             return _PLAIN
         if self.probe_head:
@@ -357,7 +357,7 @@ class BlockHook(ModelHook):
                              None if out_encoder is None or entry.encoder is None else out_encoder - entry.encoder,
                              raw=(out_hidden, out_encoder))
         if self.probe_tail:
-            call.probe = self._probe_residual(call, output if spec.hidden_index is None else spec.split(output)[0])
+            call.probe = self._probe_residual(call, spec.split(output)[0])
         if entry is not None and self.tail:
             del call.ranges[runner]
 

@@ -4,7 +4,7 @@ Contract
 --------
 The runtime registers what a decision needs on a ``SignalBatch`` (each call queues a few 0-dim
 reductions on the tensors' device and returns the signal's key), then calls ``compute()``, which
-stacks every queued reduction into one tensor (their own dtype, float32 for float32 and half inputs),
+stacks every queued reduction into one tensor (in their accumulation dtype: float32, float64 for float64 inputs),
 optionally reduces it across ranks, and reads it on the host exactly once (``.tolist()``; ``.item()``
 for a single reduction). The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
 whose inputs were non-finite and the keys that were unavailable. A batch given the caller's ``known``
@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -99,31 +100,20 @@ def history_needed(key: str) -> int:
 _NONE: frozenset[str] = frozenset()
 
 
+@dataclass(slots=True)
 class SignalValues:
-    """The values of one decision point; ``nonfinite`` and ``unavailable`` name the flagged keys.
-    (A plain class with slots: one is built per measured decision point.)"""
+    """The values of one decision point; ``nonfinite`` and ``unavailable`` name the flagged keys (not
+    changed once built; not frozen, so that building one per measured decision stays cheap)."""
 
-    __slots__ = ("values", "nonfinite", "unavailable")
-
-    def __init__(self, values: dict[str, float], nonfinite: frozenset[str] = _NONE,
-                 unavailable: frozenset[str] = _NONE):
-        self.values, self.nonfinite, self.unavailable = values, nonfinite, unavailable
+    values: dict[str, float]
+    nonfinite: frozenset[str] = _NONE
+    unavailable: frozenset[str] = _NONE
 
     def __getitem__(self, key: str) -> float:
         return self.values[key]
 
     def __contains__(self, key: str) -> bool:
         return key in self.values
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, SignalValues):
-            return NotImplemented
-        return (self.values, self.nonfinite, self.unavailable) == (other.values, other.nonfinite, other.unavailable)
-
-    __hash__ = None  # type: ignore[assignment]  # holds a dict
-
-    def __repr__(self) -> str:
-        return f"SignalValues(values={self.values!r}, nonfinite={set(self.nonfinite)!r}, unavailable={set(self.unavailable)!r})"
 
 
 def _acc(t: torch.Tensor) -> torch.dtype:
