@@ -4,9 +4,9 @@ Contract
 --------
 The runtime registers what a decision needs on a ``SignalBatch`` (each call queues a few 0-dim
 reductions on the tensors' device and returns the signal's key), then calls ``compute()``, which
-stacks every queued reduction into one tensor (in their accumulation dtype: float32, float64 for float64 inputs),
-optionally reduces it across ranks, and reads it on the host exactly once (``.tolist()``; ``.item()``
-for a single reduction). The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
+stacks every queued reduction into one tensor (in their accumulation dtype: float32, or float64 for
+float64 inputs), optionally reduces it across ranks, and reads it on the host exactly once
+(``.tolist()``; ``.item()`` for a single reduction). The result is a ``SignalValues``: ``values[key] -> float`` plus the keys
 whose inputs were non-finite and the keys that were unavailable. A batch given the caller's ``known``
 means reads the mean of an unchanged reference from there instead of reducing it again (see
 ``SignalBatch``).
