@@ -73,6 +73,7 @@ class BlockClock:
     def __init__(self, transformer: torch.nn.Module):
         self.total = 0.0
         self.calls = 0
+        self.clock = time.process_time  # the breakdown reads the wall clock (``Breakdown``)
         self.blocks = [spec.module for spec in discover(transformer).blocks]
         for block in self.blocks:
             block.forward = self._timed(block.forward)
@@ -91,10 +92,9 @@ class BlockClock:
         return best
 
     def _timed(self, forward: Any) -> Any:
-        clock = time.process_time
-
         @functools.wraps(forward)
         def timed(*args: Any, **kwargs: Any) -> Any:
+            clock = self.clock
             start = clock()
             out = forward(*args, **kwargs)
             self.total += clock() - start
@@ -109,15 +109,27 @@ class BlockClock:
 
 
 class Variant:
-    """One way of running the pipeline: no policy, policyc's fbcache.policy, diffusers' FBC."""
+    """One way of running the pipeline: no policy, policyc's fbcache.policy, diffusers' FBC.
 
-    def __init__(self, name: str, pipe: Any, threshold: float):
-        self.name, self.pipe, self.threshold = name, pipe, threshold
+    Each is set up before a run and removed after it, outside the timed run. For policyc the setup is
+    ``attach`` and the proof at the run's step count (``Session.prove_at``), which a session otherwise
+    makes at its first call. Both are once per session, not per call, and a session attached once
+    serves every later call. ``setup_s`` keeps the time of each."""
+
+    setup_s: dict[str, list[float]] = {"attach": [], "prove": []}
+
+    def __init__(self, name: str, pipe: Any, threshold: float, steps: int):
+        self.name, self.pipe, self.threshold, self.steps = name, pipe, threshold, steps
         self.session: Any = None
 
     def __enter__(self) -> Variant:
         if self.name == "policyc":
+            start = time.process_time()
             self.session = runtime.attach(self.pipe, FBCACHE, threshold=self.threshold)
+            attached = time.process_time()
+            self.session.prove_at(self.steps)
+            self.setup_s["attach"].append(attached - start)
+            self.setup_s["prove"].append(time.process_time() - attached)
         elif self.name == "diffusers-fbc":
             from diffusers import FirstBlockCacheConfig
 
@@ -169,6 +181,81 @@ def layer_self_time(profiles: list[cProfile.Profile]) -> tuple[float, list[tuple
     return sum(t for _, t, _ in rows), rows
 
 
+class Breakdown:
+    """Where a variant's layer time goes, from timers around the layer's entry points (inclusive, per
+    transformer call): the block hooks less the blocks' own compute (``BlockClock``), the decision inside
+    them, the signals inside the decision, and policyc's root hook less the model's forward below it.
+    The timers read the wall clock (``perf_counter``, 0.04 us a read here; the process clock costs 0.4 us
+    a read, which would weigh on parts this small); a quiet machine is assumed. The parts are a map of
+    the layer, not a second measurement of its own time."""
+
+    def __init__(self, variant: str):
+        self.variant = variant
+        self.parts: dict[str, float] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str, part: str) -> None:
+        """Time ``owner.name`` (a class's function or an instance's attribute) into ``part``."""
+        original = getattr(owner, name) if not isinstance(owner, type) else owner.__dict__[name]
+        clock, parts = time.perf_counter, self.parts
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = clock()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                parts[part] = parts.get(part, 0.0) + clock() - start
+
+        self._undo.append((owner, name, owner.__dict__.get(name)))
+        setattr(owner, name, timed)
+
+    def install(self) -> None:
+        """Before the variant is attached: diffusers' registry binds each hook's ``new_forward`` when it
+        registers the hook."""
+        from runtime import hooks, signals, units
+
+        if self.variant == "policyc":
+            self.wrap(hooks.BlockHook, "new_forward", "block hooks")
+            self.wrap(units.UnitRunner, "decide_eager", "decision")
+            self.wrap(signals.SignalBatch, "compute", "signals: stack and read")
+            self.wrap(units._LazySignals, "measure", "signals")
+            self.wrap(hooks.RootHook, "new_forward", "root hook")
+        else:
+            from diffusers.hooks import first_block_cache as fbc
+
+            self.wrap(fbc.FBCHeadBlockHook, "new_forward", "block hooks")
+            self.wrap(fbc.FBCBlockHook, "new_forward", "block hooks")
+            self.wrap(fbc.FBCHeadBlockHook, "_should_compute_remaining_blocks", "decision")
+
+    def attached(self, pipe: Any) -> None:
+        """Once attached: the model's forward below policyc's root hook."""
+        from runtime import hooks
+
+        if self.variant == "policyc":
+            root = pipe.transformer._diffusers_hook.get_hook(hooks.ROOT_HOOK)
+            self.wrap(root.fn_ref, "original_forward", "model below the root hook")
+
+    def remove(self) -> None:
+        for owner, name, before in reversed(self._undo):
+            if before is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, before)
+        self._undo.clear()
+
+    def per_call(self, blocks: float, calls: int) -> dict[str, float]:
+        """Microseconds per transformer call: the layer's parts, block compute (``blocks``, on the same
+        clock) taken off the hooks."""
+        parts = self.parts
+        out = {"block hooks, less the blocks": parts.get("block hooks", 0.0) - blocks}
+        for key in ("decision", "signals", "signals: stack and read"):
+            if key in parts:
+                out[key] = parts[key]
+        if "root hook" in parts:
+            out["root hook, less the model"] = parts["root hook"] - parts["model below the root hook"]
+        return {k: 1e6 * v / calls for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=testbeds.DEFAULT_STEPS)
@@ -179,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--profile-runs", type=int, default=5,
                         help="profiled runs per variant (each function's least self time is kept)")
     parser.add_argument("--top", type=int, default=8, help="functions listed per variant in the profile")
+    parser.add_argument("--breakdown-runs", type=int, default=5,
+                        help="runs per variant timed part by part (the median of each part is printed; 0: none)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -195,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the decisions and outputs, untimed (this is also the warm-up)
     decided, outs = {}, {}
     for name in names:
-        with Variant(name, pipe, args.threshold) as v:
+        with Variant(name, pipe, args.threshold, args.steps) as v:
             if name == "none":
                 outs[name] = run()
             else:
@@ -208,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}  # (T, B) per repeat, T corrected
     for r in range(args.repeats):
         for name in names[r % 3:] + names[:r % 3]:
-            with Variant(name, pipe, args.threshold):
+            with Variant(name, pipe, args.threshold, args.steps):
                 clock.total, clock.calls = 0.0, 0
                 start = time.process_time()
                 run()
@@ -236,12 +325,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     diff = [a - b for a, b in zip(own_pc, own_fbc)]
     result["own_difference"] = per_call(diff)  # policyc - FBC per call, paired per repeat
     result["own_ratio"] = statistics.median(own_pc) / statistics.median(own_fbc)
+    # policyc's setup, once per session (outside the timed runs): attach, and the proof at the run's steps
+    result["setup_ms"] = {k: 1e3 * statistics.median(v) for k, v in Variant.setup_s.items()}
 
     profiles: dict[str, Any] = {}
     for name in names:
         runs = []
         for _ in range(args.profile_runs):
-            with Variant(name, pipe, args.threshold):
+            with Variant(name, pipe, args.threshold, args.steps):
                 profile = cProfile.Profile()
                 profile.enable()
                 run()
@@ -256,6 +347,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   for f, s, n in rows[:args.top]]}
     result["profile"] = profiles
     result["profile_ratio"] = profiles["policyc"]["self_us_per_call"] / profiles["diffusers-fbc"]["self_us_per_call"]
+
+    breakdown: dict[str, dict[str, float]] = {}
+    for name in names[1:] if args.breakdown_runs > 0 else ():
+        per_run: list[dict[str, float]] = []
+        for _ in range(args.breakdown_runs):
+            parts = Breakdown(name)
+            parts.install()
+            try:
+                with Variant(name, pipe, args.threshold, args.steps):
+                    parts.attached(pipe)
+                    clock.total, clock.calls, clock.clock = 0.0, 0, time.perf_counter
+                    run()
+            finally:
+                clock.clock = time.process_time
+                parts.remove()
+            per_run.append(parts.per_call(clock.total, calls))
+        breakdown[name] = {k: statistics.median(r[k] for r in per_run) for k in per_run[0]}
+    result["breakdown_us"] = breakdown
     clock.remove()
 
     if args.json:
@@ -280,12 +389,18 @@ def print_table(r: dict[str, Any]) -> None:
     d = r["own_difference"]
     print(f"\nown policyc - own FBC per call: {d['median_ms']:.3f} ms (paired, min..max {d['min_ms']:.3f}.."
           f"{d['max_ms']:.3f}); ratio of medians {r['own_ratio']:.2f}")
+    print(f"policyc's setup per session, not timed above: attach {r['setup_ms']['attach']:.1f} ms, proof at "
+          f"{r['steps']} steps {r['setup_ms']['prove']:.2f} ms")
     print("\ncProfile self time of the caching layer (us per call), and function calls per transformer call:")
     for name, p in r["profile"].items():
         print(f"  {name:<14}{p['self_us_per_call']:>8.1f}{p['function_calls_per_call']:>10.1f} calls")
         for row in p["top"]:
             print(f"      {row['self_us_per_call']:>7.1f}  {row['calls']:>6}  {row['function']}")
     print(f"policyc / FBC self time: {r['profile_ratio']:.2f}")
+    if r["breakdown_us"]:
+        print("\nwhere the layer's time goes (us per transformer call, inclusive, timers included; median of runs):")
+        for name, parts in r["breakdown_us"].items():
+            print(f"  {name}: " + "; ".join(f"{k} {v:.1f}" for k, v in parts.items()))
 
 
 if __name__ == "__main__":
