@@ -114,12 +114,10 @@ class Variant:
     Each is set up before a run and removed after it, outside the timed run. For policyc the setup is
     ``attach`` and the proof at the run's step count (``Session.prove_at``), which a session otherwise
     makes at its first call. Both are once per session, not per call, and a session attached once
-    serves every later call. ``setup_s`` keeps the time of each."""
+    serves every later call. ``setup`` (shared by the caller) collects the time of each."""
 
-    setup_s: dict[str, list[float]] = {"attach": [], "prove": []}
-
-    def __init__(self, name: str, pipe: Any, threshold: float, steps: int):
-        self.name, self.pipe, self.threshold, self.steps = name, pipe, threshold, steps
+    def __init__(self, name: str, pipe: Any, threshold: float, steps: int, setup: dict[str, list[float]]):
+        self.name, self.pipe, self.threshold, self.steps, self.setup = name, pipe, threshold, steps, setup
         self.session: Any = None
 
     def __enter__(self) -> Variant:
@@ -128,8 +126,8 @@ class Variant:
             self.session = runtime.attach(self.pipe, FBCACHE, threshold=self.threshold)
             attached = time.process_time()
             self.session.prove_at(self.steps)
-            self.setup_s["attach"].append(attached - start)
-            self.setup_s["prove"].append(time.process_time() - attached)
+            self.setup["attach"].append(attached - start)
+            self.setup["prove"].append(time.process_time() - attached)
         elif self.name == "diffusers-fbc":
             from diffusers import FirstBlockCacheConfig
 
@@ -276,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kwargs["output_type"] = "latent"
     clock = BlockClock(pipe.transformer)
     names = ["none", "policyc", "diffusers-fbc"]
+    setup: dict[str, list[float]] = {"attach": [], "prove": []}  # policyc's, per session (``Variant``)
 
     def run() -> torch.Tensor:
         with torch.no_grad():
@@ -284,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the decisions and outputs, untimed (this is also the warm-up)
     decided, outs = {}, {}
     for name in names:
-        with Variant(name, pipe, args.threshold, args.steps) as v:
+        with Variant(name, pipe, args.threshold, args.steps, setup) as v:
             if name == "none":
                 outs[name] = run()
             else:
@@ -297,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}  # (T, B) per repeat, T corrected
     for r in range(args.repeats):
         for name in names[r % 3:] + names[:r % 3]:
-            with Variant(name, pipe, args.threshold, args.steps):
+            with Variant(name, pipe, args.threshold, args.steps, setup):
                 clock.total, clock.calls = 0.0, 0
                 start = time.process_time()
                 run()
@@ -326,13 +325,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["own_difference"] = per_call(diff)  # policyc - FBC per call, paired per repeat
     result["own_ratio"] = statistics.median(own_pc) / statistics.median(own_fbc)
     # policyc's setup, once per session (outside the timed runs): attach, and the proof at the run's steps
-    result["setup_ms"] = {k: 1e3 * statistics.median(v) for k, v in Variant.setup_s.items()}
+    result["setup_ms"] = {k: 1e3 * statistics.median(v) for k, v in setup.items()}
 
     profiles: dict[str, Any] = {}
     for name in names:
         runs = []
         for _ in range(args.profile_runs):
-            with Variant(name, pipe, args.threshold, args.steps):
+            with Variant(name, pipe, args.threshold, args.steps, setup):
                 profile = cProfile.Profile()
                 profile.enable()
                 run()
@@ -355,7 +354,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parts = Breakdown(name)
             parts.install()
             try:
-                with Variant(name, pipe, args.threshold, args.steps):
+                with Variant(name, pipe, args.threshold, args.steps, setup):
                     parts.attached(pipe)
                     clock.total, clock.calls, clock.clock = 0.0, 0, time.perf_counter
                     run()
