@@ -62,9 +62,9 @@ FORCED: dict[str, tuple[dict[str, Any], str]] = {
                 "F2B1; a drift threshold no step reaches, at most 2 cached steps in a row: R C C ..."),
     "scope": (dict(tau_cache=1.0, tau_predict=1.0), "cache / predict whenever the runs and the error budget allow; "
               "the budget is a literal 0.15, so `scope@budget=1.0` (the file with `limit budget 1.0`) runs beside it"),
+    "lagged_blocks": (dict(threshold=1.0), "examples/lagged_blocks.policy: a relative input change below 1 reuses, "
+                      "at most 2 in a row: R R C C R C C ... (the file without `lag: 1` gets `warmup 2`: the same)"),
 }
-FORCED["lagged_blocks"] = (dict(threshold=1.0), "examples/lagged_blocks.policy: a relative input change below 1 "
-                           "reuses, at most 2 in a row: R R C C R C C ... (the file without `lag: 1` gets `warmup 2`: the same)")
 FB_TUNING = "threshold tuned on the run's own first-block drift (tune_threshold) to recompute ~40 % of calls"
 
 
