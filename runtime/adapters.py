@@ -82,10 +82,15 @@ class BlockSpec:
         """The argument ``name`` of a call to this block, wherever it was passed."""
         if name in kwargs:
             return kwargs[name]
+        position = self._position(name)
+        return args[position] if position < len(args) else None
+
+    def _position(self, name: str) -> int:
+        """Where ``name`` sits among the positional arguments (past any, when it is not a parameter)."""
         position = self._positions.get(name)
         if position is None:
             position = self._positions[name] = self.params.index(name) if name in self.params else 1 << 30
-        return args[position] if position < len(args) else None
+        return position
 
     def split(self, output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(hidden, encoder) of a block output."""
@@ -114,11 +119,9 @@ class BlockSpec:
     def _input_positions(self) -> tuple[str, int, str | None, int]:
         """(name, position) of the latent and (with an encoder stream) the encoder argument: ``arg``'s
         lookup, resolved once (``inputs`` runs at every hooked block call)."""
-        far = 1 << 30
         hidden = self.hidden_name
         encoder = self.encoder_arg if self.encoder_index is not None else None
-        return (hidden, self.params.index(hidden) if hidden in self.params else far, encoder,
-                self.params.index(encoder) if encoder is not None and encoder in self.params else far)
+        return (hidden, self._position(hidden), encoder, self._position(encoder) if encoder is not None else 1 << 30)
 
     def passthrough(self, args: tuple, kwargs: dict) -> Any:
         """The output of a bypassed block: its own inputs, in the layout it returns."""
